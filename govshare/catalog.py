@@ -1,0 +1,470 @@
+"""The catalog: what is shared, with whom, under which class, as data (catalogs/*.yaml).
+
+Loaded once into frozen objects. A broken catalog raises one ConfigError that lists every
+problem found, so a bureau fixes its YAML in one round instead of one error at a time.
+
+Sharing classes follow 政务数据共享条例: every item is 无条件共享 (``unconditional``),
+有条件共享 (``conditional``: only under a recorded approval and a stated purpose) or
+不予共享 (``none``: never leaves the bureau).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import yaml
+
+from govshare.errors import ConfigError
+
+SharingClass = Literal["unconditional", "conditional", "none"]
+Sensitivity = Literal["public", "internal", "personal", "sensitive_personal"]
+FieldType = Literal["string", "date", "timestamp", "decimal", "int"]
+KeySource = Literal["local", "external"]
+
+SHARING_LABELS: dict[str, str] = {
+    "unconditional": "无条件共享",
+    "conditional": "有条件共享",
+    "none": "不予共享",
+}
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_SUBSCRIBER_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+_KEY_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
+_DECIMAL = re.compile(r"^decimal\((\d{1,2}),(\d{1,2})\)$")
+_SOURCE_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Check:
+    """One named check from validation's vocabulary, with its parameters."""
+
+    name: str
+    params: tuple[tuple[str, str], ...] = ()
+
+    def param(self, key: str, default: str | None = None) -> str | None:
+        return dict(self.params).get(key, default)
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: FieldType
+    sharing: SharingClass
+    sensitivity: Sensitivity
+    column: str  # the source's own column name (defaults to name)
+    required: bool = False
+    label: str = ""
+    decimal: tuple[int, int] | None = None  # (precision, scale) when type is decimal
+    checks: tuple[Check, ...] = ()
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Thresholds past which nothing is published (the validation gate)."""
+
+    max_rejected_share: float = 0.5
+
+
+@dataclass(frozen=True)
+class Dataset:
+    id: str
+    title: str
+    provider: str  # the source department (提供部门)
+    connection_id: str
+    source_table: str
+    key: str
+    watermark_column: str
+    deleted_column: str
+    schedule: str | None
+    fields: tuple[Field, ...]
+    checks: tuple[Check, ...]  # record-level checks across fields
+    footer_key: str
+    conditional_key: str
+    gate: Gate = Gate()
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+    def fields_of(self, sharing: SharingClass) -> tuple[Field, ...]:
+        return tuple(f for f in self.fields if f.sharing == sharing)
+
+    @property
+    def published_fields(self) -> tuple[Field, ...]:
+        """Fields that may ever leave the bureau (everything but 不予共享)."""
+        return tuple(f for f in self.fields if f.sharing != "none")
+
+    @property
+    def asset_uri(self) -> str:
+        return f"govshare://sharing-set/{self.id}"
+
+
+@dataclass(frozen=True)
+class Approval:
+    """The recorded approval (审批) behind a conditional grant."""
+
+    id: str
+    purpose: str
+    approved_by: str
+    approved_on: date
+    expires_on: date | None = None
+
+
+@dataclass(frozen=True)
+class Grant:
+    dataset: str
+    fields: tuple[str, ...]  # resolved field names, in the dataset's order
+    approval: Approval | None = None
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    id: str
+    name: str
+    keys: KeySource
+    grants: Mapping[str, Grant] = field(default_factory=dict)
+
+    def grant_for(self, dataset: str) -> Grant | None:
+        return self.grants.get(dataset)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    datasets: Mapping[str, Dataset]
+    subscribers: Mapping[str, Subscriber]
+    directory: Path
+
+    def dataset(self, dataset_id: str) -> Dataset:
+        try:
+            return self.datasets[dataset_id]
+        except KeyError:
+            known = ", ".join(sorted(self.datasets)) or "none"
+            raise ConfigError(f"unknown dataset {dataset_id!r} (catalog {self.directory} has: {known})") from None
+
+    def subscriber(self, subscriber_id: str) -> Subscriber | None:
+        return self.subscribers.get(subscriber_id)
+
+    def key_names(self) -> tuple[str, ...]:
+        names: list[str] = []
+        for d in self.datasets.values():
+            names += [d.footer_key, d.conditional_key]
+        return tuple(dict.fromkeys(names))
+
+
+def catalog_dir() -> Path:
+    """GOVSHARE_CATALOG (a folder) overrides the project's own catalogs/."""
+    override = os.environ.get("GOVSHARE_CATALOG")
+    return Path(override).resolve() if override else PROJECT_ROOT / "catalogs"
+
+
+def load_catalog(directory: Path | None = None) -> Catalog:
+    directory = Path(directory) if directory else catalog_dir()
+    loader = _Loader(directory)
+    return loader.load()
+
+
+class _Loader:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.problems: list[str] = []
+
+    def problem(self, where: str, what: str) -> None:
+        self.problems.append(f"{where}: {what}")
+
+    def load(self) -> Catalog:
+        if not self.directory.is_dir():
+            raise ConfigError(f"catalog folder {self.directory} does not exist")
+        raw_datasets: list[tuple[str, dict[str, Any]]] = []
+        raw_subscribers: list[tuple[str, dict[str, Any]]] = []
+        files = sorted(self.directory.glob("*.yaml"))
+        if not files:
+            self.problem(str(self.directory), "no *.yaml catalog files")
+        for path in files:
+            doc = self._read(path)
+            if doc is None:
+                continue
+            kind = doc.get("kind")
+            if kind == "dataset":
+                raw_datasets.append((path.name, doc))
+            elif kind == "subscribers":
+                raw_subscribers.append((path.name, doc))
+            else:
+                self.problem(path.name, f"'kind' must be 'dataset' or 'subscribers', not {kind!r}")
+
+        datasets: dict[str, Dataset] = {}
+        for where, doc in raw_datasets:
+            ds = self._dataset(where, doc)
+            if ds is None:
+                continue
+            if ds.id in datasets:
+                self.problem(where, f"dataset {ds.id!r} is declared twice")
+            datasets[ds.id] = ds
+
+        subscribers: dict[str, Subscriber] = {}
+        for where, doc in raw_subscribers:
+            for i, raw in enumerate(_as_list(doc.get("subscribers"))):
+                sub = self._subscriber(f"{where}: subscribers[{i}]", raw, datasets)
+                if sub is None:
+                    continue
+                if sub.id in subscribers:
+                    self.problem(where, f"subscriber {sub.id!r} is declared twice")
+                subscribers[sub.id] = sub
+
+        if self.problems:
+            raise ConfigError(
+                f"the catalog in {self.directory} has {len(self.problems)} problem(s)",
+                problems=self.problems,
+            )
+        return Catalog(datasets=datasets, subscribers=subscribers, directory=self.directory)
+
+    def _read(self, path: Path) -> dict[str, Any] | None:
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            self.problem(path.name, f"cannot be read as YAML ({exc.__class__.__name__}: {_first_line(exc)})")
+            return None
+        if not isinstance(doc, dict):
+            self.problem(path.name, "must be a mapping at the top level")
+            return None
+        return doc
+
+    # -- datasets ------------------------------------------------------------------------
+
+    def _dataset(self, where: str, doc: dict[str, Any]) -> Dataset | None:
+        before = len(self.problems)
+        ds_id = self._name(where, doc, "id", _NAME)
+        where = f"{where} ({ds_id or '?'})"
+        source = doc.get("source") or {}
+        if not isinstance(source, dict):
+            self.problem(where, "'source' must be a mapping")
+            source = {}
+        connection_id = self._name(where, source, "connection", _NAME, "source.connection")
+        table = self._name(where, source, "table", _SOURCE_IDENT, "source.table")
+        watermark = str(source.get("watermark_column", "updated_at"))
+        deleted = str(source.get("deleted_column", "is_deleted"))
+        for label, value in (("source.watermark_column", watermark), ("source.deleted_column", deleted)):
+            if not _SOURCE_IDENT.match(value):
+                self.problem(where, f"{label} {value!r} is not a plain SQL identifier")
+
+        fields = self._fields(where, doc.get("fields"))
+        names = {f.name for f in fields}
+        key = doc.get("key")
+        if key not in names:
+            self.problem(where, f"key {key!r} is not one of its fields")
+        elif fields and next(f for f in fields if f.name == key).sharing == "none":
+            self.problem(where, f"key {key!r} cannot be 不予共享 (none)")
+        checks = tuple(self._check(f"{where}: checks[{i}]", c, "record") for i, c in enumerate(_as_list(doc.get("checks"))))
+
+        protection = doc.get("protection") or {}
+        footer_key = str(protection.get("footer_key", ""))
+        conditional_key = str(protection.get("conditional_key", ""))
+        for label, value in (("protection.footer_key", footer_key), ("protection.conditional_key", conditional_key)):
+            if not _KEY_NAME.match(value):
+                self.problem(where, f"{label} {value!r} must be a key name like 'population.footer'")
+
+        gate_raw = doc.get("gate") or {}
+        share = gate_raw.get("max_rejected_share", Gate.max_rejected_share)
+        if not isinstance(share, (int, float)) or not 0 <= share <= 1:
+            self.problem(where, f"gate.max_rejected_share must be a number from 0 to 1, not {share!r}")
+            share = Gate.max_rejected_share
+
+        schedule = doc.get("schedule")
+        if schedule is not None and not isinstance(schedule, str):
+            self.problem(where, "schedule must be a cron expression or preset like '@daily'")
+        if len(self.problems) > before:
+            return None
+        return Dataset(
+            id=ds_id,
+            title=str(doc.get("title", ds_id)),
+            provider=str(doc.get("provider", "")),
+            connection_id=connection_id,
+            source_table=table,
+            key=key,
+            watermark_column=watermark,
+            deleted_column=deleted,
+            schedule=schedule,
+            fields=fields,
+            checks=checks,
+            footer_key=footer_key,
+            conditional_key=conditional_key,
+            gate=Gate(max_rejected_share=float(share)),
+        )
+
+    def _fields(self, where: str, raw: Any) -> tuple[Field, ...]:
+        if not isinstance(raw, dict) or not raw:
+            self.problem(where, "'fields' must be a non-empty mapping of field name to its declaration")
+            return ()
+        out: list[Field] = []
+        columns: set[str] = set()
+        for name, spec in raw.items():
+            fw = f"{where}: field {name!r}"
+            if not isinstance(name, str) or not _NAME.match(name):
+                self.problem(fw, "field names are lower_snake_case identifiers")
+                continue
+            if not isinstance(spec, dict):
+                self.problem(fw, "must be a mapping (type, sharing, sensitivity, ...)")
+                continue
+            type_ = str(spec.get("type", ""))
+            decimal = None
+            if m := _DECIMAL.match(type_):
+                decimal = (int(m.group(1)), int(m.group(2)))
+                type_ = "decimal"
+            if type_ not in get_args(FieldType):
+                self.problem(fw, f"type {spec.get('type')!r} is not one of string, date, timestamp, int, decimal(p,s)")
+            sharing = spec.get("sharing")
+            if sharing not in SHARING_LABELS:
+                self.problem(fw, f"sharing {sharing!r} must be unconditional (无条件共享), conditional (有条件共享) or none (不予共享)")
+            sensitivity = spec.get("sensitivity")
+            if sensitivity not in get_args(Sensitivity):
+                self.problem(fw, f"sensitivity {sensitivity!r} must be one of {', '.join(get_args(Sensitivity))}")
+            column = str(spec.get("column", name))
+            if not _SOURCE_IDENT.match(column):
+                self.problem(fw, f"source column {column!r} is not a plain SQL identifier")
+            elif column.lower() in columns:
+                self.problem(fw, f"source column {column!r} is mapped twice")
+            columns.add(column.lower())
+            checks = tuple(self._check(f"{fw}: checks[{i}]", c, "field") for i, c in enumerate(_as_list(spec.get("checks"))))
+            out.append(
+                Field(
+                    name=name,
+                    type=type_,  # type: ignore[arg-type]
+                    sharing=sharing,  # type: ignore[arg-type]
+                    sensitivity=sensitivity,  # type: ignore[arg-type]
+                    column=column,
+                    required=bool(spec.get("required", False)),
+                    label=str(spec.get("label", "")),
+                    decimal=decimal,
+                    checks=checks,
+                )
+            )
+        return tuple(out)
+
+    def _check(self, where: str, raw: Any, scope: str) -> Check:
+        from validation.checks import CHECKS, check_problems  # light: no pandas, no GX
+
+        if isinstance(raw, str):
+            check = Check(raw)
+        elif isinstance(raw, dict) and len(raw) == 1:
+            name, params = next(iter(raw.items()))
+            if params is None:
+                params = {}
+            if not isinstance(params, dict):
+                self.problem(where, f"parameters of check {name!r} must be a mapping")
+                params = {}
+            check = Check(str(name), tuple(sorted((str(k), str(v)) for k, v in params.items())))
+        else:
+            self.problem(where, f"a check is a name or a one-key mapping of name to parameters, not {raw!r}")
+            return Check("invalid")
+        for p in check_problems(check):
+            self.problem(where, p)
+        spec = CHECKS.get(check.name)
+        if spec is not None and spec.scope != scope:
+            self.problem(where, f"check {check.name!r} is a {spec.scope} check and cannot be declared as a {scope} check")
+        return check
+
+    # -- subscribers ---------------------------------------------------------------------
+
+    def _subscriber(self, where: str, raw: Any, datasets: dict[str, Dataset]) -> Subscriber | None:
+        if not isinstance(raw, dict):
+            self.problem(where, "must be a mapping")
+            return None
+        before = len(self.problems)
+        sub_id = self._name(where, raw, "id", _SUBSCRIBER_ID)
+        where = f"{where} ({sub_id or '?'})"
+        keys = raw.get("keys", "external")
+        if keys not in get_args(KeySource):
+            self.problem(where, f"keys must be 'local' (generated by govshare init) or 'external', not {keys!r}")
+        grants: dict[str, Grant] = {}
+        for i, g in enumerate(_as_list(raw.get("grants"))):
+            grant = self._grant(f"{where}: grants[{i}]", g, datasets)
+            if grant is None:
+                continue
+            if grant.dataset in grants:
+                self.problem(where, f"two grants for dataset {grant.dataset!r}")
+            grants[grant.dataset] = grant
+        if len(self.problems) > before:
+            return None
+        return Subscriber(id=sub_id, name=str(raw.get("name", sub_id)), keys=keys, grants=grants)
+
+    def _grant(self, where: str, raw: Any, datasets: dict[str, Dataset]) -> Grant | None:
+        if not isinstance(raw, dict):
+            self.problem(where, "must be a mapping with dataset and fields")
+            return None
+        ds = datasets.get(raw.get("dataset"))
+        if ds is None:
+            self.problem(where, f"dataset {raw.get('dataset')!r} is not in the catalog")
+            return None
+        wanted = raw.get("fields")
+        names: list[str] = []
+        for item in _as_list(wanted):
+            if item in SHARING_LABELS:
+                names += [f.name for f in ds.fields_of(item)]
+            elif item in ds.field_names:
+                names.append(item)
+            else:
+                self.problem(where, f"{item!r} is neither a field of {ds.id} nor a sharing class")
+        if not names:
+            self.problem(where, "grants no fields")
+        for name in names:
+            if name in ds.field_names and ds.field(name).sharing == "none":
+                self.problem(where, f"field {ds.id}.{name} is 不予共享 (none) and can be granted to nobody")
+        approval = self._approval(where, raw.get("approval"))
+        conditional = [n for n in names if n in ds.field_names and ds.field(n).sharing == "conditional"]
+        if conditional and approval is None:
+            self.problem(where, f"conditional (有条件共享) fields {', '.join(conditional)} need an approval (id, purpose, approved_by, approved_on)")
+        ordered = tuple(f.name for f in ds.fields if f.name in set(names))
+        return Grant(dataset=ds.id, fields=ordered, approval=approval)
+
+    def _approval(self, where: str, raw: Any) -> Approval | None:
+        if raw is None:
+            return None
+        if not isinstance(raw, dict):
+            self.problem(where, "approval must be a mapping")
+            return None
+        missing = [k for k in ("id", "purpose", "approved_by", "approved_on") if not raw.get(k)]
+        if missing:
+            self.problem(where, f"approval lacks {', '.join(missing)}")
+            return None
+        approved_on, expires_on = raw.get("approved_on"), raw.get("expires_on")
+        for label, value in (("approved_on", approved_on), ("expires_on", expires_on)):
+            if value is not None and not isinstance(value, date):
+                self.problem(where, f"approval.{label} must be a date (YYYY-MM-DD), not {value!r}")
+                return None
+        return Approval(
+            id=str(raw["id"]),
+            purpose=str(raw["purpose"]),
+            approved_by=str(raw["approved_by"]),
+            approved_on=approved_on,
+            expires_on=expires_on,
+        )
+
+    def _name(self, where: str, doc: dict[str, Any], key: str, pattern: re.Pattern[str], label: str | None = None) -> str:
+        value = doc.get(key)
+        if not isinstance(value, str) or not pattern.match(value):
+            self.problem(where, f"{label or key} {value!r} is missing or not a valid identifier")
+            return ""
+        return value
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else ""

@@ -1,0 +1,65 @@
+"""One root, a few branches: the branch decides what happens next and the CLI exit code.
+
+Messages say what was being done, to which dataset/version/file, and what to do next.
+They never carry a plaintext ID number, phone number or name.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+ExitCode = Literal[0, 1, 2, 3, 4, 5]
+
+
+class GovshareError(Exception):
+    """Root of every error govshare raises on purpose."""
+
+    exit_code: ExitCode = 1
+    retriable: bool = False
+
+    def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.problems = list(problems or [])
+
+    def lines(self) -> list[str]:
+        """The error as the plain lines a CLI user sees."""
+        return [self.message, *(f"  - {p}" for p in self.problems)]
+
+
+class ConfigError(GovshareError):
+    """Bad usage or configuration (catalog, arguments, environment). Fatal, exit 2."""
+
+    exit_code = 2
+
+
+class IntegrityError(GovshareError):
+    """A signature, digest or manifest chain does not match. Fatal, exit 3."""
+
+    exit_code = 3
+
+
+class AccessDenied(GovshareError):
+    """No grant, field outside the grant, missing or bad purpose, revoked subscriber. Exit 4."""
+
+    exit_code = 4
+
+
+class GateBlocked(GovshareError):
+    """The validation gate refused to publish. Fatal for the run, exit 5."""
+
+    exit_code = 5
+
+
+class SourceUnavailable(GovshareError):
+    """A source could not be reached or timed out. Retriable: Airflow retries with backoff."""
+
+    exit_code = 1
+    retriable = True
+
+
+class PublishConflict(GovshareError):
+    """Another publisher made the same version visible first. Retriable."""
+
+    exit_code = 1
+    retriable = True

@@ -1,0 +1,65 @@
+"""GOVSHARE_HOME: everything govshare writes (sharing store, keystore, quarantine, lineage, access log).
+
+Deleting it and running again starts from scratch. Nothing in it is committed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from govshare.catalog import PROJECT_ROOT
+from govshare.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Home:
+    root: Path
+
+    @property
+    def keystore(self) -> Path:
+        return self.root / "keystore"
+
+    @property
+    def store(self) -> Path:
+        """The sharing store: published, immutable versions per dataset."""
+        return self.root / "store"
+
+    @property
+    def state(self) -> Path:
+        """Per-dataset sync state (the watermark), advanced only after a publish."""
+        return self.root / "state"
+
+    @property
+    def work(self) -> Path:
+        """Staging of runs in progress (encrypted at rest), removed after publish."""
+        return self.root / "work"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def lineage(self) -> Path:
+        return self.root / "lineage"
+
+    @property
+    def audit(self) -> Path:
+        return self.root / "audit"
+
+    @property
+    def marker(self) -> Path:
+        return self.root / "govshare-home.json"
+
+    def require_initialised(self) -> "Home":
+        if not self.marker.is_file():
+            raise ConfigError(f"GOVSHARE_HOME {self.root} is not initialised: run 'govshare init' first")
+        return self
+
+
+def home() -> Home:
+    """GOVSHARE_HOME, default ./var under the project root."""
+    raw = os.environ.get("GOVSHARE_HOME")
+    root = Path(raw).expanduser() if raw else PROJECT_ROOT / "var"
+    return Home(root.resolve())
