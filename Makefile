@@ -1,0 +1,30 @@
+# Quick start: `make demo` and `make test` on a fresh machine (Python 3.11 with venv).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test test-unit bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+demo: install
+	scripts/demo.sh
+
+test: install
+	$(VENV)/bin/python -m pytest
+
+test-unit: install
+	$(VENV)/bin/python -m pytest tests/unit
+
+bench: install
+	$(VENV)/bin/python -m benchmarks.run
+
+clean:
+	rm -rf var .pytest_cache

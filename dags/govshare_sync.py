@@ -1,0 +1,81 @@
+"""Sync DAGs, one per dataset declared in catalogs/: extract -> validate -> protect -> publish.
+
+Each task calls one stage of ``govshare.pipeline``; stages hand over through the run's encrypted
+work folder under GOVSHARE_HOME. The publish task emits the dataset's Asset
+(``govshare://sharing-set/<dataset>``) with the published version in the event's extra; when the
+source had nothing new it is skipped and no asset event is emitted.
+
+Only the catalog (YAML) is read at parse time; pandas, pyarrow and Great Expectations are
+imported inside the tasks.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, dag, get_current_context, task
+
+from govshare.catalog import Dataset, load_catalog
+
+DEFAULT_ARGS = {
+    "owner": "data-resource-bureau",
+    "retries": 3,
+    "retry_delay": timedelta(minutes=2),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(hours=1),
+}
+
+
+def build_sync_dag(ds: Dataset):  # noqa: ANN201 - an Airflow DAG
+    asset = Asset(f"govshare.{ds.id}", uri=ds.asset_uri)
+
+    @dag(
+        dag_id=f"sync_{ds.id}",
+        description=f"Sync {ds.title} ({ds.id}) from {ds.connection_id} into a signed, encrypted sharing set",
+        schedule=ds.schedule,
+        start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Shanghai"),
+        catchup=False,
+        max_active_runs=1,
+        tags=["govshare", "sync", ds.id],
+        default_args=DEFAULT_ARGS,
+        doc_md=__doc__,
+    )
+    def sync() -> None:
+        def stage(name: str):  # noqa: ANN202
+            from govshare.airflow_tasks import run_stage
+
+            return run_stage(name, ds.id, get_current_context()["run_id"])
+
+        @task(task_id="extract")
+        def extract() -> dict:
+            return stage("extract")
+
+        @task(task_id="validate")
+        def validate() -> dict:
+            return stage("validate")
+
+        @task(task_id="protect")
+        def protect() -> dict:
+            return stage("protect")
+
+        @task(task_id="publish", outlets=[asset])
+        def publish() -> dict:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            result = stage("publish")
+            if result.version is None:
+                raise AirflowSkipException(f"{ds.id}: {result.reason}")
+            get_current_context()["outlet_events"][asset].extra = {
+                "dataset": ds.id, "version": result.version, "upserts": result.upserts, "deletes": result.deletes,
+            }
+            return {"version": result.version, "upserts": result.upserts, "deletes": result.deletes,
+                    "quarantined": result.quarantined}
+
+        extract() >> validate() >> protect() >> publish()
+
+    return sync()
+
+
+for _dataset in load_catalog().datasets.values():
+    globals()[f"sync_{_dataset.id}"] = build_sync_dag(_dataset)

@@ -1,0 +1,27 @@
+"""What the sync DAGs' tasks call: one pipeline stage, with govshare's errors mapped to Airflow's.
+
+Retriable errors (a source down or timing out, a publish race) are re-raised so Airflow retries
+with backoff. Every other govshare error fails the task at once: retrying bad configuration, a
+broken signature or a gate decision cannot help.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def run_stage(stage: str, dataset_id: str, airflow_run_id: str) -> Any:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from govshare import pipeline
+    from govshare.cli import _quiet_libraries
+    from govshare.errors import GovshareError
+
+    _quiet_libraries()
+    try:
+        run = pipeline.start(dataset_id, airflow_run_id)
+        return getattr(pipeline, stage)(run)
+    except GovshareError as exc:
+        if exc.retriable:
+            raise
+        raise AirflowFailException(" | ".join(exc.lines())) from exc

@@ -1,0 +1,238 @@
+"""The ``govshare`` command: the product's outside (see README and the contract).
+
+Exit codes: 0 done, 1 unexpected failure, 2 bad usage or configuration, 3 integrity failure,
+4 access denied, 5 the validation gate blocked publication. Errors are a few plain lines on
+stderr, never a traceback (GOVSHARE_DEBUG=1 shows one), never a plaintext identifier.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from govshare.errors import ConfigError, GovshareError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # usage errors: one line, exit 2
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="govshare", description="Shared foundational databases: sync, publish, verify, pull, lineage.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("init", help="prepare GOVSHARE_HOME: keystore and local subscribers' key pairs (idempotent)")
+
+    p = sub.add_parser("demo-data", help="write the three demo source databases (SQLite)")
+    p.add_argument("--rows", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=20261127)
+    p.add_argument("--out", type=Path, default=None, help="folder (default GOVSHARE_HOME/demo)")
+
+    p = sub.add_parser("sync", help="one sync outside Airflow")
+    p.add_argument("dataset")
+    p.add_argument("--full", action="store_true", help="re-read everything and publish a full snapshot version")
+
+    p = sub.add_parser("versions", help="published versions, newest last")
+    p.add_argument("dataset")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("verify", help="check signatures, file digests and the manifest chain")
+    p.add_argument("dataset")
+    p.add_argument("--version", type=int)
+
+    p = sub.add_parser("pull", help="a subscriber's granted view, decrypted, as Parquet")
+    p.add_argument("dataset")
+    p.add_argument("--subscriber", required=True)
+    p.add_argument("--purpose", default=None, help="申请事由, 1..200 characters (mandatory)")
+    p.add_argument("--out", required=True)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--version", type=int)
+    which.add_argument("--since", type=int)
+
+    p = sub.add_parser("lineage", help="the lineage report of a version")
+    p.add_argument("dataset")
+    p.add_argument("--version", type=int)
+    p.add_argument("--format", choices=("html", "json"), default=None)
+    p.add_argument("--out", type=Path, required=True)
+
+    p = sub.add_parser("audit", help="the access log")
+    p.add_argument("action", choices=("verify",))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_libraries()
+    try:
+        args = build_parser().parse_args(argv)
+        handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
+        return handler(args)
+    except GovshareError as exc:
+        for line in exc.lines():
+            print(f"govshare: {line}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("govshare: interrupted", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug: say what, never dump values
+        if os.environ.get("GOVSHARE_DEBUG"):
+            raise
+        command = (argv or sys.argv[1:] or ["?"])[0]
+        print(f"govshare: unexpected failure in '{command}': {exc.__class__.__name__} "
+              "(a bug; rerun with GOVSHARE_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1
+
+
+def _init(args: argparse.Namespace) -> int:
+    from govshare.home import home
+    from keys.keystore import Keystore
+    from govshare.catalog import load_catalog
+
+    catalog = load_catalog()
+    h = home()
+    h.root.mkdir(parents=True, exist_ok=True)
+    created = Keystore(h.keystore).init(catalog.key_names(), [s.id for s in catalog.subscribers.values() if s.keys == "local"])
+    if not h.marker.exists():
+        h.marker.write_text(json.dumps({"format": "govshare-home/1"}) + "\n", encoding="utf-8")
+    print(f"GOVSHARE_HOME {h.root}: " + (f"created keys {', '.join(created)}" if created else "already initialised; no key replaced"))
+    return 0
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    from govshare.demo import write_demo_sources
+    from govshare.home import home
+
+    if args.rows < 10:
+        raise ConfigError("--rows must be at least 10")
+    out = (args.out or home().root / "demo").resolve()
+    demo = write_demo_sources(out, rows=args.rows, seed=args.seed)
+    lines = [f"AIRFLOW_CONN_{conn.upper()}={uri}" for conn, uri in demo.connection_uris().items()]
+    env_file = out / "connections.env"
+    env_file.write_text("".join(f"export {line}\n" for line in lines), encoding="utf-8")
+    for dataset, counts in demo.counts.items():
+        print(f"{dataset}: {counts.rows} rows, {counts.valid} valid, {counts.defective} defective")
+    print("\n".join(lines))
+    print(f"(also written to {env_file}: source it to point the connections at these files)")
+    return 0
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from govshare import pipeline
+
+    result = pipeline.sync(args.dataset, full=args.full)
+    if result.version is None:
+        extra = f"; {result.quarantined} row(s) quarantined" if result.quarantined else ""
+        print(f"{result.dataset}: nothing new to publish ({result.reason}){extra}")
+    else:
+        print(f"{result.dataset}: published version {result.version} "
+              f"({result.upserts} upserted, {result.deletes} deleted, {result.quarantined} quarantined)")
+    return 0
+
+
+def _versions(args: argparse.Namespace) -> int:
+    from govshare.catalog import load_catalog
+    from govshare.home import home
+    from sharing.store import SharingStore
+
+    ds = load_catalog().dataset(args.dataset)
+    h = home().require_initialised()
+    store = SharingStore(h.store, ds.id)
+    rows = []
+    for v in store.versions():
+        m = store.read_manifest(v)
+        d = m.doc
+        rows.append({"version": v, "created_at": d["created_at"], "kind": d["kind"], "upserts": d["rows"]["upserts"],
+                     "deletes": d["rows"]["deletes"], "quarantined": d["rows"]["quarantined"],
+                     "watermark_from": d["source"]["watermark"]["from"], "watermark_to": d["source"]["watermark"]["to"],
+                     "manifest_sha256": m.digest})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"{ds.id}: no published version yet")
+        return 0
+    print(f"{'version':>7}  {'created (UTC)':25}  {'kind':8}  {'upserts':>8}  {'deletes':>7}  {'watermark to':19}  manifest sha256")
+    for r in rows:
+        print(f"{r['version']:>7}  {r['created_at']:25}  {r['kind']:8}  {r['upserts']:>8}  {r['deletes']:>7}  "
+              f"{(r['watermark_to'] or '')[:19]:19}  {r['manifest_sha256']}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from govshare.catalog import load_catalog
+    from govshare.home import home
+    from keys.keystore import Keystore
+    from sharing.store import SharingStore
+    from sharing.verify import verify_dataset
+
+    ds = load_catalog().dataset(args.dataset)
+    h = home().require_initialised()
+    chain = verify_dataset(SharingStore(h.store, ds.id), Keystore(h.keystore), args.version)
+    print(f"{ds.id}: versions 1..{chain.head.version} verified: signatures, manifest chain, "
+          f"{chain.files_checked} file digests; head manifest sha256 {chain.head.digest}")
+    return 0
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from govshare.catalog import load_catalog
+    from govshare.home import home
+    from sharing.pull import pull
+
+    result = pull(load_catalog(), home().require_initialised(), args.dataset, args.subscriber, args.purpose, args.out,
+                  version=args.version, since=args.since)
+    scope = f"changes after version {result.since} up to {result.version}" if result.since is not None else f"version {result.version}"
+    print(f"{result.dataset} {scope} for {result.subscriber}: {result.rows} rows ({result.deletes} deletes), "
+          f"{len(result.fields)} fields -> {result.out} (access log record {result.delivery})")
+    return 0
+
+
+def _lineage(args: argparse.Namespace) -> int:
+    from govshare.catalog import load_catalog
+    from govshare.home import home
+    from lineage.report import build_report, write_report
+
+    fmt = args.format or ("json" if args.out.suffix.lower() == ".json" else "html")
+    report = build_report(load_catalog(), home().require_initialised(), args.dataset, args.version)
+    path = write_report(report, args.out.resolve(), fmt)
+    print(f"{args.dataset} version {report['version']['number']}: lineage report ({fmt}) -> {path}")
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from govshare.home import home
+    from keys.keystore import Keystore
+    from lineage.audit import AccessLog
+
+    h = home().require_initialised()
+    count = AccessLog(h.audit, Keystore(h.keystore)).verify()
+    print(f"access log: {count} record(s), chain and signatures verified")
+    return 0
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "init": _init,
+    "demo-data": _demo_data,
+    "sync": _sync,
+    "versions": _versions,
+    "verify": _verify,
+    "pull": _pull,
+    "lineage": _lineage,
+    "audit": _audit,
+}
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    logging.basicConfig(level=logging.WARNING, format="govshare: %(levelname)s %(name)s: %(message)s")
+    for name in ("great_expectations", "openlineage", "airflow"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

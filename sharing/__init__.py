@@ -1,0 +1,1 @@
+"""sharing: publishing versioned sharing sets and serving them to subscribers."""

@@ -1,0 +1,50 @@
+"""Reading published versions back: only the wanted columns, decrypted, folded across versions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from govshare.catalog import Dataset
+from govshare.schema import fields_schema
+from keys.keystore import Keystore
+from keys.protection import decryption_properties
+from sharing.feed import VersionChanges, fold
+from sharing.store import Manifest, SharingStore
+
+
+def base_version(manifests: Sequence[Manifest], upto: int) -> int:
+    """The latest snapshot at or before ``upto``: a full view needs nothing older."""
+    for manifest in reversed(manifests[:upto]):
+        if manifest.kind == "snapshot":
+            return manifest.version
+    return 1
+
+
+def read_changes(store: SharingStore, keystore: Keystore, manifest: Manifest, columns: Sequence[str], key: str) -> VersionChanges:
+    folder = store.version_dir(manifest.version)
+    decrypt = decryption_properties(keystore)
+    upserts = pq.ParquetFile(folder / manifest.files("upserts")[0]["path"], decryption_properties=decrypt)
+    deletes = pq.ParquetFile(folder / manifest.files("deletes")[0]["path"], decryption_properties=decrypt)
+    return VersionChanges(
+        version=manifest.version,
+        upserts=upserts.read(columns=list(columns)),
+        deletes=deletes.read(columns=[key]),
+    )
+
+
+def read_view(store: SharingStore, keystore: Keystore, dataset: Dataset, manifests: Sequence[Manifest],
+              columns: Sequence[str], first: int, last: int, keep_deletes: bool) -> pa.Table:
+    """Fold versions first..last (inclusive) over ``columns`` (which must include the key)."""
+    schema = fields_schema(dataset, tuple(columns))
+    changes = [read_changes(store, keystore, manifests[v - 1], schema.names, dataset.key) for v in range(first, last + 1)]
+    return fold(changes, dataset.key, schema, keep_deletes)
+
+
+def read_state_keys(store: SharingStore, keystore: Keystore, dataset: Dataset, upto: int) -> pa.Array:
+    """The keys present in the state as of version ``upto``."""
+    manifests = [store.read_manifest(v) for v in range(1, upto + 1)]
+    view = read_view(store, keystore, dataset, manifests, [dataset.key], base_version(manifests, upto), upto, False)
+    return view.column(dataset.key).combine_chunks()
