@@ -123,7 +123,7 @@ def extract(run: Run) -> dict[str, Any]:
     rows = deletes = batches = 0
     schema = source_schema(ds)
     with pq.ParquetWriter(run.file("extract.parquet"), schema, compression="zstd",
-                          encryption_properties=staging_encryption(keystore)) as writer:
+                          encryption_properties=staging_encryption(keystore).file_encryption_properties) as writer:
         for batch in source.read_batches(after, high, batch_rows=BATCH_ROWS):
             writer.write_batch(batch)
             rows += batch.num_rows
@@ -152,7 +152,7 @@ def validate(run: Run) -> dict[str, Any]:
     schema = source_schema(ds)
     source = pq.ParquetFile(run.file("extract.parquet"), decryption_properties=decryption_properties(keystore))
     good_writer = pq.ParquetWriter(run.file("good.parquet"), schema, compression="zstd",
-                                   encryption_properties=staging_encryption(keystore))
+                                   encryption_properties=staging_encryption(keystore).file_encryption_properties)
     rejected_writer = None
     try:
         for batch in source.iter_batches(batch_size=BATCH_ROWS):
@@ -164,7 +164,7 @@ def validate(run: Run) -> dict[str, Any]:
                 if rejected_writer is None:
                     rejected_writer = pq.ParquetWriter(
                         run.file("rejected.parquet"), verdict.rejected.schema, compression="zstd",
-                        encryption_properties=quarantine_encryption(keystore))
+                        encryption_properties=quarantine_encryption(keystore).file_encryption_properties)
                 rejected_writer.write_batch(verdict.rejected)
                 rejected += verdict.rejected.num_rows
     finally:

@@ -1,0 +1,359 @@
+"""The local keystore under GOVSHARE_HOME/keystore: master keys, signing keys, the audit HMAC key.
+
+GB/T 39786-2021 level 3 asks for confidentiality of important data at rest and integrity /
+non-repudiation of what is published. This module holds the keys for that; keys/kms.py and
+keys/protection.py use them for Parquet modular encryption.
+
+Layout (folder 0700, every file 0600, written atomically: temp file + rename)::
+
+    keys.json                      index: key id, name, version, algorithm, purpose, status, ...
+    population.footer.v1.key       32 raw bytes (AES-256-GCM master key / KEK)
+    govshare.audit.v1.key          32 raw bytes (HMAC-SHA256)
+    publisher.v1.key / .pub        Ed25519 private key (PKCS#8 PEM) / public key (PEM)
+
+Key ids are ``<name>.v<version>`` so rotation can add ``.v2`` beside ``.v1``; the algorithm is
+stored with each key so 国密 (SM4 master keys, SM2 signatures) can be added per key later.
+Statuses other than 'active' (e.g. 'retired', 'revoked') are a seam for rotation/revocation.
+
+No key material ever appears in messages, exceptions, logs or repr(): only key ids and paths.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from govshare.errors import ConfigError, IntegrityError
+
+Algorithm = Literal["AES-256-GCM", "HMAC-SHA256", "Ed25519"]
+Purpose = Literal["master", "hmac", "signing"]
+KeyStatus = Literal["active", "retired", "revoked"]
+
+INDEX_FILE = "keys.json"
+INDEX_FORMAT = "govshare-keystore/1"
+
+PUBLISHER = "publisher"
+STAGING = "govshare.staging"  # encrypts run staging files at rest
+QUARANTINE = "govshare.quarantine"  # encrypts quarantined rows at rest
+AUDIT = "govshare.audit"  # HMAC key pseudonymising record keys in the access log
+SUBSCRIBER_PREFIX = "subscriber."
+INTERNAL_MASTER_KEYS = (STAGING, QUARANTINE)
+_RESERVED_PREFIXES = ("govshare.", SUBSCRIBER_PREFIX)
+
+_KEY_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
+_SUBSCRIBER_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+_SYMMETRIC_BYTES = 32
+_CHECK_LABEL = b"govshare/key-check-value/v1"
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    """One key in the index. ``check`` is a key check value (a one-way PRF tag), not material."""
+
+    key_id: str
+    name: str
+    version: int
+    algorithm: Algorithm
+    purpose: Purpose
+    created: str
+    status: KeyStatus
+    file: str
+    check: str
+    public_file: str | None = None
+
+    @staticmethod
+    def from_doc(doc: Mapping[str, Any]) -> KeyEntry:
+        return KeyEntry(**{k: doc[k] for k in KeyEntry.__dataclass_fields__ if k in doc})
+
+
+class Keystore:
+    """Keys in a folder (Home.keystore). Reads keys from disk on each use; never caches material."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"Keystore({str(self.path)!r})"
+
+    __str__ = __repr__
+
+    # -- creation --------------------------------------------------------------------------
+
+    def init(self, master_key_names: Iterable[str], local_subscribers: Iterable[str]) -> list[str]:
+        """Create every key that is missing; never replace one. Returns the key ids created."""
+        masters, subscribers = list(dict.fromkeys(master_key_names)), list(dict.fromkeys(local_subscribers))
+        _check_names(masters, subscribers)
+        wanted: list[tuple[str, Purpose]] = [(PUBLISHER, "signing")]
+        wanted += [(n, "master") for n in [*masters, *INTERNAL_MASTER_KEYS]]
+        wanted += [(AUDIT, "hmac")]
+        wanted += [(SUBSCRIBER_PREFIX + s, "signing") for s in subscribers]
+        self._make_folder()
+        created: list[str] = []
+        with self._lock():
+            entries = self._read_index() if (self.path / INDEX_FILE).exists() else {}
+            have = {e.name for e in entries.values()}
+            for name, purpose in wanted:
+                if name not in have:
+                    entry = self._create_key(name, purpose)
+                    entries[entry.key_id] = entry
+                    created.append(entry.key_id)
+            if created:
+                self._write_index(entries)
+        return created
+
+    def _make_folder(self) -> None:
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.path, 0o700)
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        fd = os.open(self.path / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _create_key(self, name: str, purpose: Purpose, version: int = 1) -> KeyEntry:
+        key_id = f"{name}.v{version}"
+        created = datetime.now(UTC).isoformat(timespec="seconds")
+        common = dict(key_id=key_id, name=name, version=version, purpose=purpose, created=created, status="active")
+        if purpose == "signing":
+            private = Ed25519PrivateKey.generate()
+            self._write_new(f"{key_id}.key", _private_pem(private))
+            self._write_new(f"{key_id}.pub", _public_pem(private.public_key()))
+            check = _public_check(private.public_key())
+            return KeyEntry(**common, algorithm="Ed25519", file=f"{key_id}.key", public_file=f"{key_id}.pub", check=check)
+        secret = secrets.token_bytes(_SYMMETRIC_BYTES)
+        self._write_new(f"{key_id}.key", secret)
+        algorithm: Algorithm = "AES-256-GCM" if purpose == "master" else "HMAC-SHA256"
+        return KeyEntry(**common, algorithm=algorithm, file=f"{key_id}.key", check=_symmetric_check(secret))
+
+    def _write_new(self, file_name: str, content: bytes) -> None:
+        """Write atomically and refuse to replace: a key file that exists is never overwritten."""
+        target = self.path / file_name
+        tmp = self._write_temp(content)
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            raise ConfigError(
+                f"key file {target} exists but is not listed in {self.path / INDEX_FILE}; "
+                "govshare never overwrites a key: move the file aside (keep it until you know no data needs it) "
+                "and run 'govshare init' again"
+            ) from None
+        finally:
+            os.unlink(tmp)
+        _fsync_dir(self.path)
+
+    def _write_temp(self, content: bytes) -> Path:
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".tmp-")  # mkstemp creates it 0600
+        with os.fdopen(fd, "wb") as out:
+            out.write(content)
+            out.flush()
+            os.fsync(out.fileno())
+        return Path(tmp)
+
+    def _write_index(self, entries: Mapping[str, KeyEntry]) -> None:
+        doc = {"format": INDEX_FORMAT, "keys": [asdict(entries[k]) for k in sorted(entries)]}
+        tmp = self._write_temp((json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode())
+        os.replace(tmp, self.path / INDEX_FILE)
+        _fsync_dir(self.path)
+
+    # -- the index -------------------------------------------------------------------------
+
+    def entries(self) -> dict[str, KeyEntry]:
+        """Every key in the index by key id (metadata only)."""
+        return self._read_index()
+
+    def _read_index(self) -> dict[str, KeyEntry]:
+        index = self.path / INDEX_FILE
+        if not index.is_file():
+            raise ConfigError(f"keystore {self.path} is not initialised (no {INDEX_FILE}): run 'govshare init' first")
+        try:
+            doc = json.loads(index.read_text(encoding="utf-8"))
+            if doc.get("format") != INDEX_FORMAT:
+                raise ValueError(f"format {doc.get('format')!r}")
+            return {e.key_id: e for e in map(KeyEntry.from_doc, doc["keys"])}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise IntegrityError(
+                f"keystore index {index} cannot be read ({exc.__class__.__name__}): restore the keystore from backup"
+            ) from None
+
+    def _entry(self, key_id: str) -> KeyEntry:
+        entry = self._read_index().get(key_id)
+        if entry is None:
+            raise ConfigError(f"key {key_id!r} is not in keystore {self.path}: run 'govshare init' to create missing keys")
+        return entry
+
+    def active_key_id(self, name: str) -> str:
+        """The key id new data is protected with: the highest active version of ``name``."""
+        active = [e for e in self._read_index().values() if e.name == name and e.status == "active"]
+        if not active:
+            raise ConfigError(f"no active key named {name!r} in keystore {self.path}: run 'govshare init'")
+        return max(active, key=lambda e: e.version).key_id
+
+    def algorithm(self, key_id: str) -> Algorithm:
+        return self._entry(key_id).algorithm
+
+    # -- symmetric keys --------------------------------------------------------------------
+
+    def master_key(self, key_id: str) -> bytes:
+        """An AES-256 master key (KEK) by key id, checked against its check value."""
+        return self._symmetric(self._require(key_id, "master"))
+
+    def hmac_key(self, name: str = AUDIT) -> bytes:
+        """The active HMAC key of ``name`` (default 'govshare.audit'); see active_key_id for its id."""
+        return self._symmetric(self._require(self.active_key_id(name), "hmac"))
+
+    def _require(self, key_id: str, purpose: Purpose) -> KeyEntry:
+        entry = self._entry(key_id)
+        if entry.purpose != purpose:
+            raise ConfigError(f"key {key_id!r} is a {entry.algorithm} {entry.purpose} key, not a {purpose} key")
+        return entry
+
+    def _symmetric(self, entry: KeyEntry) -> bytes:
+        secret = self._read_key_file(entry.file, entry.key_id)
+        if len(secret) != _SYMMETRIC_BYTES or not hmac.compare_digest(_symmetric_check(secret), entry.check):
+            raise IntegrityError(_altered(entry.key_id, self.path / entry.file))
+        return secret
+
+    def _read_key_file(self, file_name: str, key_id: str) -> bytes:
+        path = self.path / file_name
+        try:
+            mode = path.stat().st_mode
+            if mode & 0o077:
+                raise ConfigError(f"key file {path} of key {key_id!r} is readable by others: chmod 600 it")
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise ConfigError(f"key file of {key_id!r} is missing from keystore {self.path}: restore it from backup "
+                              "(or, for a new install, run 'govshare init')") from None
+
+    # -- signatures ------------------------------------------------------------------------
+
+    def signing_key_id(self) -> str:
+        return self.active_key_id(PUBLISHER)
+
+    def sign(self, data: bytes, key_id: str | None = None) -> dict[str, str]:
+        """A detached publisher signature, JSON-ready: algorithm, key_id, signature (base64)."""
+        return self._sign(key_id or self.signing_key_id(), data, PUBLISHER)
+
+    def verify(self, data: bytes, signature_doc: Mapping[str, Any]) -> None:
+        """Check a publisher signature; IntegrityError on any mismatch or unknown key id."""
+        self._verify(data, signature_doc, lambda name: name == PUBLISHER, "publisher")
+
+    def subscriber_key_id(self, subscriber_id: str) -> str:
+        return self.active_key_id(SUBSCRIBER_PREFIX + subscriber_id)
+
+    def sign_as_subscriber(self, subscriber_id: str, data: bytes) -> dict[str, str]:
+        """Sign on behalf of a 'keys: local' subscriber (govshare holds its key pair)."""
+        return self._sign(self.subscriber_key_id(subscriber_id), data, SUBSCRIBER_PREFIX + subscriber_id)
+
+    def verify_subscriber(self, data: bytes, signature_doc: Mapping[str, Any]) -> str:
+        """Check a subscriber signature; returns the subscriber id it belongs to."""
+        entry = self._verify(data, signature_doc, lambda name: name.startswith(SUBSCRIBER_PREFIX), "subscriber")
+        return entry.name.removeprefix(SUBSCRIBER_PREFIX)
+
+    def public_key_pem(self, key_id: str) -> bytes:
+        entry = self._require(key_id, "signing")
+        return _public_pem(self._public_key(entry))
+
+    def _sign(self, key_id: str, data: bytes, owner: str) -> dict[str, str]:
+        entry = self._require(key_id, "signing")
+        if entry.name != owner or entry.status != "active":
+            raise ConfigError(f"key {key_id!r} is not an active signing key of {owner!r}")
+        private = self._private_key(entry)
+        signature = private.sign(data)
+        return {"algorithm": entry.algorithm, "key_id": key_id, "signature": base64.b64encode(signature).decode()}
+
+    def _verify(self, data: bytes, doc: Mapping[str, Any], owner_ok: Callable[[str], bool], role: str) -> KeyEntry:
+        key_id = doc.get("key_id") if isinstance(doc, Mapping) else None
+        entry = self._read_index().get(key_id) if isinstance(key_id, str) else None
+        if entry is None or entry.purpose != "signing" or not owner_ok(entry.name):
+            raise IntegrityError(f"signature names key {key_id!r}, which is not a {role} signing key in keystore {self.path}")
+        if doc.get("algorithm") != entry.algorithm:
+            raise IntegrityError(f"signature algorithm {doc.get('algorithm')!r} does not match key {key_id!r} ({entry.algorithm})")
+        try:
+            signature = base64.b64decode(str(doc.get("signature", "")), validate=True)
+            self._public_key(entry).verify(signature, data)
+        except (InvalidSignature, binascii.Error):
+            raise IntegrityError(f"signature by key {key_id!r} does not match the data: it was altered or signed by another key") from None
+        return entry
+
+    def _private_key(self, entry: KeyEntry) -> Ed25519PrivateKey:
+        raw = self._read_key_file(entry.file, entry.key_id)
+        try:
+            private = serialization.load_pem_private_key(raw, password=None)
+        except ValueError:
+            raise IntegrityError(_altered(entry.key_id, self.path / entry.file)) from None
+        if not isinstance(private, Ed25519PrivateKey) or _public_check(private.public_key()) != entry.check:
+            raise IntegrityError(_altered(entry.key_id, self.path / entry.file))
+        return private
+
+    def _public_key(self, entry: KeyEntry) -> Ed25519PublicKey:
+        file_name = entry.public_file or f"{entry.key_id}.pub"
+        try:
+            public = serialization.load_pem_public_key(self._read_key_file(file_name, entry.key_id))
+        except ValueError:
+            raise IntegrityError(_altered(entry.key_id, self.path / file_name)) from None
+        if not isinstance(public, Ed25519PublicKey) or _public_check(public) != entry.check:
+            raise IntegrityError(_altered(entry.key_id, self.path / file_name))
+        return public
+
+
+def _check_names(masters: list[str], subscribers: list[str]) -> None:
+    problems = [f"key name {n!r} must look like 'population.footer'" for n in masters if not _KEY_NAME.match(n)]
+    problems += [f"key name {n!r} is reserved for govshare" for n in masters
+                 if n == PUBLISHER or n.startswith(_RESERVED_PREFIXES)]
+    problems += [f"subscriber id {s!r} is not a valid subscriber id" for s in subscribers if not _SUBSCRIBER_ID.match(s)]
+    if problems:
+        raise ConfigError("cannot create the keystore", problems=problems)
+
+
+def _symmetric_check(secret: bytes) -> str:
+    return hmac.new(secret, _CHECK_LABEL, hashlib.sha256).hexdigest()[:16]
+
+
+def _public_check(public: Ed25519PublicKey) -> str:
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def _private_pem(private: Ed25519PrivateKey) -> bytes:
+    return private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _public_pem(public: Ed25519PublicKey) -> bytes:
+    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _altered(key_id: str, path: Path) -> str:
+    return (f"key {key_id!r} in {path} does not match its check value in {INDEX_FILE}: "
+            "the keystore was altered or corrupted; restore it from backup")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
