@@ -174,7 +174,7 @@ def validate(run: Run) -> dict[str, Any]:
     summary = validator.summary().to_dict()
     total = good + rejected
     share = rejected / total if total else 0.0
-    result = {"at": _now(), "rows": total, "good": good, "good_deletes": deletes, "rejected": rejected,
+    result = {"at": _now(), "skipped": False, "rows": total, "good": good, "good_deletes": deletes, "rejected": rejected,
               "rejected_share": round(share, 6), "summary": summary,
               "gate": {"max_rejected_share": ds.gate.max_rejected_share, "passed": share <= ds.gate.max_rejected_share}}
     run.save("validate", result)
@@ -191,7 +191,7 @@ def protect(run: Run) -> dict[str, Any]:
     if validated.get("skipped", True):
         return _skip(run, "protect")
     keystore = _keystore(run.home)
-    result = write_version_files(run, keystore)
+    result = {"skipped": False, **write_version_files(run, keystore)}
     run.save("protect", result)
     return result
 
@@ -284,7 +284,8 @@ def _keep_quarantine(run: Run, version: int | None) -> None:
     target.mkdir(parents=True, exist_ok=True)
     shutil.move(str(rejected), target / f"{run.run_id}.parquet")
     meta = {"run_id": run.run_id, "version": version, "at": _now(),
-            "rules": run.record().get("validate", {}).get("summary", {}).get("rules", {})}
+            "rules": {r["rule_id"]: r["rows_failed"] for r in run.record().get("validate", {}).get("summary", {}).get("rules", [])
+                      if r["rows_failed"]}}
     (target / f"{run.run_id}.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
 
 

@@ -97,12 +97,12 @@ def _source(run: Run, record: dict[str, Any]) -> Any:
 
     ds = run.dataset
     facets: dict[str, Any] = {}
-    rules = record.get("validate", {}).get("summary", {}).get("rules", {})
+    rules = record.get("validate", {}).get("summary", {}).get("rules", [])
     if rules:
         facets["dataQualityAssertions"] = DataQualityAssertionsDatasetFacet(assertions=[
-            Assertion(assertion=rule_id, success=int(r.get("failed", 0)) == 0, column=r.get("field"),
-                      actual=str(r.get("failed", 0)), expected="0")
-            for rule_id, r in sorted(rules.items())
+            Assertion(assertion=r["rule_id"], success=r["rows_failed"] == 0, column=",".join(r["fields"]),
+                      actual=str(r["rows_failed"]), expected="0", description=r["description"])
+            for r in rules
         ])
     return InputDataset(namespace=f"govshare-source://{ds.connection_id}", name=ds.source_table, inputFacets=facets)
 

@@ -33,8 +33,7 @@ def build_report(catalog: Catalog, home: Home, dataset_id: str, version: int | N
     verify_files(store, manifest)
     doc = manifest.doc
     run = load_run_record(home, ds.id, doc["run_id"]) or {}
-    summary = run.get("validate", {}).get("summary", {})
-    rules = summary.get("rules", {})
+    rules = run.get("validate", {}).get("summary", {}).get("rules", [])
     signature = store.read_signature(number)
     return {
         "report": "govshare-lineage/1",
@@ -57,9 +56,14 @@ def build_report(catalog: Catalog, home: Home, dataset_id: str, version: int | N
             "rows_passed": run.get("validate", {}).get("good"),
             "rows_quarantined": doc["rows"]["quarantined"],
             "gate": run.get("validate", {}).get("gate"),
-            "rules": [{"rule": rule_id, **info} for rule_id, info in sorted(rules.items())],
+            "rules": [
+                {"rule": r["rule_id"], "fields": r["fields"], "check": r["check"], "description": r["description"],
+                 "expectation": r["expectation_type"], "checked": r["rows_checked"], "failed": r["rows_failed"],
+                 "gx_success": r["gx_success"]}
+                for r in rules
+            ],
         },
-        "quarantine_by_rule": {rule_id: info.get("failed", 0) for rule_id, info in sorted(rules.items()) if info.get("failed")},
+        "quarantine_by_rule": {r["rule_id"]: r["rows_failed"] for r in rules if r["rows_failed"]},
         "protection": [
             {"field": f.name, "label": f.label, "sharing": f.sharing, "sharing_label": SHARING_LABELS[f.sharing],
              "sensitivity": f.sensitivity, "action": _action(doc, f.name), "key_id": _key_id(doc, f.name)}
@@ -134,8 +138,8 @@ def render_html(report: dict[str, Any]) -> str:
         "<h2>Checks</h2>",
         _dl({"rows checked": report["checks"]["rows_checked"], "rows passed": report["checks"]["rows_passed"],
              "gate": json.dumps(report["checks"]["gate"], ensure_ascii=False)}),
-        _table(["rule", "field", "check", "expectation", "checked", "failed", "result"],
-               [[r["rule"], r.get("field"), r.get("check"), r.get("expectation"), r.get("checked"), r.get("failed"),
+        _table(["rule", "fields", "check", "GX expectation", "rows checked", "rows failed", "result"],
+               [[r["rule"], ", ".join(r["fields"]), r["description"], r["expectation"], r["checked"], r["failed"],
                  ("<span class='ok'>passed</span>", True) if not r.get("failed") else ("<span class='bad'>failed</span>", True)]
                 for r in report["checks"]["rules"]]),
         "<h2>Quarantine by rule</h2>",

@@ -66,18 +66,22 @@ def write_version_files(run: Run, keystore: Keystore) -> dict[str, Any]:
             upserts += rows.num_rows
             explicit_deletes.append(chosen.filter(deleted).column(ds.key))
 
-    delete_keys = pa.chunked_array(explicit_deletes, type=pa.string()) if explicit_deletes else pa.chunked_array([], pa.string())
-    if kind == "snapshot" and latest is not None:
-        won = markers.filter(pa.array(winners))
-        kept = won.filter(pc.equal(won.column(IS_DELETED), 0)).column(ds.key).combine_chunks()
-        previous = read_state_keys(store, keystore, ds, latest)
-        delete_keys = previous.filter(pc.invert(pc.is_in(previous, value_set=kept)))
+    delete_keys = pa.chunked_array(explicit_deletes, type=pa.string()).combine_chunks()
+    if kind == "snapshot":
+        # A snapshot states the whole set: what the current state holds and it lacks is deleted.
+        if latest is None:
+            delete_keys = pa.array([], pa.string())
+        else:
+            won = markers.filter(pa.array(winners))
+            kept = won.filter(pc.equal(won.column(IS_DELETED), 0)).column(ds.key).combine_chunks()
+            previous = read_state_keys(store, keystore, ds, latest)
+            delete_keys = previous.filter(pc.invert(pc.is_in(previous, value_set=kept)))
     delete_plan = protection_plan(ds, [ds.key])
     delete_protection = column_encryption(keystore, ds.footer_key, delete_plan)
     key_schema = pa.schema([pa.field(ds.key, arrow_type(ds.field(ds.key)))])
     with pq.ParquetWriter(staged / DELETES, key_schema, compression="zstd",
                           encryption_properties=delete_protection.file_encryption_properties) as writer:
-        writer.write_table(pa.table({ds.key: delete_keys.combine_chunks() if len(delete_keys) else pa.array([], pa.string())}, schema=key_schema))
+        writer.write_table(pa.table({ds.key: delete_keys}, schema=key_schema))
 
     return {
         "at": _now(),

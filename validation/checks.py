@@ -34,6 +34,10 @@ CODE_LISTS = (
     "license_status",
 )
 
+# Named GB/T 36904 check-character variants a catalog may ask for explicitly. Only the standard's
+# own algorithm is known so far; a vendor deviation is added here by name, never applied silently.
+LICENSE_VARIANTS = ("strict",)
+
 CHECKS: dict[str, CheckSpec] = {
     s.name: s
     for s in (
@@ -65,4 +69,6 @@ def check_problems(check: Check) -> list[str]:
     problems += [f"check {check.name!r} has no parameter {p!r}" for p in sorted(given - allowed)]
     if check.name == "code_list" and check.param("list") not in CODE_LISTS and "list" in given:
         problems.append(f"unknown code list {check.param('list')!r} (known: {', '.join(CODE_LISTS)})")
+    if check.name == "license_id" and "variant" in given and check.param("variant") not in LICENSE_VARIANTS:
+        problems.append(f"unknown license_id variant {check.param('variant')!r} (known: {', '.join(LICENSE_VARIANTS)})")
     return problems
