@@ -52,5 +52,6 @@ def fields_schema(dataset: Dataset, names: tuple[str, ...] | None = None) -> pa.
 
     wanted = set(names) if names is not None else None
     return pa.schema(
-        [pa.field(f.name, arrow_type(f)) for f in dataset.fields if wanted is None or f.name in wanted]
+        [pa.field(f.name, arrow_type(f), nullable=f.name != dataset.key)
+         for f in dataset.fields if wanted is None or f.name in wanted]
     )
