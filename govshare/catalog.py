@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -38,6 +38,9 @@ _SUBSCRIBER_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 _KEY_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 _DECIMAL = re.compile(r"^decimal\((\d{1,2}),(\d{1,2})\)$")
 _SOURCE_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_DURATION = re.compile(r"^(\d{1,6})\s*(s|m|h|d)$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+DEFAULT_LOOKBACK = timedelta(hours=1)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,6 +92,7 @@ class Dataset:
     footer_key: str
     conditional_key: str
     gate: Gate = Gate()
+    lookback: timedelta = DEFAULT_LOOKBACK  # re-read window before the watermark for late commits
 
     def field(self, name: str) -> Field:
         for f in self.fields:
@@ -282,6 +286,15 @@ class _Loader:
             self.problem(where, f"gate.max_rejected_share must be a number from 0 to 1, not {share!r}")
             share = Gate.max_rejected_share
 
+        lookback = DEFAULT_LOOKBACK
+        raw_lookback = source.get("lookback")
+        if raw_lookback is not None:
+            m = _DURATION.match(str(raw_lookback).strip())
+            if m:
+                lookback = timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+            else:
+                self.problem(where, f"source.lookback {raw_lookback!r} must be a duration like '1h', '30m', '3600s'")
+
         schedule = doc.get("schedule")
         if schedule is not None and not isinstance(schedule, str):
             self.problem(where, "schedule must be a cron expression or preset like '@daily'")
@@ -302,6 +315,7 @@ class _Loader:
             footer_key=footer_key,
             conditional_key=conditional_key,
             gate=Gate(max_rejected_share=float(share)),
+            lookback=lookback,
         )
 
     def _fields(self, where: str, raw: Any) -> tuple[Field, ...]:

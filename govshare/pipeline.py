@@ -103,7 +103,9 @@ def extract(run: Run) -> dict[str, Any]:
 
     ds = run.dataset
     state = read_state(run.home.state, ds.id)
-    after = None if run.full else state.watermark
+    # Rows committed late, or sharing the watermark's updated_at, are re-read within the lookback;
+    # change detection keeps the unchanged ones from being published again.
+    after = None if run.full or state.watermark is None else state.watermark - ds.lookback
     source = open_source(ds)
     source.check()
     high = source.high_watermark()
@@ -114,7 +116,7 @@ def extract(run: Run) -> dict[str, Any]:
         "watermark_from": after.isoformat() if after else None,
         "watermark_to": high.isoformat() if high else None,
     }
-    if high is None or (after is not None and high <= after):
+    if high is None or (state.watermark is not None and not run.full and high <= after):
         result.update(rows=0, deletes=0, nothing_new=True)
         run.save("extract", result)
         return result
@@ -140,6 +142,7 @@ def validate(run: Run) -> dict[str, Any]:
 
     from govshare.schema import IS_DELETED, source_schema
     from keys.protection import decryption_properties, quarantine_encryption, staging_encryption
+    from sharing.changes import FINGERPRINT, INDEX_SCHEMA, KEY_REF, with_fingerprints
     from validation.engine import Validator
 
     extracted = run.record().get("extract", {})
@@ -149,7 +152,8 @@ def validate(run: Run) -> dict[str, Any]:
     keystore = _keystore(run.home)
     validator = Validator(ds, today())
     good = rejected = deletes = 0
-    schema = source_schema(ds)
+    secret = keystore.hmac_key()
+    schema = source_schema(ds).append(INDEX_SCHEMA.field(KEY_REF)).append(INDEX_SCHEMA.field(FINGERPRINT))
     source = pq.ParquetFile(run.file("extract.parquet"), decryption_properties=decryption_properties(keystore))
     good_writer = pq.ParquetWriter(run.file("good.parquet"), schema, compression="zstd",
                                    encryption_properties=staging_encryption(keystore).file_encryption_properties)
@@ -157,7 +161,7 @@ def validate(run: Run) -> dict[str, Any]:
     try:
         for batch in source.iter_batches(batch_size=BATCH_ROWS):
             verdict = validator.check(batch)
-            good_writer.write_batch(verdict.good)
+            good_writer.write_batch(with_fingerprints(verdict.good, ds, secret))
             good += verdict.good.num_rows
             deletes += _count_true(verdict.good.column(IS_DELETED))
             if verdict.rejected.num_rows:
@@ -200,7 +204,8 @@ def publish(run: Run) -> SyncResult:
     """Make the version visible, keep the quarantine, then advance the watermark."""
     from lineage import openlineage
     from lineage.runs import save_run_record
-    from sharing.publish import publish_version
+    from sharing.changes import write_index
+    from sharing.publish import INDEX_DELTA, publish_version
     from sharing.state import SyncState, read_state, write_state
 
     record = run.record()
@@ -217,9 +222,13 @@ def publish(run: Run) -> SyncResult:
     manifest = None
     if protected["upserts"] or protected["deletes"]:
         manifest = publish_version(run, keystore)
+    if manifest is not None:
+        write_index(run.home.state, ds.id, run.file(INDEX_DELTA), manifest.version, replace=manifest.kind == "snapshot")
     _keep_quarantine(run, manifest.version if manifest else None)
     state = read_state(run.home.state, ds.id)
     high = datetime.fromisoformat(extracted["watermark_to"])
+    if state.watermark is not None and state.watermark > high:
+        high = state.watermark  # a lookback re-read never moves the watermark back
     write_state(run.home.state, ds.id, SyncState(high, manifest.version if manifest else state.version, run.run_id))
     published = {"at": _now(), "version": manifest.version if manifest else None,
                  "manifest_sha256": manifest.digest if manifest else None}

@@ -14,6 +14,7 @@ from govshare.catalog import Dataset
 from govshare.schema import IS_DELETED, UPDATED_AT, arrow_type, fields_schema
 from keys.keystore import Keystore
 from keys.protection import column_encryption, decryption_properties
+from sharing.changes import FINGERPRINT, KEY_REF, previous_fingerprints
 from sharing.feed import latest_per_key
 from sharing.read import read_state_keys
 from sharing.store import MANIFEST_FORMAT, Manifest, SharingStore, canonical_json, sha256_file
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 UPSERTS = "upserts.parquet"
 DELETES = "deletes.parquet"
+INDEX_DELTA = "index-delta.parquet"
 BATCH_ROWS = 100_000
 
 
@@ -34,67 +36,101 @@ def protection_plan(dataset: Dataset, columns: list[str]) -> dict[str, list[str]
 
 
 def write_version_files(run: Run, keystore: Keystore) -> dict[str, Any]:
-    """From the run's good rows: the last change per key, split into upserts and deletes.
+    """From the run's good rows: what changed against the published state, as upserts and deletes.
 
-    A snapshot (--full, or the first version) also deletes every key of the current state that
-    the snapshot no longer holds.
+    Per key only the last change of the run counts. A delta publishes rows whose fingerprint
+    differs from the state index's (or that are new) and deletes of keys the state holds. A
+    snapshot (--full, or the first version) publishes every row and deletes every key of the
+    current state that it no longer holds.
     """
     ds = run.dataset
     store = SharingStore(run.home.store, ds.id)
     staged = store.stage(run.run_id)
     good = pq.ParquetFile(run.file("good.parquet"), decryption_properties=decryption_properties(keystore))
-    markers = good.read(columns=[ds.key, UPDATED_AT, IS_DELETED])
-    winners = np.zeros(markers.num_rows, dtype=bool)
-    winners[latest_per_key(markers.column(ds.key), [markers.column(UPDATED_AT)])] = True
+    markers = good.read(columns=[ds.key, UPDATED_AT, IS_DELETED, KEY_REF, FINGERPRINT])
     latest = store.latest()
     kind = "snapshot" if run.full or latest is None else "delta"
+    chosen = np.zeros(markers.num_rows, dtype=bool)
+    chosen[latest_per_key(markers.column(ds.key), [markers.column(UPDATED_AT)])] = True
+    deleted = np.asarray(pc.equal(markers.column(IS_DELETED), 1).to_numpy(zero_copy_only=False), dtype=bool)
+    if kind == "delta":
+        known, same = _against_state(run, markers)
+        publish = chosen & np.where(deleted, known, ~same)
+    else:
+        publish = chosen & ~deleted
 
     published = [f.name for f in ds.published_fields]
     upsert_plan = protection_plan(ds, published)
     upsert_protection = column_encryption(keystore, ds.footer_key, upsert_plan)
     explicit_deletes: list[pa.Array] = []
-    upserts = 0
-    offset = 0
+    upserts = offset = 0
     with pq.ParquetWriter(staged / UPSERTS, fields_schema(ds, tuple(published)), compression="zstd",
                           encryption_properties=upsert_protection.file_encryption_properties) as writer:
-        for batch in good.iter_batches(batch_size=BATCH_ROWS):
-            chosen = batch.filter(pa.array(winners[offset:offset + batch.num_rows]))
+        for batch in good.iter_batches(batch_size=BATCH_ROWS, columns=[*published, IS_DELETED]):
+            rows = batch.filter(pa.array(publish[offset:offset + batch.num_rows]))
             offset += batch.num_rows
-            deleted = pc.equal(chosen.column(IS_DELETED), 1)
-            rows = chosen.filter(pc.invert(deleted)).select(published)
-            writer.write_batch(rows)
-            upserts += rows.num_rows
-            explicit_deletes.append(chosen.filter(deleted).column(ds.key))
+            gone = pc.equal(rows.column(IS_DELETED), 1)
+            kept = rows.filter(pc.invert(gone)).select(published)
+            writer.write_batch(kept)
+            upserts += kept.num_rows
+            explicit_deletes.append(rows.filter(gone).column(ds.key))
 
     delete_keys = pa.chunked_array(explicit_deletes, type=pa.string()).combine_chunks()
     if kind == "snapshot":
-        # A snapshot states the whole set: what the current state holds and it lacks is deleted.
-        if latest is None:
-            delete_keys = pa.array([], pa.string())
-        else:
-            won = markers.filter(pa.array(winners))
-            kept = won.filter(pc.equal(won.column(IS_DELETED), 0)).column(ds.key).combine_chunks()
-            previous = read_state_keys(store, keystore, ds, latest)
-            delete_keys = previous.filter(pc.invert(pc.is_in(previous, value_set=kept)))
-    delete_plan = protection_plan(ds, [ds.key])
-    delete_protection = column_encryption(keystore, ds.footer_key, delete_plan)
-    key_schema = pa.schema([pa.field(ds.key, arrow_type(ds.field(ds.key)))])
-    with pq.ParquetWriter(staged / DELETES, key_schema, compression="zstd",
-                          encryption_properties=delete_protection.file_encryption_properties) as writer:
-        writer.write_table(pa.table({ds.key: delete_keys}, schema=key_schema))
-
+        delete_keys = _vanished(store, keystore, ds, latest, markers.filter(pa.array(publish)).column(ds.key))
+    _write_deletes(staged / DELETES, keystore, ds, delete_keys)
+    _write_index_delta(run.file(INDEX_DELTA), markers, publish, deleted)
     return {
         "at": _now(),
         "kind": kind,
         "upserts": upserts,
         "deletes": len(delete_keys),
-        "superseded_in_run": int(markers.num_rows - winners.sum()),
+        "superseded_in_run": int(markers.num_rows - chosen.sum()),
+        "unchanged": int((chosen & ~deleted & ~publish).sum()) if kind == "delta" else 0,
+        "deletes_of_unpublished": int((chosen & deleted & ~publish).sum()),
         "protection": {
             "fields": {f.name: _field_protection(ds, f.name, upsert_plan) for f in ds.fields},
             "upserts": upsert_protection.description,
-            "deletes": delete_protection.description,
+            "deletes": protection_plan_description(keystore, ds),
         },
     }
+
+
+def _against_state(run: Run, markers: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: is its key in the published state, and is its fingerprint the state's."""
+    refs = markers.column(KEY_REF).combine_chunks()
+    previous = previous_fingerprints(run.home.state, run.dataset.id, refs)
+    where = pc.index_in(refs, value_set=previous.column(KEY_REF).combine_chunks())
+    known = np.asarray(pc.is_valid(where).to_numpy(zero_copy_only=False), dtype=bool)
+    before = pc.take(previous.column(FINGERPRINT).combine_chunks(), where)
+    same = pc.fill_null(pc.equal(before, markers.column(FINGERPRINT).combine_chunks()), False)
+    return known, np.asarray(same.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _vanished(store: SharingStore, keystore: Keystore, ds: Dataset, latest: int | None, kept: pa.ChunkedArray) -> pa.Array:
+    """Keys of the current state that a snapshot no longer holds."""
+    if latest is None:
+        return pa.array([], pa.string())
+    previous = read_state_keys(store, keystore, ds, latest)
+    return previous.filter(pc.invert(pc.is_in(previous, value_set=kept.combine_chunks())))
+
+
+def _write_deletes(path, keystore: Keystore, ds: Dataset, keys: pa.Array) -> None:  # noqa: ANN001
+    protection = column_encryption(keystore, ds.footer_key, protection_plan(ds, [ds.key]))
+    schema = pa.schema([pa.field(ds.key, arrow_type(ds.field(ds.key)), nullable=False)])
+    with pq.ParquetWriter(path, schema, compression="zstd", encryption_properties=protection.file_encryption_properties) as writer:
+        writer.write_table(pa.table({ds.key: keys}, schema=schema))
+
+
+def protection_plan_description(keystore: Keystore, ds: Dataset) -> dict[str, Any]:
+    return column_encryption(keystore, ds.footer_key, protection_plan(ds, [ds.key])).description
+
+
+def _write_index_delta(path, markers: pa.Table, publish: np.ndarray, deleted: np.ndarray) -> None:  # noqa: ANN001
+    rows = markers.filter(pa.array(publish))
+    change = np.where(deleted[publish], "delete", "upsert")
+    pq.write_table(pa.table({KEY_REF: rows.column(KEY_REF), FINGERPRINT: rows.column(FINGERPRINT),
+                             "change": pa.array(change, pa.string())}), path)
 
 
 def publish_version(run: Run, keystore: Keystore) -> Manifest:

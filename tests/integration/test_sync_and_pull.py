@@ -151,9 +151,11 @@ def test_removed_version_breaks_the_chain(home, sources):
     assert sync("legal_entity") == 0
     db = sqlite3.connect(sources["legal_entity_db"])
     with db:
-        db.execute("UPDATE legal_entity SET updated_at = '2099-01-01 00:00:00' WHERE rowid = 1")
+        db.execute("UPDATE legal_entity SET entity_name = entity_name || '分公司', updated_at = '2099-01-01 00:00:00' "
+                   "WHERE uscc = (SELECT uscc FROM legal_entity WHERE is_deleted = 0 ORDER BY uscc LIMIT 1)")
     db.close()
     assert sync("legal_entity") == 0
+    assert version_dir(home, "legal_entity", 2).is_dir()
     import shutil
 
     shutil.rmtree(version_dir(home, "legal_entity", 1))
