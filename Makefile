@@ -17,7 +17,12 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	scripts/demo.sh
 
+# PostgreSQL and MariaDB for the integration tests (scripts/test-servers.sh): started for the run
+# and stopped after it, unless they were already running.
 test: install
+	@set -e; running=$$(bash scripts/test-servers.sh env >/dev/null 2>&1 && echo yes || echo no); \
+	servers=$$(bash scripts/test-servers.sh start); eval "$$servers"; \
+	if [ "$$running" = no ]; then trap 'bash scripts/test-servers.sh stop' EXIT; fi; \
 	$(VENV)/bin/python -m pytest
 
 test-unit: install

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 
 DEFAULT_BATCH_ROWS = 100_000
 
+# A range of the source key column: lo inclusive, hi exclusive, None an open end. Plain text so
+# that it travels through XCom to a mapped Airflow task as it is.
+KeyRange = tuple[str | None, str | None]
+
 
 @runtime_checkable
 class Source(Protocol):
@@ -37,8 +41,22 @@ class Source(Protocol):
         ...
 
     def read_batches(
-        self, after: datetime | None, upto: datetime, batch_rows: int = DEFAULT_BATCH_ROWS
+        self,
+        after: datetime | None,
+        upto: datetime,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+        key_range: KeyRange | None = None,
     ) -> Iterator[pa.RecordBatch]:
         """Rows with after < updated_at <= upto (after None: all up to upto), ordered by
-        updated_at then key, streamed in batches of at most batch_rows rows."""
+        updated_at then key, streamed in batches of at most batch_rows rows. With a key_range,
+        only the rows whose source key is in it."""
+        ...
+
+    def count(self, after: datetime | None, upto: datetime) -> int:
+        """How many rows read_batches(after, upto) yields."""
+        ...
+
+    def key_ranges(self, parts: int, after: datetime | None, upto: datetime) -> list[KeyRange]:
+        """About ``parts`` contiguous key ranges, each holding about count/parts of the rows
+        with after < updated_at <= upto. Together they cover every key exactly once."""
         ...

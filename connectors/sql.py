@@ -1,11 +1,25 @@
-"""SQL sources: one class for every SQLAlchemy database, with an ADBC fast path for SQLite.
+"""SQL sources: one class for every SQLAlchemy database, with ADBC fast paths for SQLite and PostgreSQL.
+
+Paths per engine (``driver="auto"``):
+
+- SQLite: ADBC (``adbc-driver-sqlite``), bound parameters, batches of ``batch_rows`` rows.
+- PostgreSQL: ADBC (``adbc-driver-postgresql``), which streams with COPY in batches of about
+  16 MiB. It streams only statements without bound parameters (with parameters it buffers the
+  whole result: 1.1 GB for a million rows), so this path renders values as literals with
+  SQLAlchemy's PostgreSQL dialect as initialised by the live server (it knows the server's
+  string-escaping rules). ``driver="sqlalchemy"`` (psycopg, server-side cursor) is the fallback.
+- MariaDB/MySQL and anything else: SQLAlchemy with a server-side cursor (``stream_results``;
+  pymysql's SSCursor). connectorx streams MySQL too, but takes no bound parameters, and the
+  key-range boundaries are source data.
 
 Identifiers come from the catalog and are only ever used through SQLAlchemy constructs
 (``table``/``column``/``select``), which quote them; values are bound parameters. Column names are
 matched against the live database (case-insensitively, as SQL does for unquoted names) and used as
 the database spells them.
 
-Types are made canonical here, deliberately, batch by batch: SQLite has no column types worth
+Types are made canonical here, deliberately, batch by batch. PostgreSQL's NUMERIC arrives from ADBC as
+text (an opaque extension type) and is parsed exactly; CHAR(n) is selected as TEXT, which drops
+PostgreSQL's blank padding as MariaDB does. SQLite has no column types worth
 the name (CHAR is TEXT, DECIMAL is mostly REAL, DATE and TIMESTAMP are TEXT) and ADBC's SQLite
 driver infers a stream's Arrow types from its first batch. So on SQLite every column is selected
 as text (decimals stored as REAL are printed at the declared scale: no binary float error), a first
@@ -20,6 +34,9 @@ Timestamps on SQLite are text too, compared as text. The SQL filter is therefore
 
 from __future__ import annotations
 
+import importlib.util
+import math
+import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -35,7 +52,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.pool import NullPool
 
-from connectors.base import DEFAULT_BATCH_ROWS
+from connectors.base import DEFAULT_BATCH_ROWS, KeyRange
 from connectors.connections import resolve_url
 from govshare.errors import ConfigError, SourceUnavailable
 from govshare.schema import IS_DELETED, UPDATED_AT, arrow_type, source_schema
@@ -49,6 +66,11 @@ LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 _TS_TEXT = "%Y-%m-%d %H:%M:%S"
 _MIDNIGHT_SUFFIX = r"^(\d{4}-\d{2}-\d{2})[ T]00:00(:00(\.0*)?)?$"
 _ADBC_BATCH_ROWS = "adbc.sqlite.query.batch_rows"
+_ADBC_PG_BATCH_BYTES = "adbc.postgresql.batch_size_hint_bytes"
+_PG_BATCH_BYTES = 16 * 1024 * 1024
+# MariaDB gives up writing to a client that pauses longer than net_write_timeout (60 s by default)
+# while it processes a streamed batch; a full load must survive slow consumers.
+_MYSQL_NET_WRITE_TIMEOUT_S = 3600
 
 
 @dataclass(frozen=True)
@@ -74,8 +96,22 @@ class Layout:
         return self.columns[-2].source
 
 
+@dataclass(frozen=True)
+class _Window:
+    """What one statement reads: after < updated_at <= upto, key in [lo, hi)."""
+
+    after: datetime | None
+    upto: datetime
+    key_range: KeyRange = (None, None)
+
+
 class SqlSource:
-    """A dataset's source view in a SQL database (SQLite now; PostgreSQL/MariaDB by URL)."""
+    """A dataset's source view in a SQL database: SQLite, PostgreSQL, MariaDB/MySQL (by URL).
+
+    ``timeout_s`` bounds connecting (a ``connect_timeout`` in the connection's extras wins);
+    ``statement_timeout_s`` bounds each statement on the server (None: no limit). Either
+    running out is SourceUnavailable, which Airflow retries.
+    """
 
     def __init__(
         self,
@@ -85,16 +121,25 @@ class SqlSource:
         connection_id: str | None = None,
         driver: Driver = "auto",
         timeout_s: float = 30.0,
+        statement_timeout_s: float | None = None,
     ) -> None:
         self.dataset = dataset
         self.url = url
         self.connection_id = connection_id or dataset.connection_id
-        self.timeout_s = timeout_s
+        self.timeout_s = _connect_timeout(url, timeout_s, self.connection_id)
+        self.statement_timeout_s = statement_timeout_s
         self.schema = source_schema(dataset)
-        self._sqlite = url.get_backend_name() == "sqlite"
-        if driver == "adbc" and not self._sqlite:
-            raise ConfigError(f"connection {self.connection_id}: the ADBC fast path is for SQLite only")
-        self.driver: Driver = ("adbc" if self._sqlite else "sqlalchemy") if driver == "auto" else driver
+        self.backend = _backend(url)
+        self._sqlite = self.backend == "sqlite"
+        adbc_backends = ("sqlite", "postgresql")
+        if driver == "adbc" and self.backend not in adbc_backends:
+            raise ConfigError(
+                f"connection {self.connection_id}: the ADBC path is for SQLite and PostgreSQL, not {self.backend}"
+            )
+        if driver == "auto":
+            has_adbc = self._sqlite or (self.backend == "postgresql" and _installed("adbc_driver_postgresql"))
+            driver = "adbc" if has_adbc else "sqlalchemy"
+        self.driver: Driver = driver
         self._engine: Engine | None = None
         self._layout: Layout | None = None
 
@@ -122,20 +167,81 @@ class SqlSource:
             raise self._type_error(layout.columns[-2], "timestamp") from None
 
     def read_batches(
-        self, after: datetime | None, upto: datetime, batch_rows: int = DEFAULT_BATCH_ROWS
+        self,
+        after: datetime | None,
+        upto: datetime,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+        key_range: KeyRange | None = None,
     ) -> Iterator[pa.RecordBatch]:
         if batch_rows < 1:
             raise ConfigError(f"batch_rows must be at least 1, not {batch_rows}")
+        key_range = _key_range(key_range)
         layout = self.layout()  # before any row is read
         after = _naive_local(after) if after is not None else None
         upto = _naive_local(upto)
         if after is not None and after >= upto:
             return iter(())
-        if self.driver == "adbc":
-            raw = self._adbc_batches(layout, after, upto, batch_rows)
+        window = _Window(after, upto, key_range)
+        if self.driver == "adbc" and self._sqlite:
+            raw = self._adbc_sqlite_batches(layout, window, batch_rows)
+        elif self.driver == "adbc":
+            raw = self._adbc_postgres_batches(layout, window, batch_rows)
         else:
-            raw = self._sqlalchemy_batches(layout, after, upto, batch_rows)
+            raw = self._sqlalchemy_batches(layout, window, batch_rows)
         return self._canonical(layout, raw, after, upto)
+
+    def count(self, after: datetime | None, upto: datetime) -> int:
+        """The number of rows with after < updated_at <= upto, exactly."""
+        layout = self.layout()
+        after = _naive_local(after) if after is not None else None
+        upto = _naive_local(upto)
+        if after is not None and after >= upto:
+            return 0
+        window = _Window(after, upto, (None, None))
+        if self._sqlite:
+            return self._count_sqlite(layout, window)
+        stmt = sa.select(sa.func.count()).select_from(sa.table(layout.table)).where(*self._where(layout, window))
+        with self._unavailable("counting rows"), self.engine().connect() as conn:
+            return int(conn.execute(stmt).scalar() or 0)
+
+    def key_ranges(self, parts: int, after: datetime | None, upto: datetime) -> list[KeyRange]:
+        """Split the rows with after < updated_at <= upto into about ``parts`` key ranges.
+
+        The ranges are contiguous and cover every key: the first is open below, the last open
+        above, each is lo inclusive / hi exclusive in the database's own order of the key column.
+        So every row, even one written after this call, falls in exactly one range. Boundaries
+        are every n/parts-th key of the window, found in one ordered pass (ROW_NUMBER).
+        """
+        if parts < 1:
+            raise ConfigError(f"parts must be at least 1, not {parts}")
+        rows = self.count(after, upto)
+        if parts == 1 or rows < 2:
+            return [(None, None)]
+        layout = self.layout()
+        after = _naive_local(after) if after is not None else None
+        window = _Window(after, _naive_local(upto), (None, None))
+        size = math.ceil(rows / parts)
+        key = sa.column(layout.key)
+        numbered = (
+            sa.select(key.label("k"), sa.func.row_number().over(order_by=key).label("rn"))
+            .select_from(sa.table(layout.table))
+            .where(*self._where(layout, window))
+            .subquery("numbered")
+        )
+        stmt = (
+            sa.select(numbered.c.k)
+            .where(numbered.c.rn > 1, (numbered.c.rn - 1) % size == 0)
+            .order_by(numbered.c.rn)
+        )
+        with self._unavailable("finding key ranges"), self.engine().connect() as conn:
+            found = [value for (value,) in conn.execute(stmt)]
+        bounds: list[str] = []
+        for value in found:
+            text = value if isinstance(value, str) else str(value)
+            if not bounds or bounds[-1] != text:
+                bounds.append(text)
+        edges: list[str | None] = [None, *bounds, None]
+        return [(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
 
     # -- layout: the table and columns as the database has them ----------------------------
 
@@ -191,14 +297,57 @@ class SqlSource:
                 )
             else:
                 try:
-                    self._engine = sa.create_engine(
-                        self.url, poolclass=NullPool, connect_args={"connect_timeout": int(self.timeout_s)}
-                    )
+                    self._engine = sa.create_engine(self.url, poolclass=NullPool, connect_args=self._connect_args())
                 except ModuleNotFoundError as exc:
                     raise ConfigError(
                         f"connection {self.connection_id}: the database driver {exc.name!r} is not installed"
                     ) from None
+                sa.event.listen(self._engine, "connect", self._prepare_session)
         return self._engine
+
+    def _connect_args(self) -> dict[str, Any]:
+        if self.backend == "postgresql":
+            return {"connect_timeout": _libpq_timeout(self.timeout_s)}
+        if self.backend == "mysql":
+            # pymysql's connect_timeout covers the TCP connect only: a server that accepts and then
+            # stays silent is caught by read/write timeouts, relaxed in _prepare_session.
+            seconds = max(1, math.ceil(self.timeout_s))
+            args: dict[str, Any] = {"connect_timeout": seconds, "read_timeout": seconds, "write_timeout": seconds}
+            if "charset" not in self.url.query:
+                args["charset"] = "utf8mb4"  # utf8 (utf8mb3) cannot carry emoji
+            return args
+        return {}
+
+    def _prepare_session(self, dbapi_connection: Any, _record: Any) -> None:
+        """Per-connection settings: the statement timeout, and MySQL's patience with a slow reader."""
+        statements: list[str] = []
+        limit = self.statement_timeout_s
+        if self.backend == "postgresql" and limit is not None:
+            statements.append(f"SET statement_timeout = {max(1, round(limit * 1000))}")
+        elif self.backend == "mysql":
+            statements.append(f"SET SESSION net_write_timeout = {_MYSQL_NET_WRITE_TIMEOUT_S}")
+            # Connected: a long sort before the first row is no longer a silent server. Waiting
+            # for rows is bounded by the statement timeout (plus a grace), else not at all.
+            waiting = None if limit is None else math.ceil(limit) + 30
+            for name in ("_read_timeout", "_write_timeout"):
+                if hasattr(dbapi_connection, name):
+                    setattr(dbapi_connection, name, waiting)
+            if limit is not None:
+                server = str(getattr(dbapi_connection, "get_server_info", lambda: "")())
+                if "mariadb" in server.lower():
+                    statements.append(f"SET SESSION max_statement_time = {float(limit)!r}")
+                else:
+                    statements.append(f"SET SESSION max_execution_time = {max(1, round(limit * 1000))}")
+        if not statements:
+            return
+        cursor = dbapi_connection.cursor()
+        try:
+            for statement in statements:
+                cursor.execute(statement)
+        finally:
+            cursor.close()
+        if self.backend == "postgresql":
+            dbapi_connection.commit()  # outside the first read's transaction
 
     def _sqlite_uri(self) -> str:
         """Read-only URI of the SQLite file. sqlite3 would create a missing file: refuse first."""
@@ -209,6 +358,11 @@ class SqlSource:
                 f"SQLite file {path} does not exist"
             )
         return f"{path.resolve().as_uri()}?mode=ro"
+
+    def _postgres_uri(self) -> str:
+        """libpq URI for ADBC: the connection's own parameters plus the connect timeout."""
+        query = {**self.url.query, "connect_timeout": str(_libpq_timeout(self.timeout_s))}
+        return self.url.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
 
     @contextmanager
     def _unavailable(self, doing: str) -> Iterator[None]:
@@ -224,6 +378,18 @@ class SqlSource:
             adbc_driver_manager.OperationalError,
             adbc_driver_manager.InterfaceError,
         ) as exc:
+            raise SourceUnavailable(
+                f"source {self.connection_id} of dataset {self.dataset.id} is unavailable while {doing}: "
+                f"{self._scrub(exc)}"
+            ) from None
+        except (adbc_driver_manager.Error, OSError) as exc:
+            # ADBC reports SQLSTATE on its own errors; a failure mid-stream comes through the Arrow
+            # stream as an OSError carrying only libpq's text.
+            unavailable = getattr(exc, "sqlstate", None) in _PG_UNAVAILABLE_STATES or (
+                isinstance(exc, OSError) and _LIBPQ_UNAVAILABLE.search(str(exc)) is not None
+            )
+            if not unavailable:
+                raise
             raise SourceUnavailable(
                 f"source {self.connection_id} of dataset {self.dataset.id} is unavailable while {doing}: "
                 f"{self._scrub(exc)}"
@@ -248,8 +414,10 @@ class SqlSource:
         exprs: list[sa.ColumnElement[Any]] = []
         for i, col in enumerate(layout.columns):
             c = sa.column(col.source)
-            if not self._sqlite:
-                expr: sa.ColumnElement[Any] = c
+            if self.backend == "postgresql" and pa.types.is_string(col.type):
+                expr: sa.ColumnElement[Any] = sa.cast(c, sa.Text)  # CHAR(n) without its blank padding
+            elif not self._sqlite:
+                expr = c
             elif col.decimal_scale is not None:
                 # REAL holds a binary approximation: print it at the declared scale; text stays exact.
                 expr = sa.case(
@@ -261,37 +429,91 @@ class SqlSource:
             exprs.append(expr.label(f"c{i}"))
         return exprs
 
-    def _where(self, layout: Layout, after: datetime | None, upto: datetime) -> list[sa.ColumnElement[bool]]:
+    def _where(self, layout: Layout, window: _Window) -> list[sa.ColumnElement[bool]]:
         updated = sa.column(layout.updated_at)
+        key = sa.column(layout.key)
+        lo, hi = window.key_range
+        clauses: list[sa.ColumnElement[bool]] = []
+        if lo is not None:
+            clauses.append(key >= sa.bindparam("key_lo", lo, type_=sa.String))
+        if hi is not None:
+            clauses.append(key < sa.bindparam("key_hi", hi, type_=sa.String))
         if not self._sqlite:
-            clauses = [updated <= sa.bindparam("upto", upto)]
-            if after is not None:
-                clauses.append(updated > sa.bindparam("after", after))
+            clauses.append(updated <= sa.bindparam("upto", window.upto, type_=sa.DateTime))
+            if window.after is not None:
+                clauses.append(updated > sa.bindparam("after", window.after, type_=sa.DateTime))
             return clauses
         # Text comparison: a superset, made exact on the parsed values (module docstring).
-        day_after_upto = (upto + timedelta(days=1)).strftime("%Y-%m-%d")
-        clauses = [updated < sa.bindparam("upto_day", day_after_upto)]
-        if after is not None:
-            clauses.append(updated >= sa.bindparam("after_second", after.strftime(_TS_TEXT)))
+        day_after_upto = (window.upto + timedelta(days=1)).strftime("%Y-%m-%d")
+        clauses.append(updated < sa.bindparam("upto_day", day_after_upto))
+        if window.after is not None:
+            clauses.append(updated >= sa.bindparam("after_second", window.after.strftime(_TS_TEXT)))
         return clauses
 
-    def _sqlalchemy_batches(
-        self, layout: Layout, after: datetime | None, upto: datetime, batch_rows: int
-    ) -> Iterator[list[pa.Array]]:
-        stmt = (
+    def _rows_statement(self, layout: Layout, window: _Window) -> sa.Select[Any]:
+        return (
             sa.select(*self._select_list(layout))
             .select_from(sa.table(layout.table))
-            .where(*self._where(layout, after, upto))
+            .where(*self._where(layout, window))
             .order_by(sa.column(layout.updated_at), sa.column(layout.key))
         )
+
+    def _count_sqlite(self, layout: Layout, window: _Window) -> int:
+        """SQLite's timestamps are text in several spellings: count on the parsed values."""
+        updated = layout.columns[-2]
+        stmt = (
+            sa.select(sa.cast(sa.column(updated.source), sa.Text))
+            .select_from(sa.table(layout.table))
+            .where(*self._where(layout, window))
+        )
+        upto = pa.scalar(window.upto, pa.timestamp("us"))
+        after = pa.scalar(window.after, pa.timestamp("us")) if window.after is not None else None
+        total = 0
+        with self._unavailable("counting rows"), self.engine().connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=DEFAULT_BATCH_ROWS).execute(stmt)
+            for part in result.partitions(DEFAULT_BATCH_ROWS):
+                values = self._conform(updated, pa.array([v for (v,) in part], pa.string()))
+                keep = pc.less_equal(values, upto)
+                if after is not None:
+                    keep = pc.and_(keep, pc.greater(values, after))
+                total += pc.sum(keep.cast(pa.int64())).as_py() or 0
+        return total
+
+    # -- reading paths ---------------------------------------------------------------------
+
+    def _sqlalchemy_batches(self, layout: Layout, window: _Window, batch_rows: int) -> Iterator[list[pa.Array]]:
+        stmt = self._rows_statement(layout, window)
         with self._unavailable("reading rows"), self.engine().connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(stmt)
             for part in result.partitions(batch_rows):
                 yield [_py_array(values) for values in zip(*part)]
 
-    def _adbc_batches(
-        self, layout: Layout, after: datetime | None, upto: datetime, batch_rows: int
-    ) -> Iterator[list[pa.Array]]:
+    def _adbc_postgres_batches(self, layout: Layout, window: _Window, batch_rows: int) -> Iterator[list[pa.Array]]:
+        import adbc_driver_postgresql.dbapi as adbc
+
+        # Literals, not parameters: ADBC streams (COPY) only a statement without parameters.
+        # The engine's dialect was initialised by the live server (layout() connected through it),
+        # so it escapes strings as that server reads them.
+        dialect = self.engine().dialect
+        sql = str(self._rows_statement(layout, window).compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+        if dialect.paramstyle in ("pyformat", "format"):
+            sql = sql.replace("%%", "%")  # escaped for psycopg's placeholders, which ADBC does not have
+        with self._unavailable("reading rows"):
+            conn = adbc.connect(self._postgres_uri())
+            try:
+                cursor = conn.cursor()
+                if self.statement_timeout_s is not None:
+                    cursor.execute(f"SET statement_timeout = {max(1, round(self.statement_timeout_s * 1000))}")
+                cursor.adbc_statement.set_options(**{_ADBC_PG_BATCH_BYTES: str(_PG_BATCH_BYTES)})
+                cursor.execute(sql)
+                for batch in cursor.fetch_record_batch():
+                    columns = [_storage(column) for column in batch.columns]
+                    for offset in range(0, batch.num_rows, batch_rows):
+                        yield [column.slice(offset, batch_rows) for column in columns]
+            finally:
+                conn.close()
+
+    def _adbc_sqlite_batches(self, layout: Layout, window: _Window, batch_rows: int) -> Iterator[list[pa.Array]]:
         import adbc_driver_sqlite.dbapi as adbc
 
         # The probe row (_row 0, all text) fixes every column's Arrow type to string for the
@@ -300,7 +522,7 @@ class SqlSource:
         rows = (
             sa.select(sa.literal(1).label("_row"), *self._select_list(layout))
             .select_from(sa.table(layout.table))
-            .where(*self._where(layout, after, upto))
+            .where(*self._where(layout, window))
         )
         probe = sa.select(sa.literal(0).label("_row"), *[sa.literal("").label(f"c{i}") for i in range(len(layout.columns))])
         union = sa.union_all(probe, rows).subquery("u")
@@ -358,9 +580,18 @@ class SqlSource:
         return out
 
 
-def open_source(dataset: Dataset, *, driver: Driver = "auto") -> SqlSource:
+def open_source(
+    dataset: Dataset, *, driver: Driver = "auto", timeout_s: float = 30.0, statement_timeout_s: float | None = None
+) -> SqlSource:
     """The source of a dataset, found through its connection id."""
-    return SqlSource(dataset, resolve_url(dataset.connection_id), connection_id=dataset.connection_id, driver=driver)
+    return SqlSource(
+        dataset,
+        resolve_url(dataset.connection_id),
+        connection_id=dataset.connection_id,
+        driver=driver,
+        timeout_s=timeout_s,
+        statement_timeout_s=statement_timeout_s,
+    )
 
 
 def to_canonical(arr: pa.Array, target: pa.DataType) -> pa.Array:
@@ -368,6 +599,7 @@ def to_canonical(arr: pa.Array, target: pa.DataType) -> pa.Array:
 
     Raises ArrowInvalid when a value cannot be represented (never rounds a decimal silently).
     """
+    arr = _storage(arr)
     if arr.type == target:
         return arr
     if pa.types.is_null(arr.type):
@@ -404,6 +636,11 @@ def to_canonical(arr: pa.Array, target: pa.DataType) -> pa.Array:
     return arr.cast(target)
 
 
+def _storage(arr: pa.Array) -> pa.Array:
+    """An extension array's storage: ADBC hands PostgreSQL NUMERIC over as opaque text."""
+    return arr.storage if isinstance(arr, pa.ExtensionArray) else arr
+
+
 def _py_array(values: Sequence[Any]) -> pa.Array:
     try:
         return pa.array(values)
@@ -423,3 +660,50 @@ def _naive_local(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value
     return value.astimezone(LOCAL_TZ).replace(tzinfo=None)
+
+
+# SQLSTATEs that mean "try again later": cancelled (statement_timeout), connection failures,
+# too many connections, server shutting down.
+_LIBPQ_UNAVAILABLE = re.compile(
+    r"\[libpq\].*(statement timeout|canceling statement|server closed the connection|terminating connection"
+    r"|could not receive data|connection to server|no connection to the server|SSL SYSCALL)",
+    re.IGNORECASE,
+)
+_PG_UNAVAILABLE_STATES = frozenset({"57014", "08000", "08001", "08003", "08004", "08006", "53300", "57P01", "57P03"})
+
+
+def _backend(url: URL) -> str:
+    name = url.get_backend_name()
+    return "mysql" if name in ("mysql", "mariadb") else name
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _connect_timeout(url: URL, default: float, connection_id: str) -> float:
+    """The connection's own ``connect_timeout`` extra, else the default."""
+    raw = url.query.get("connect_timeout")
+    if raw is None:
+        return default
+    try:
+        value = float(raw if isinstance(raw, str) else raw[0])
+    except ValueError:
+        raise ConfigError(f"connection {connection_id}: connect_timeout must be a number of seconds") from None
+    if value <= 0:
+        raise ConfigError(f"connection {connection_id}: connect_timeout must be more than 0 seconds")
+    return value
+
+
+def _libpq_timeout(seconds: float) -> int:
+    return max(2, math.ceil(seconds))  # libpq treats 1 as 2 and 0 as "wait forever"
+
+
+def _key_range(key_range: Sequence[str | None] | None) -> KeyRange:
+    """A key range as read from XCom or JSON (a list) made a tuple; None is the whole key space."""
+    if key_range is None:
+        return (None, None)
+    if len(key_range) != 2 or not all(v is None or isinstance(v, str) for v in key_range):
+        raise ConfigError(f"a key range is a pair [lo, hi] of text or null, not {key_range!r}")
+    lo, hi = key_range
+    return (lo, hi)

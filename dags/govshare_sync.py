@@ -1,7 +1,10 @@
-"""Sync DAGs, one per dataset declared in catalogs/: extract -> validate -> protect -> publish.
+"""Sync DAGs, one per dataset declared in catalogs/: plan -> extract[part] -> validate[part] ->
+protect -> publish.
 
 Each task calls one stage of ``govshare.pipeline``; stages hand over through the run's encrypted
-work folder under GOVSHARE_HOME. The publish task emits the dataset's Asset
+work folder under GOVSHARE_HOME. A large full read is split by ``plan`` into key ranges, extracted
+and validated as mapped tasks (dynamic task mapping), and committed together as one version.
+Trigger with conf ``{"full": true}`` for a full re-read published as a snapshot. The publish task emits the dataset's Asset
 (``govshare://sharing-set/<dataset>``) with the published version in the event's extra; when the
 source had nothing new it is skipped and no asset event is emitted.
 
@@ -42,24 +45,33 @@ def build_sync_dag(ds: Dataset):  # noqa: ANN201 - an Airflow DAG
         doc_md=__doc__,
     )
     def sync() -> None:
-        def stage(name: str):  # noqa: ANN202
+        def stage(name: str, part: int | None = None):  # noqa: ANN202
             from govshare.airflow_tasks import run_stage
 
-            return run_stage(name, ds.id, get_current_context()["run_id"])
+            context = get_current_context()
+            full = bool((context["dag_run"].conf or {}).get("full", False))
+            return run_stage(name, ds.id, context["run_id"], part=part, full=full)
 
-        @task(task_id="extract")
-        def extract() -> dict:
-            return stage("extract")
+        @task(task_id="plan")
+        def plan() -> list[int]:
+            """Watermark range, and key-range parts when a full read is large."""
+            return stage("plan")
 
-        @task(task_id="validate")
-        def validate() -> dict:
-            return stage("validate")
+        @task(task_id="extract", max_active_tis_per_dagrun=2)
+        def extract(part: int) -> int:
+            stage("extract", part)
+            return part
 
-        @task(task_id="protect")
-        def protect() -> dict:
+        @task(task_id="validate", max_active_tis_per_dagrun=2)
+        def validate(part: int) -> int:
+            stage("validate", part)
+            return part
+
+        @task(task_id="protect", trigger_rule="none_failed")
+        def protect(parts: list[int]) -> dict:
             return stage("protect")
 
-        @task(task_id="publish", outlets=[asset])
+        @task(task_id="publish", outlets=[asset], trigger_rule="none_failed")
         def publish() -> dict:
             from airflow.sdk.exceptions import AirflowSkipException
 
@@ -72,7 +84,8 @@ def build_sync_dag(ds: Dataset):  # noqa: ANN201 - an Airflow DAG
             return {"version": result.version, "upserts": result.upserts, "deletes": result.deletes,
                     "quarantined": result.quarantined}
 
-        extract() >> validate() >> protect() >> publish()
+        validated = validate.expand(part=extract.expand(part=plan()))
+        protect(validated) >> publish()
 
     return sync()
 

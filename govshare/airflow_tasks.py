@@ -10,17 +10,18 @@ from __future__ import annotations
 from typing import Any
 
 
-def run_stage(stage: str, dataset_id: str, airflow_run_id: str) -> Any:
+def run_stage(stage: str, dataset_id: str, airflow_run_id: str, *, part: int | None = None, full: bool = False) -> Any:
     from airflow.sdk.exceptions import AirflowFailException
 
     from govshare import pipeline
-    from govshare.cli import _quiet_libraries
+    from govshare.cli import quiet_libraries
     from govshare.errors import GovshareError
 
-    _quiet_libraries()
+    quiet_libraries()
     try:
-        run = pipeline.start(dataset_id, airflow_run_id)
-        return getattr(pipeline, stage)(run)
+        run = pipeline.start(dataset_id, airflow_run_id, full=full)
+        function = getattr(pipeline, stage)
+        return function(run) if part is None else function(run, part)
     except GovshareError as exc:
         if exc.retriable:
             raise

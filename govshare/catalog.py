@@ -41,6 +41,7 @@ _SOURCE_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _DURATION = re.compile(r"^(\d{1,6})\s*(s|m|h|d)$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 DEFAULT_LOOKBACK = timedelta(hours=1)
+DEFAULT_PART_ROWS = 2_000_000
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,6 +94,7 @@ class Dataset:
     conditional_key: str
     gate: Gate = Gate()
     lookback: timedelta = DEFAULT_LOOKBACK  # re-read window before the watermark for late commits
+    part_rows: int = DEFAULT_PART_ROWS  # a full read larger than this is split into key-range parts
 
     def field(self, name: str) -> Field:
         for f in self.fields:
@@ -295,6 +297,11 @@ class _Loader:
             else:
                 self.problem(where, f"source.lookback {raw_lookback!r} must be a duration like '1h', '30m', '3600s'")
 
+        part_rows = source.get("part_rows", DEFAULT_PART_ROWS)
+        if not isinstance(part_rows, int) or isinstance(part_rows, bool) or part_rows < 1000:
+            self.problem(where, f"source.part_rows must be a whole number of at least 1000, not {part_rows!r}")
+            part_rows = DEFAULT_PART_ROWS
+
         schedule = doc.get("schedule")
         if schedule is not None and not isinstance(schedule, str):
             self.problem(where, "schedule must be a cron expression or preset like '@daily'")
@@ -316,6 +323,7 @@ class _Loader:
             conditional_key=conditional_key,
             gate=Gate(max_rejected_share=float(share)),
             lookback=lookback,
+            part_rows=part_rows,
         )
 
     def _fields(self, where: str, raw: Any) -> tuple[Field, ...]:

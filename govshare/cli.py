@@ -61,13 +61,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("html", "json"), default=None)
     p.add_argument("--out", type=Path, required=True)
 
+    p = sub.add_parser("dispute", help="objections (异议) to published records",
+                       description="govshare dispute DATASET KEY --subscriber ID --reason TEXT | "
+                                   "dispute resolve DATASET DISPUTE_ID --by WHO --note TEXT | dispute list DATASET")
+    p.add_argument("words", nargs="+", metavar="DATASET KEY | resolve DATASET DISPUTE_ID | list DATASET")
+    p.add_argument("--subscriber")
+    p.add_argument("--reason")
+    p.add_argument("--by")
+    p.add_argument("--note")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("audit", help="the access log")
     p.add_argument("action", choices=("verify",))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _quiet_libraries()
+    quiet_libraries()
     try:
         args = build_parser().parse_args(argv)
         handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
@@ -203,6 +213,36 @@ def _lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dispute(args: argparse.Namespace) -> int:
+    from govshare.catalog import load_catalog
+    from govshare.home import home
+    from sharing.disputes import DisputeLog, raise_dispute, resolve_dispute
+
+    catalog, h = load_catalog(), home().require_initialised()
+    words = args.words
+    if words[0] == "list" and len(words) == 2:
+        disputes = DisputeLog(h, catalog.dataset(words[1]).id).disputes()
+        rows = [d.__dict__ for d in disputes.values()]
+        if args.json:
+            print(json.dumps(rows, ensure_ascii=False, indent=2))
+        for d in ([] if args.json else disputes.values()):
+            print(f"{d.id}  {d.status:8}  {d.masked_key}  v{d.version}  {d.subscriber}  {d.raised_at}  {d.reason}")
+        return 0
+    if words[0] == "resolve" and len(words) == 3:
+        entry = resolve_dispute(catalog, h, words[1], words[2], args.by or "", args.note or "")
+        print(f"dispute {entry['dispute_id']} resolved by {entry['by']}")
+        return 0
+    if len(words) == 2 and words[0] not in ("list", "resolve"):
+        if not args.subscriber:
+            raise ConfigError("govshare dispute DATASET KEY needs --subscriber ID and --reason TEXT")
+        entry = raise_dispute(catalog, h, words[0], words[1], args.subscriber, args.reason or "")
+        print(f"dispute {entry['dispute_id']} raised by {entry['subscriber']} on {entry['masked_key']} "
+              f"(version {entry['version']}); subscribers see _disputed = true until the source corrects it or it is resolved")
+        return 0
+    raise ConfigError("usage: govshare dispute DATASET KEY --subscriber ID --reason TEXT | "
+                      "dispute resolve DATASET DISPUTE_ID --by WHO --note TEXT | dispute list DATASET")
+
+
 def _audit(args: argparse.Namespace) -> int:
     from govshare.home import home
     from keys.keystore import Keystore
@@ -222,11 +262,12 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "verify": _verify,
     "pull": _pull,
     "lineage": _lineage,
+    "dispute": _dispute,
     "audit": _audit,
 }
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     logging.basicConfig(level=logging.WARNING, format="govshare: %(levelname)s %(name)s: %(message)s")

@@ -29,6 +29,9 @@ _RUN_ID = re.compile(r"[^A-Za-z0-9_.-]+")
 
 @dataclass(frozen=True)
 class Run:
+    """One sync of one dataset. Each stage (and each part of a split stage) records its result in
+    its own JSON file in the run's folder, so parallel mapped tasks never write the same file."""
+
     dataset: Dataset
     home: Home
     run_id: str
@@ -41,17 +44,44 @@ class Run:
     def file(self, name: str) -> Path:
         return self.folder / name
 
-    def record(self) -> dict[str, Any]:
-        path = self.file("run.json")
+    def stage(self, name: str) -> dict[str, Any]:
+        path = self.file(f"{name}.json")
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
     def save(self, stage: str, result: dict[str, Any]) -> None:
-        doc = self.record()
-        doc.update({"dataset": self.dataset.id, "run_id": self.run_id, "full": self.full})
-        doc[stage] = result
-        tmp = self.file("run.json.tmp")
-        tmp.write_text(json.dumps(doc, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
-        tmp.replace(self.file("run.json"))
+        tmp = self.file(f"{stage}.json.tmp")
+        tmp.write_text(json.dumps(result, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+        tmp.replace(self.file(f"{stage}.json"))
+
+    @property
+    def parts(self) -> list[int]:
+        return list(range(len(self.stage("plan").get("parts", []))))
+
+    def record(self) -> dict[str, Any]:
+        """Everything the run recorded, with the parts of extract and validate added up."""
+        doc: dict[str, Any] = {"dataset": self.dataset.id, "run_id": self.run_id, "full": self.full}
+        for path in sorted(self.folder.glob("*.json")):
+            if "." not in path.stem:
+                doc[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+        plan = doc.get("plan", {})
+        extracts = [self.stage(f"extract.{i}") for i in self.parts]
+        validates = [self.stage(f"validate.{i}") for i in self.parts]
+        if plan and all(extracts):
+            doc["extract"] = {
+                "connection_id": plan["connection_id"], "source_table": plan["source_table"],
+                "watermark_from": plan["watermark_from"], "watermark_to": plan["watermark_to"],
+                "parts": len(extracts), "nothing_new": plan["nothing_new"],
+                **{k: sum(e[k] for e in extracts) for k in ("rows", "deletes", "batches")},
+            }
+        if validates and all(validates):
+            from validation.engine import merge_summaries
+
+            doc["validate"] = {
+                **{k: sum(v[k] for v in validates) for k in ("rows", "good", "good_deletes", "rejected")},
+                "summary": merge_summaries([v["summary"] for v in validates]),
+                "gate": doc.get("gate", {}),
+            }
+        return doc
 
 
 @dataclass(frozen=True)
@@ -75,12 +105,14 @@ def new_run_id(hint: str | None = None) -> str:
 
 def start(dataset_id: str, run_id: str | None = None, full: bool = False,
           catalog: Catalog | None = None, home: Home | None = None) -> Run:
+    """Open a run (a fresh one, or the run with this id whose plan fixed its mode)."""
     catalog = catalog or load_catalog()
     home = (home or default_home()).require_initialised()
     run = Run(catalog.dataset(dataset_id), home, new_run_id(run_id), full)
     run.folder.mkdir(parents=True, exist_ok=True)
-    if not run.file("run.json").exists():
-        run.save("started", {"at": _now(), "full": full})
+    planned = run.stage("plan")
+    if planned:
+        run = Run(run.dataset, home, run.run_id, bool(planned.get("full")))
     return run
 
 
@@ -91,13 +123,9 @@ def today() -> date:
 # -- stages ----------------------------------------------------------------------------------
 
 
-def extract(run: Run) -> dict[str, Any]:
-    """Stream the source's rows after the watermark into the run's (encrypted) staging file."""
-    import pyarrow.parquet as pq
-
+def plan(run: Run) -> list[int]:
+    """Decide what to read: the watermark range and, for a large full read, key-range parts."""
     from connectors.sql import open_source
-    from govshare.schema import IS_DELETED, source_schema
-    from keys.protection import staging_encryption
     from lineage import openlineage
     from sharing.state import read_state
 
@@ -109,35 +137,53 @@ def extract(run: Run) -> dict[str, Any]:
     source = open_source(ds)
     source.check()
     high = source.high_watermark()
-    result: dict[str, Any] = {
-        "at": _now(),
-        "connection_id": ds.connection_id,
-        "source_table": ds.source_table,
+    nothing_new = high is None or (after is not None and high <= state.watermark)
+    parts: list[list[str | None]] = [[None, None]]
+    if not nothing_new and after is None:
+        rows = source.count(after, high)
+        if rows > ds.part_rows:
+            parts = [list(r) for r in source.key_ranges(-(-rows // ds.part_rows), after, high)]
+    result = {
+        "at": _now(), "full": run.full, "connection_id": ds.connection_id, "source_table": ds.source_table,
         "watermark_from": after.isoformat() if after else None,
         "watermark_to": high.isoformat() if high else None,
+        "nothing_new": nothing_new, "parts": [] if nothing_new else parts,
     }
-    if high is None or (state.watermark is not None and not run.full and high <= after):
-        result.update(rows=0, deletes=0, nothing_new=True)
-        run.save("extract", result)
-        return result
-    openlineage.emit_start(run)
+    run.save("plan", result)
+    if not nothing_new:
+        openlineage.emit_start(run)
+    return run.parts
+
+
+def extract(run: Run, part: int = 0) -> dict[str, Any]:
+    """Stream one part of the source's rows into the run's (encrypted) staging file."""
+    import pyarrow.parquet as pq
+
+    from connectors.sql import open_source
+    from govshare.schema import IS_DELETED, source_schema
+    from keys.protection import staging_encryption
+
+    planned = run.stage("plan")
+    lo, hi = planned["parts"][part]
+    after = datetime.fromisoformat(planned["watermark_from"]) if planned["watermark_from"] else None
+    upto = datetime.fromisoformat(planned["watermark_to"])
     keystore = _keystore(run.home)
     rows = deletes = batches = 0
-    schema = source_schema(ds)
-    with pq.ParquetWriter(run.file("extract.parquet"), schema, compression="zstd",
+    key_range = None if lo is None and hi is None else (lo, hi)
+    with pq.ParquetWriter(run.file(f"extract-{part}.parquet"), source_schema(run.dataset), compression="zstd",
                           encryption_properties=staging_encryption(keystore).file_encryption_properties) as writer:
-        for batch in source.read_batches(after, high, batch_rows=BATCH_ROWS):
+        for batch in open_source(run.dataset).read_batches(after, upto, batch_rows=BATCH_ROWS, key_range=key_range):
             writer.write_batch(batch)
             rows += batch.num_rows
             deletes += _count_true(batch.column(IS_DELETED))
             batches += 1
-    result.update(rows=rows, deletes=deletes, batches=batches, nothing_new=rows == 0)
-    run.save("extract", result)
+    result = {"at": _now(), "part": part, "key_range": [lo, hi], "rows": rows, "deletes": deletes, "batches": batches}
+    run.save(f"extract.{part}", result)
     return result
 
 
-def validate(run: Run) -> dict[str, Any]:
-    """Judge every extracted row: good rows go on, rejected rows to the run's quarantine file."""
+def validate(run: Run, part: int = 0) -> dict[str, Any]:
+    """Judge every row of a part: good rows go on (fingerprinted), rejected rows to quarantine."""
     import pyarrow.parquet as pq
 
     from govshare.schema import IS_DELETED, source_schema
@@ -145,17 +191,14 @@ def validate(run: Run) -> dict[str, Any]:
     from sharing.changes import FINGERPRINT, INDEX_SCHEMA, KEY_REF, with_fingerprints
     from validation.engine import Validator
 
-    extracted = run.record().get("extract", {})
-    if extracted.get("nothing_new", True):
-        return _skip(run, "validate")
     ds = run.dataset
     keystore = _keystore(run.home)
     validator = Validator(ds, today())
     good = rejected = deletes = 0
     secret = keystore.hmac_key()
     schema = source_schema(ds).append(INDEX_SCHEMA.field(KEY_REF)).append(INDEX_SCHEMA.field(FINGERPRINT))
-    source = pq.ParquetFile(run.file("extract.parquet"), decryption_properties=decryption_properties(keystore))
-    good_writer = pq.ParquetWriter(run.file("good.parquet"), schema, compression="zstd",
+    source = pq.ParquetFile(run.file(f"extract-{part}.parquet"), decryption_properties=decryption_properties(keystore))
+    good_writer = pq.ParquetWriter(run.file(f"good-{part}.parquet"), schema, compression="zstd",
                                    encryption_properties=staging_encryption(keystore).file_encryption_properties)
     rejected_writer = None
     try:
@@ -167,7 +210,7 @@ def validate(run: Run) -> dict[str, Any]:
             if verdict.rejected.num_rows:
                 if rejected_writer is None:
                     rejected_writer = pq.ParquetWriter(
-                        run.file("rejected.parquet"), verdict.rejected.schema, compression="zstd",
+                        run.file(f"rejected-{part}.parquet"), verdict.rejected.schema, compression="zstd",
                         encryption_properties=quarantine_encryption(keystore).file_encryption_properties)
                 rejected_writer.write_batch(verdict.rejected)
                 rejected += verdict.rejected.num_rows
@@ -175,26 +218,22 @@ def validate(run: Run) -> dict[str, Any]:
         good_writer.close()
         if rejected_writer is not None:
             rejected_writer.close()
-    summary = validator.summary().to_dict()
-    total = good + rejected
-    share = rejected / total if total else 0.0
-    result = {"at": _now(), "skipped": False, "rows": total, "good": good, "good_deletes": deletes, "rejected": rejected,
-              "rejected_share": round(share, 6), "summary": summary,
-              "gate": {"max_rejected_share": ds.gate.max_rejected_share, "passed": share <= ds.gate.max_rejected_share}}
-    run.save("validate", result)
-    if share > ds.gate.max_rejected_share:
-        _blocked(run, f"{share:.1%} of {total} rows were rejected; the gate allows at most {ds.gate.max_rejected_share:.0%}")
+    result = {"at": _now(), "part": part, "rows": good + rejected, "good": good, "good_deletes": deletes,
+              "rejected": rejected, "summary": validator.summary().to_dict()}
+    run.save(f"validate.{part}", result)
     return result
 
 
 def protect(run: Run) -> dict[str, Any]:
-    """Shape good rows into the version's files: 不予共享 dropped, 有条件共享 encrypted."""
+    """Pass the gate, then shape good rows into the version's files: 不予共享 dropped,
+    有条件共享 encrypted, unchanged rows left out."""
     from sharing.publish import write_version_files
 
-    validated = run.record().get("validate", {})
-    if validated.get("skipped", True):
+    if run.stage("plan").get("nothing_new", True):
         return _skip(run, "protect")
+    _gate(run)
     keystore = _keystore(run.home)
+    _crossref(run, keystore)
     result = {"skipped": False, **write_version_files(run, keystore)}
     run.save("protect", result)
     return result
@@ -204,35 +243,38 @@ def publish(run: Run) -> SyncResult:
     """Make the version visible, keep the quarantine, then advance the watermark."""
     from lineage import openlineage
     from lineage.runs import save_run_record
+    import pyarrow.parquet as pq
+
     from sharing.changes import write_index
+    from sharing.disputes import clear_changed
     from sharing.publish import INDEX_DELTA, publish_version
     from sharing.state import SyncState, read_state, write_state
 
-    record = run.record()
     ds = run.dataset
-    extracted = record.get("extract", {})
-    if extracted.get("nothing_new", True):
+    planned = run.stage("plan")
+    if planned.get("nothing_new", True):
         _finish(run)
         return SyncResult(ds.id, run.run_id, None, reason="nothing new at the source")
-    protected = record.get("protect", {})
+    protected = run.stage("protect")
     if protected.get("skipped", True):
         raise ConfigError(f"{ds.id} run {run.run_id}: publish called before protect finished; rerun the sync")
     keystore = _keystore(run.home)
+    record = run.record()
     quarantined = record["validate"]["rejected"]
     manifest = None
     if protected["upserts"] or protected["deletes"]:
         manifest = publish_version(run, keystore)
-    if manifest is not None:
         write_index(run.home.state, ds.id, run.file(INDEX_DELTA), manifest.version, replace=manifest.kind == "snapshot")
+        clear_changed(run.home, ds.id, pq.read_table(run.file(INDEX_DELTA)), manifest.version)
     _keep_quarantine(run, manifest.version if manifest else None)
+    _quality_feedback(run, keystore, manifest.version if manifest else None)
     state = read_state(run.home.state, ds.id)
-    high = datetime.fromisoformat(extracted["watermark_to"])
+    high = datetime.fromisoformat(planned["watermark_to"])
     if state.watermark is not None and state.watermark > high:
         high = state.watermark  # a lookback re-read never moves the watermark back
     write_state(run.home.state, ds.id, SyncState(high, manifest.version if manifest else state.version, run.run_id))
-    published = {"at": _now(), "version": manifest.version if manifest else None,
-                 "manifest_sha256": manifest.digest if manifest else None}
-    run.save("publish", published)
+    run.save("publish", {"at": _now(), "version": manifest.version if manifest else None,
+                         "manifest_sha256": manifest.digest if manifest else None})
     save_run_record(run.home, ds.id, run.run_id, run.record())
     openlineage.emit_complete(run, run.record())
     _finish(run)
@@ -246,8 +288,9 @@ def sync(dataset_id: str, full: bool = False, catalog: Catalog | None = None, ho
          run_id: str | None = None) -> SyncResult:
     """One whole sync outside Airflow: the same stage functions the DAG's tasks call."""
     run = start(dataset_id, run_id, full, catalog, home)
-    extract(run)
-    validate(run)
+    for part in plan(run):
+        extract(run, part)
+        validate(run, part)
     protect(run)
     return publish(run)
 
@@ -267,15 +310,27 @@ def _skip(run: Run, stage: str) -> dict[str, Any]:
     return result
 
 
-def _blocked(run: Run, why: str) -> None:
+def _gate(run: Run) -> None:
+    """The validation gate: past the catalog's threshold nothing is published (exit 5)."""
     from lineage import openlineage
     from lineage.runs import save_run_record
     from sharing.store import SharingStore
 
     ds = run.dataset
+    validated = run.record()["validate"]
+    total, rejected = validated["rows"], validated["rejected"]
+    share = rejected / total if total else 0.0
+    passed = share <= ds.gate.max_rejected_share
+    gate = {"at": _now(), "rejected_share": round(share, 6), "max_rejected_share": ds.gate.max_rejected_share,
+            "passed": passed, "blocked": not passed}
+    if passed:
+        run.save("gate", gate)
+        return
+    why = f"{share:.1%} of {total} rows were rejected; the gate allows at most {ds.gate.max_rejected_share:.0%}"
     current = SharingStore(run.home.store, ds.id).latest()
     _keep_quarantine(run, None)
-    run.save("gate", {"at": _now(), "blocked": True, "why": why, "current_version": current})
+    run.save("gate", {**gate, "why": why, "current_version": current})
+    _quality_feedback(run, _keystore(run.home), None)
     save_run_record(run.home, ds.id, run.run_id, run.record())
     openlineage.emit_fail(run, why)
     _finish(run)
@@ -284,17 +339,50 @@ def _blocked(run: Run, why: str) -> None:
                       f"the watermark stays; see 'govshare lineage {ds.id}' and the quarantine")
 
 
+def _crossref(run: Run, keystore) -> None:  # noqa: ANN001 - keys is imported lazily
+    """Holders and legal representatives looked up in the other datasets: flagged, never rejected."""
+    from validation.crossref import crossref
+
+    files = [run.file(f"good-{part}.parquet") for part in run.parts]
+    run.save("crossref", crossref(run.dataset, files, keystore, run.home.state).to_dict())
+
+
+def _quality_feedback(run: Run, keystore, version: int | None) -> None:  # noqa: ANN001
+    """The run's 数据质量反馈 for the source department: counts per rule, masked keys only."""
+    from validation.crossref import CrossrefFinding, CrossrefResult
+    from validation.quality import quality_report, write_quality_report
+
+    record = run.record()
+    meta_path = run.home.quarantine / run.dataset.id / f"{run.run_id}.json"
+    files = json.loads(meta_path.read_text(encoding="utf-8"))["files"] if meta_path.is_file() else []
+    cross = record.get("crossref")
+    cross_result = None
+    if cross:
+        cross_result = CrossrefResult(findings=tuple(CrossrefFinding(**f) for f in cross["findings"]), dataset=cross["dataset"])
+    report = quality_report(run.dataset, run.run_id, record["validate"]["summary"],
+                            [run.home.quarantine / run.dataset.id / f for f in files], keystore,
+                            cross=cross_result, version=version)
+    report["gate"] = record.get("gate", {})
+    paths = write_quality_report(report, run.home.root / "reports" / "quality" / run.dataset.id)
+    run.save("quality", {name: str(path) for name, path in paths.items()})
+
+
 def _keep_quarantine(run: Run, version: int | None) -> None:
     """Move the run's rejected rows (encrypted) into the dataset's quarantine store."""
-    rejected = run.file("rejected.parquet")
-    if not rejected.exists():
-        return
     target = run.home.quarantine / run.dataset.id
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(rejected), target / f"{run.run_id}.parquet")
-    meta = {"run_id": run.run_id, "version": version, "at": _now(),
-            "rules": {r["rule_id"]: r["rows_failed"] for r in run.record().get("validate", {}).get("summary", {}).get("rules", [])
-                      if r["rows_failed"]}}
+    moved = []
+    for part in run.parts:
+        rejected = run.file(f"rejected-{part}.parquet")
+        if rejected.exists():
+            target.mkdir(parents=True, exist_ok=True)
+            name = f"{run.run_id}-{part}.parquet"
+            shutil.move(str(rejected), target / name)
+            moved.append(name)
+    if not moved:
+        return
+    rules = run.record().get("validate", {}).get("summary", {}).get("rules", [])
+    meta = {"run_id": run.run_id, "version": version, "at": _now(), "files": moved,
+            "rules": {r["rule_id"]: r["rows_failed"] for r in rules if r["rows_failed"]}}
     (target / f"{run.run_id}.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
 
 

@@ -59,6 +59,28 @@ def with_fingerprints(batch: pa.RecordBatch, dataset: Dataset, secret: bytes) ->
     return pa.RecordBatch.from_arrays(columns, schema=batch.schema.append(INDEX_SCHEMA.field(KEY_REF)).append(INDEX_SCHEMA.field(FINGERPRINT)))
 
 
+def key_refs(keys: pa.Array, secret: bytes) -> pa.Array:
+    """Pseudonymous refs of normalised keys, as the state index holds them (same secret, same hash)."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.register("keys", pa.table({"k": keys}))
+        refs = con.sql("SELECT unhex(substr(sha256($secret || chr(31) || k), 1, 32)) AS r FROM keys",
+                       params={"secret": secret.hex()}).to_arrow_table()
+    finally:
+        con.close()
+    return refs.column("r").combine_chunks().cast(pa.binary(16))
+
+
+def index_refs(state_dir: Path, dataset_id: str) -> pa.Array:
+    """Every key ref of a dataset's current published state (empty before its first version)."""
+    path = index_path(state_dir, dataset_id)
+    if not path.is_file():
+        return pa.array([], pa.binary(16))
+    return pq.read_table(path, columns=[KEY_REF]).column(KEY_REF).combine_chunks()
+
+
 def index_path(state_dir: Path, dataset_id: str) -> Path:
     return state_dir / dataset_id / "index.parquet"
 

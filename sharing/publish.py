@@ -14,7 +14,7 @@ from govshare.catalog import Dataset
 from govshare.schema import IS_DELETED, UPDATED_AT, arrow_type, fields_schema
 from keys.keystore import Keystore
 from keys.protection import column_encryption, decryption_properties
-from sharing.changes import FINGERPRINT, KEY_REF, previous_fingerprints
+from sharing.changes import FINGERPRINT, INDEX_SCHEMA, KEY_REF, previous_fingerprints
 from sharing.feed import latest_per_key
 from sharing.read import read_state_keys
 from sharing.store import MANIFEST_FORMAT, Manifest, SharingStore, canonical_json, sha256_file
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 UPSERTS = "upserts.parquet"
 DELETES = "deletes.parquet"
 INDEX_DELTA = "index-delta.parquet"
+# Published beside the fields: pseudonymous key ref and row fingerprint (hashes, no values), so
+# readers can match disputes and state without decrypting keys. Never delivered to subscribers.
+REF_FIELDS = (INDEX_SCHEMA.field(KEY_REF), INDEX_SCHEMA.field(FINGERPRINT))
 BATCH_ROWS = 100_000
 
 
@@ -46,8 +49,9 @@ def write_version_files(run: Run, keystore: Keystore) -> dict[str, Any]:
     ds = run.dataset
     store = SharingStore(run.home.store, ds.id)
     staged = store.stage(run.run_id)
-    good = pq.ParquetFile(run.file("good.parquet"), decryption_properties=decryption_properties(keystore))
-    markers = good.read(columns=[ds.key, UPDATED_AT, IS_DELETED, KEY_REF, FINGERPRINT])
+    decrypt = decryption_properties(keystore)
+    goods = [pq.ParquetFile(run.file(f"good-{part}.parquet"), decryption_properties=decrypt) for part in run.parts]
+    markers = pa.concat_tables([g.read(columns=[ds.key, UPDATED_AT, IS_DELETED, KEY_REF, FINGERPRINT]) for g in goods])
     latest = store.latest()
     kind = "snapshot" if run.full or latest is None else "delta"
     chosen = np.zeros(markers.num_rows, dtype=bool)
@@ -64,13 +68,14 @@ def write_version_files(run: Run, keystore: Keystore) -> dict[str, Any]:
     upsert_protection = column_encryption(keystore, ds.footer_key, upsert_plan)
     explicit_deletes: list[pa.Array] = []
     upserts = offset = 0
-    with pq.ParquetWriter(staged / UPSERTS, fields_schema(ds, tuple(published)), compression="zstd",
+    upsert_schema = fields_schema(ds, tuple(published)).append(REF_FIELDS[0]).append(REF_FIELDS[1])
+    with pq.ParquetWriter(staged / UPSERTS, upsert_schema, compression="zstd",
                           encryption_properties=upsert_protection.file_encryption_properties) as writer:
-        for batch in good.iter_batches(batch_size=BATCH_ROWS, columns=[*published, IS_DELETED]):
+        for batch in _batches(goods, [*published, IS_DELETED, KEY_REF, FINGERPRINT]):
             rows = batch.filter(pa.array(publish[offset:offset + batch.num_rows]))
             offset += batch.num_rows
             gone = pc.equal(rows.column(IS_DELETED), 1)
-            kept = rows.filter(pc.invert(gone)).select(published)
+            kept = rows.filter(pc.invert(gone)).select(upsert_schema.names)
             writer.write_batch(kept)
             upserts += kept.num_rows
             explicit_deletes.append(rows.filter(gone).column(ds.key))
@@ -94,6 +99,11 @@ def write_version_files(run: Run, keystore: Keystore) -> dict[str, Any]:
             "deletes": protection_plan_description(keystore, ds),
         },
     }
+
+
+def _batches(files: list[pq.ParquetFile], columns: list[str]):  # noqa: ANN202 - an iterator of batches
+    for f in files:
+        yield from f.iter_batches(batch_size=BATCH_ROWS, columns=columns)
 
 
 def _against_state(run: Run, markers: pa.Table) -> tuple[np.ndarray, np.ndarray]:
@@ -171,6 +181,8 @@ def publish_version(run: Run, keystore: Keystore) -> Manifest:
                 for f in ds.published_fields
             ],
             "withheld_fields": [f.name for f in ds.fields_of("none")],
+            "system_columns": {KEY_REF: "SHA-256 of a keystore secret and the key, 16 bytes (pseudonym)",
+                               FINGERPRINT: "SHA-256 of the published fields' canonical text, 16 bytes"},
             "protection": {"upserts": protected["protection"]["upserts"], "deletes": protected["protection"]["deletes"]},
             "files": files,
             "previous": {"version": previous.version, "manifest_sha256": previous.digest} if previous else None,

@@ -77,8 +77,6 @@ def pull(catalog: Catalog, home: Home, dataset_id: str, subscriber_id: str, purp
     ds = catalog.dataset(dataset_id)
     purpose = check_purpose(purpose)
     subscriber, grant = authorise(catalog, subscriber_id, ds.id, today or local_today())
-    if "://" in out:
-        raise ConfigError(f"--out {out.split('://')[0]}://...: delivery into a database is not available yet; give a Parquet file path")
     if version is not None and since is not None:
         raise ConfigError("--version and --since exclude each other")
     home.require_initialised()
@@ -95,8 +93,15 @@ def pull(catalog: Catalog, home: Home, dataset_id: str, subscriber_id: str, purp
     columns = list(grant.fields) if ds.key in grant.fields else [ds.key, *grant.fields]
     view = read_view(store, keystore, ds, manifests, columns, first, upto, keep_deletes=since is not None)
     delivered = view.select([*grant.fields, CHANGE_TYPE, COMMIT_VERSION])
-    target = Path(out).resolve()
-    _write_atomically(delivered, target)
+    if "://" in out:  # a SQLAlchemy URL: apply the changes to the subscriber's database
+        from sharing.deliver import deliver
+
+        target: Path | str = deliver(delivered, ds, grant.fields, out).target
+        output = {"target": target}
+    else:
+        target = Path(out).resolve()
+        _write_atomically(delivered, target)
+        output = {"output_sha256": sha256_file(target)}
     deletes = int((delivered.column(CHANGE_TYPE).to_numpy(zero_copy_only=False) == DELETE).sum())
     entry = AccessLog(home.audit, keystore).append({
         "event": "delivery",
@@ -111,7 +116,7 @@ def pull(catalog: Catalog, home: Home, dataset_id: str, subscriber_id: str, purp
         "fields": list(grant.fields),
         "rows": delivered.num_rows,
         "deletes": deletes,
-        "output_sha256": sha256_file(target),
+        **output,
     })
     return PullResult(ds.id, subscriber.id, upto, since, delivered.num_rows, deletes, grant.fields, target, entry["seq"])
 

@@ -36,9 +36,14 @@ def read_changes(store: SharingStore, keystore: Keystore, manifest: Manifest, co
 
 
 def read_view(store: SharingStore, keystore: Keystore, dataset: Dataset, manifests: Sequence[Manifest],
-              columns: Sequence[str], first: int, last: int, keep_deletes: bool) -> pa.Table:
-    """Fold versions first..last (inclusive) over ``columns`` (which must include the key)."""
+              columns: Sequence[str], first: int, last: int, keep_deletes: bool, with_refs: bool = False) -> pa.Table:
+    """Fold versions first..last (inclusive) over ``columns`` (which must include the key), and
+    with_refs: the pseudonymous _key_ref and _fingerprint columns too (null on deletes)."""
+    from sharing.publish import REF_FIELDS
+
     schema = fields_schema(dataset, tuple(columns))
+    if with_refs:
+        schema = schema.append(REF_FIELDS[0]).append(REF_FIELDS[1])
     changes = [read_changes(store, keystore, manifests[v - 1], schema.names, dataset.key) for v in range(first, last + 1)]
     return fold(changes, dataset.key, schema, keep_deletes)
 

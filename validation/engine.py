@@ -67,6 +67,26 @@ class ValidationSummary:
         return out
 
 
+def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One summary (as to_dict() gives it) from the summaries of a run's parts."""
+    if not summaries:
+        return {}
+    merged = {**summaries[0], "rules": [dict(r) for r in summaries[0]["rules"]]}
+    for key in ("batches", "rows", "good", "rejected"):
+        merged[key] = sum(s[key] for s in summaries)
+    by_id = {r["rule_id"]: r for r in merged["rules"]}
+    for summary in summaries[1:]:
+        for rule in summary["rules"]:
+            into = by_id[rule["rule_id"]]
+            into["rows_checked"] += rule["rows_checked"]
+            into["rows_failed"] += rule["rows_failed"]
+            if into["gx_unexpected"] is not None and rule["gx_unexpected"] is not None:
+                into["gx_unexpected"] += rule["gx_unexpected"]
+            if into["gx_success"] is not None and rule["gx_success"] is not None:
+                into["gx_success"] = into["gx_success"] and rule["gx_success"]
+    return merged
+
+
 class Validator:
     """Created once per run with the dataset and the run's date (no clock reads in checks)."""
 

@@ -60,7 +60,7 @@ def test_every_dag_has_tags_retries_owner_and_the_four_stages(dagbag):
         assert "govshare" in dag["tags"], dag_id
         assert dag["owner"] == "data-resource-bureau", dag_id
         assert all(r >= 1 for r in dag["retries"]), dag_id
-        assert dag["tasks"] == ["extract", "protect", "publish", "validate"], dag_id
+        assert dag["tasks"] == ["extract", "plan", "protect", "publish", "validate"], dag_id
 
 
 def test_publish_task_declares_the_dataset_asset(dagbag):

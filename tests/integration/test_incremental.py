@@ -132,3 +132,34 @@ def test_broken_chain_between_since_and_latest_is_exit_3(home, source_db, tmp_pa
     assert main(["pull", "population", "--subscriber", "approval-household", "--purpose", "核验",
                  "--out", str(out), "--since", "1"]) == 3
     assert not out.exists()
+
+
+def test_large_full_read_is_split_into_key_ranges_and_published_as_one_version(home, source_db, tmp_path, monkeypatch):
+    import shutil
+
+    from govshare import pipeline
+    from govshare.catalog import PROJECT_ROOT, load_catalog
+
+    catalogs = tmp_path / "catalogs"
+    shutil.copytree(PROJECT_ROOT / "catalogs", catalogs)
+    pop = catalogs / "population.yaml"
+    pop.write_text(pop.read_text(encoding="utf-8").replace("  lookback: 1h", "  lookback: 1h\n  part_rows: 1000"), encoding="utf-8")
+    monkeypatch.setenv("GOVSHARE_CATALOG", str(catalogs))
+    people = [row(1, BASE + timedelta(seconds=n % 7), id_number=f"110105{1950 + n // 500}0101{n % 500:03d}") for n in range(2500)]
+    for p in people:
+        p["id_number"] += id_check_char(p["id_number"])
+        p["birth_date"] = f"{p['id_number'][6:10]}-01-01"
+        p["sex_code"] = "1" if int(p["id_number"][16]) % 2 else "2"
+    write(source_db, people)
+
+    run = pipeline.start("population", catalog=load_catalog())
+    parts = pipeline.plan(run)
+    assert len(parts) == 3
+    for part in parts:
+        pipeline.extract(run, part)
+        pipeline.validate(run, part)
+    assert sum(run.stage(f"extract.{p}")["rows"] for p in parts) == 2500
+    pipeline.protect(run)
+    result = pipeline.publish(run)
+    assert (result.version, result.upserts, result.quarantined) == (1, 2500, 0)
+    assert set(feed(tmp_path, 0)) == {p["id_number"] for p in people}

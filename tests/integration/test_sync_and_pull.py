@@ -74,7 +74,8 @@ def test_quarantine_is_encrypted_and_counts_every_rule(home, sources, demo_sourc
     assert len(files) == 1
     with pytest.raises(Exception):
         pq.read_table(files[0])  # no keys, no rows
-    meta = json.loads(files[0].with_suffix(".json").read_text(encoding="utf-8"))
+    meta = json.loads(next((home.quarantine / "population").glob("*.json")).read_text(encoding="utf-8"))
+    assert meta["files"] == [files[0].name]
     assert sum(meta["rules"].values()) >= demo_sources.counts["population"].defective
 
 

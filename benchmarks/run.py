@@ -1,0 +1,365 @@
+"""The performance benchmark of a population sync (issue 5): ``make bench``.
+
+    python -m benchmarks.run [--rows 1000000] [--rss-rows 10000000] [--keep DIR] [--profile DIR]
+
+On one generated SQLite source of --rows population rows (~5% defective, rejected by validation)
+it measures, in this order:
+
+1. peak RSS of a full sync in a fresh child process, at --rows and at --rss-rows (0 skips the
+   large one); the children run first, while this process is still small (see rss_child.py);
+2. the raw-copy baseline: ADBC sqlite ``fetch_record_batch`` streamed into a zstd ParquetWriter;
+3. the full sync through govshare.pipeline, stage by stage (start, extract, validate, protect, publish);
+4. an incremental sync after 1% of the rows changed at the source (pipeline.sync);
+5. a subscriber pull with decryption (approval-household, the whole current version) against
+   pyarrow.parquet.read_table of the pull's own plain zstd output (best of --repeat each).
+
+It prints a table, PASS/FAIL per target and one ``RESULT ...`` line, and exits 0 whatever the
+figures (a measurement, not a test); only a crash exits non-zero. No identifier is ever printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+from benchmarks.child import PROJECT_ROOT, BenchmarkError, environment, last_json_line
+from benchmarks.sources import Source, change_one_percent, generate
+
+DATASET = "population"
+SUBSCRIBER = "approval-household"
+PURPOSE = "性能基准测试：户籍迁移审批核验申请人身份（合成数据）"
+DEFAULT_ROWS = 1_000_000
+DEFAULT_RSS_ROWS = 10_000_000
+DEFAULT_SEED = 20261127
+BATCH_ROWS = 100_000  # the pipeline's batch size, for a like-for-like baseline
+
+TARGETS = {  # figure -> (limit, what it means)
+    "full_vs_raw": (3.0, "full sync <= 3x raw copy"),
+    "incr1pct_vs_full": (0.05, "incremental 1% <= 5% of full sync"),
+    "pull_vs_plain": (1.5, "pull with decryption <= 1.5x plain read"),
+    "rss": (1.5, "peak RSS at the large size <= 1.5x at --rows"),
+}
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Timing:
+    step: str
+    seconds: float
+    rows: int | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Peak:
+    rows: int
+    sync_seconds: float
+    peak_mib: float  # the whole sync: max(ru_maxrss, every stage's VmHWM)
+    before_sync_mib: float | None  # RSS after imports and init, before the first stage
+    stage_peak_mib: dict[str, float | None]  # VmHWM per stage (reset before each)
+
+
+def timed(fn: Callable[[], T]) -> tuple[T, float]:
+    start = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - start
+
+
+def size_label(rows: int) -> str:
+    for unit, suffix in ((1_000_000, "m"), (1_000, "k")):
+        if rows >= unit and rows % unit == 0:
+            return f"{rows // unit}{suffix}"
+    return str(rows)
+
+
+# -- measurements --------------------------------------------------------------------------------
+
+
+def peak_rss(work: Path, source: Source) -> Peak:
+    """A full sync of source into a fresh home, in a fresh child process."""
+    home = work / f"rss-home-{source.rows}"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.rss_child"], cwd=PROJECT_ROOT,
+                          env=environment(home, source.url), capture_output=True, text=True, check=False)
+    doc = last_json_line(proc, f"the full sync of {source.rows} rows for peak RSS")
+    shutil.rmtree(home, ignore_errors=True)
+    before = doc.get("rss_before_sync_kib")
+    stage_peaks = {k: (v / 1024 if v else None) for k, v in doc.get("stage_peak_kib", {}).items()}
+    # Resetting VmHWM per stage resets ru_maxrss too: the sync's peak is the largest stage peak.
+    peak = max([doc["ru_maxrss_kib"] / 1024, *(v for v in stage_peaks.values() if v)])
+    return Peak(source.rows, doc["seconds"], peak, before / 1024 if before else None, stage_peaks)
+
+
+def raw_copy(source: Source, out: Path) -> int:
+    """The fastest path: no ordering, no type work, no checks, no encryption."""
+    import adbc_driver_sqlite.dbapi as adbc
+    import pyarrow.parquet as pq
+
+    rows = 0
+    with adbc.connect(str(source.path)) as conn, conn.cursor() as cursor:
+        cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
+        cursor.execute("SELECT * FROM population_person")
+        reader = cursor.fetch_record_batch()
+        with pq.ParquetWriter(out, reader.schema, compression="zstd") as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+    return rows
+
+
+def full_sync_by_stage(catalog: Any, home: Any, profile_dir: Path | None) -> list[Timing]:
+    from benchmarks.stages import run_stages
+
+    figures = run_stages(DATASET, catalog, home, wrap=_Profiler(profile_dir).run)
+    return [Timing(f"full: {name}", fig.seconds, _stage_rows(name, fig.results), _stage_note(name, fig.results))
+            for name, fig in figures.items()]
+
+
+def pull_and_plain_read(catalog: Any, home: Any, work: Path, repeat: int, version: int | None = None,
+                        profiler: _Profiler | None = None) -> tuple[float, float, int]:
+    """Best of repeat for each; with a profiler, the last pull is the profiled one."""
+    import pyarrow.parquet as pq
+
+    from sharing.pull import pull
+
+    out = work / f"pull-v{version or 'latest'}.parquet"
+    pulls = []
+    rows = 0
+    for i in range(repeat):
+        def once() -> Any:
+            return pull(catalog, home, DATASET, SUBSCRIBER, PURPOSE, str(out), version=version)
+        if profiler is not None and i == repeat - 1:
+            result, seconds = timed(lambda: profiler.run("pull", once))
+        else:
+            result, seconds = timed(once)
+        pulls.append(seconds)
+        rows = result.rows
+    reads = []
+    for _ in range(repeat):
+        table, seconds = timed(lambda: pq.read_table(out))
+        if table.num_rows != rows:
+            raise BenchmarkError(f"plain read of the pull output gave {table.num_rows} rows, the pull {rows}")
+        reads.append(seconds)
+        del table
+    return min(pulls), min(reads), rows
+
+
+def plain_read_write(path: Path, out: Path, repeat: int) -> float:
+    """What a pull costs at the least without any check or decryption: read its rows, write them."""
+    import pyarrow.parquet as pq
+
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        pq.write_table(pq.read_table(path), out, compression="zstd")
+        best = min(best, time.perf_counter() - start)
+    out.unlink(missing_ok=True)
+    return best
+
+
+class _Profiler:
+    """pyinstrument around each stage when --profile is given (text + HTML per stage)."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+
+    def run(self, stage: str, fn: Callable[[], T]) -> T:
+        if self.folder is None:
+            return fn()
+        from pyinstrument import Profiler
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        profiler = Profiler(interval=0.005)
+        profiler.start()
+        try:
+            return fn()
+        finally:
+            profiler.stop()
+            (self.folder / f"{stage}.txt").write_text(profiler.output_text(unicode=True, color=False, show_all=False),
+                                                     encoding="utf-8")
+            (self.folder / f"{stage}.html").write_text(profiler.output_html(), encoding="utf-8")
+            profiler.last_session.save(str(self.folder / f"{stage}.pyisession"))
+
+
+def _stage_rows(stage: str, results: list[Any]) -> int | None:
+    if stage in ("extract", "validate"):
+        return sum(r.get("rows", 0) for r in results)
+    if stage == "protect":
+        return results[0].get("upserts")
+    return None
+
+
+def _stage_note(stage: str, results: list[Any]) -> str:
+    if stage == "plan":
+        return f"{len(results[0])} part(s)"
+    if stage == "extract" and len(results) > 1:
+        return f"{len(results)} parts"
+    if stage == "validate":
+        good, rejected = sum(r["good"] for r in results), sum(r["rejected"] for r in results)
+        return f"good {good}, rejected {rejected}"
+    if stage == "protect":
+        return f"upserts {results[0].get('upserts')}, deletes {results[0].get('deletes')}"
+    if stage == "publish":
+        return f"version {results[0].version}"
+    return ""
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+def measure(args: argparse.Namespace, work: Path) -> int:
+    lines: list[Timing] = []
+    source, t_gen = timed(lambda: generate(work / "source", args.rows, args.seed))
+    lines.append(Timing("generate source (child)", t_gen, source.rows,
+                        f"{source.defective} defective, {source.deleted} soft-deleted"))
+
+    peaks = [peak_rss(work, source)]
+    if args.rss_rows:
+        large, t_large = timed(lambda: generate(work / "source-large", args.rss_rows, args.seed))
+        lines.append(Timing("generate large source (child)", t_large, large.rows))
+        peaks.append(peak_rss(work, large))
+        shutil.rmtree(large.path.parent, ignore_errors=True)
+
+    os.environ.update(environment(work / "home", source.url))
+    from govshare.catalog import load_catalog
+    from govshare.cli import main as cli
+    from govshare.home import home as current_home
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        if cli(["init"]) != 0:
+            raise BenchmarkError("govshare init failed in the benchmark's home")
+    catalog, home = load_catalog(), current_home()
+
+    raw_rows, t_raw = timed(lambda: raw_copy(source, work / "raw.parquet"))
+    lines.append(Timing("raw copy (ADBC -> zstd Parquet)", t_raw, raw_rows))
+
+    stages = full_sync_by_stage(catalog, home, args.profile)
+    lines += stages
+    t_full = sum(s.seconds for s in stages)
+    lines.append(Timing("full sync (sum of stages)", t_full, source.rows))
+
+    changed, t_change = timed(lambda: change_one_percent(source))
+    lines.append(Timing("change 1% at the source", t_change, changed))
+    from govshare import pipeline
+
+    profiler = _Profiler(args.profile)
+    incr, t_incr = timed(lambda: profiler.run("incremental", lambda: pipeline.sync(DATASET, catalog=catalog, home=home)))
+    lines.append(Timing("incremental sync (1% changed)", t_incr, changed,
+                        f"version {incr.version}, upserts {incr.upserts}, quarantined {incr.quarantined}"))
+
+    t_pull, t_plain, pulled = pull_and_plain_read(catalog, home, work, args.repeat, profiler=profiler)
+    lines.append(Timing(f"pull with decryption (v{incr.version}, best of {args.repeat})", t_pull, pulled,
+                        "snapshot v1 + delta v2 folded"))
+    lines.append(Timing(f"plain read_table of the pull output (best of {args.repeat})", t_plain, pulled))
+    t_copy = plain_read_write(work / "pull-vlatest.parquet", work / "copy.parquet", args.repeat)
+    lines.append(Timing("  for reference: plain read + zstd write of that file", t_copy, pulled,
+                        f"pull / (read + write) = {t_pull / t_copy:.2f}"))
+    t_pull1, t_plain1, pulled1 = pull_and_plain_read(catalog, home, work, args.repeat, version=1)
+    lines.append(Timing("  for reference: pull of snapshot v1 alone", t_pull1, pulled1,
+                        f"plain read {t_plain1:.3f} s, ratio {t_pull1 / t_plain1:.2f}"))
+
+    figures = {
+        "full_vs_raw": t_full / t_raw,
+        "incr1pct_vs_full": t_incr / t_full,
+        "pull_vs_plain": t_pull / t_plain,
+        "rss": peaks[1].peak_mib / peaks[0].peak_mib if len(peaks) > 1 else None,
+    }
+    report(args, lines, peaks, figures)
+    return 0
+
+
+def report(args: argparse.Namespace, lines: list[Timing], peaks: list[Peak], figures: dict[str, float | None]) -> None:
+    print()
+    print(f"govshare benchmark: {args.rows:,} population rows, seed {args.seed}")
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print()
+    print(f"{'step':<58} {'seconds':>9} {'rows':>12} {'rows/s':>12}  note")
+    for t in lines:
+        rate = f"{t.rows / t.seconds:,.0f}" if t.rows and t.seconds > 0 else ""
+        rows = f"{t.rows:,}" if t.rows is not None else ""
+        print(f"{t.step:<58} {t.seconds:>9.3f} {rows:>12} {rate:>12}  {t.note}")
+    print()
+    stages = [k for k in peaks[0].stage_peak_mib if k != "start"]
+    print("peak RSS of a full sync, each in a fresh child process (MiB; per stage: VmHWM reset before the stage)")
+    print(f"{'rows':>12} {'sync s':>8} {'peak':>10} {'pre-sync':>9} " + " ".join(f"{k:>9}" for k in stages))
+    for p in peaks:
+        per_stage = " ".join(f"{_mib(p.stage_peak_mib.get(k)):>9}" for k in stages)
+        print(f"{p.rows:>12,} {p.sync_seconds:>8.1f} {p.peak_mib:>10,.0f} {_mib(p.before_sync_mib):>9} {per_stage}")
+    print()
+    large = size_label(peaks[1].rows if len(peaks) > 1 else DEFAULT_RSS_ROWS)
+    rss_key = f"rss_{large}_vs_{size_label(args.rows)}"
+    for key, (limit, meaning) in TARGETS.items():
+        value = figures[key]
+        name = rss_key if key == "rss" else key
+        if value is None:
+            print(f"{name:<20} {'n/a':>8}   SKIP  {meaning} (--rss-rows 0)")
+        else:
+            print(f"{name:<20} {value:>8.3f}   {'PASS' if value <= limit else 'FAIL'}  {meaning}")
+    print()
+    parts = [f"rows={args.rows}"]
+    for key in TARGETS:
+        value = figures[key]
+        parts.append(f"{rss_key if key == 'rss' else key}={'n/a' if value is None else _short(value)}")
+    print("RESULT " + " ".join(parts))
+
+
+def _mib(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
+def _short(value: float) -> str:
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.3f}"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=DEFAULT_ROWS, help="population rows (default 1,000,000)")
+    parser.add_argument("--rss-rows", type=int, default=DEFAULT_RSS_ROWS,
+                        help="second size for the peak-RSS ratio (default 10,000,000; 0 skips it)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--repeat", type=int, default=3, help="pull and plain read: best of this many (default 3)")
+    parser.add_argument("--keep", type=Path, metavar="DIR", help="work in DIR and keep it (default: a removed temp dir)")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="pyinstrument each stage of the full sync into DIR (stage.txt/.html); timings then include its overhead")
+    args = parser.parse_args(argv)
+    if args.rows < 1000:
+        parser.error("--rows must be at least 1000")
+    if args.rss_rows and args.rss_rows < 1000:
+        parser.error("--rss-rows must be 0 or at least 1000")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.keep:
+        work = args.keep.expanduser().resolve()
+        work.mkdir(parents=True, exist_ok=True)
+        if any(work.iterdir()):
+            raise SystemExit(f"--keep {work}: the folder must be empty or new")
+    else:
+        work = Path(tempfile.mkdtemp(prefix="govshare-bench-"))
+    try:
+        return measure(args, work)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"(kept {work})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Objections (异议): an approval system disputes a published record; the provider fixes it (校核纠错).
+
+A dispute pins the record by its pseudonymous key ref and the fingerprint of the published row it
+was raised against. While open, every pull shows ``_disputed = true`` on that record. It closes by
+itself when the source changes the record (a later version publishes another fingerprint for the
+key, or deletes it), or when the bureau resolves it. Every step is an event in an append-only,
+hash-chained log (GOVSHARE_HOME/disputes/<dataset>.jsonl), read by lineage reports. Events hold
+key refs and masked keys, never a plaintext identifier.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from govshare.catalog import Catalog, Dataset
+from govshare.errors import AccessDenied, ConfigError, IntegrityError
+from govshare.home import Home
+from sharing.store import canonical_json
+
+MAX_REASON = 500
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True)
+class Dispute:
+    id: str
+    key_ref: str  # hex
+    fingerprint: str  # hex, of the published row disputed
+    masked_key: str
+    subscriber: str
+    reason: str
+    raised_at: str
+    version: int
+    status: str  # open | cleared | resolved
+    closed_by: dict[str, Any] | None = None
+
+
+class DisputeLog:
+    def __init__(self, home: Home, dataset_id: str) -> None:
+        self.dataset_id = dataset_id
+        self.path = home.root / "disputes" / f"{dataset_id}.jsonl"
+
+    def events(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        events, prev = [], GENESIS
+        for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), start=1):
+            event = json.loads(line)
+            body = {k: v for k, v in event.items() if k != "hash"}
+            if event.get("prev_hash") != prev or hashlib.sha256(canonical_json(body)).hexdigest() != event.get("hash"):
+                raise IntegrityError(f"dispute log {self.path} event {number} was altered, removed or reordered")
+            prev = event["hash"]
+            events.append(event)
+        return events
+
+    def append(self, event: dict[str, Any]) -> dict[str, Any]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a+", encoding="utf-8") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                events = self.events()
+                entry = {**event, "seq": len(events) + 1, "time": _now(),
+                         "prev_hash": events[-1]["hash"] if events else GENESIS}
+                entry["hash"] = hashlib.sha256(canonical_json(entry)).hexdigest()
+                fh.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        return entry
+
+    def disputes(self) -> dict[str, Dispute]:
+        found: dict[str, Dispute] = {}
+        for e in self.events():
+            if e["event"] == "raised":
+                found[e["dispute_id"]] = Dispute(e["dispute_id"], e["key_ref"], e["fingerprint"], e["masked_key"],
+                                                 e["subscriber"], e["reason"], e["time"], e["version"], "open")
+            elif e["event"] in ("cleared", "resolved") and e["dispute_id"] in found:
+                d = found[e["dispute_id"]]
+                found[d.id] = Dispute(**{**d.__dict__, "status": e["event"],
+                                         "closed_by": {k: e.get(k) for k in ("time", "version", "by", "note")}})
+        return found
+
+    def open(self) -> list[Dispute]:
+        return [d for d in self.disputes().values() if d.status == "open"]
+
+
+def normalise_key(dataset: Dataset, key: str) -> str:
+    from validation.identifiers import normalise_codes, normalise_id_numbers
+
+    checks = {c.name for c in dataset.field(dataset.key).checks}
+    values = pa.array([key])
+    normalised = normalise_id_numbers(values) if "id_number" in checks else normalise_codes(values)
+    return normalised[0].as_py()
+
+
+def raise_dispute(catalog: Catalog, home: Home, dataset_id: str, key: str, subscriber_id: str, reason: str) -> dict[str, Any]:
+    from keys.keystore import Keystore
+    from sharing.changes import FINGERPRINT, KEY_REF, index_path, key_refs
+    from validation.quality import mask_keys
+
+    ds = catalog.dataset(dataset_id)
+    subscriber = catalog.subscriber(subscriber_id)
+    if subscriber is None or subscriber.grant_for(ds.id) is None:
+        raise AccessDenied(f"subscriber {subscriber_id!r} has no grant for {ds.id} and cannot dispute its records")
+    reason = (reason or "").strip()
+    if not reason or len(reason) > MAX_REASON:
+        raise ConfigError(f"--reason must be 1 to {MAX_REASON} characters (the objection as stated by the approval system)")
+    normalised = normalise_key(ds, key)
+    ref = key_refs(pa.array([normalised]), Keystore(home.keystore).hmac_key())
+    path = index_path(home.state, ds.id)
+    index = pq.read_table(path, filters=[(KEY_REF, "=", ref[0].as_py())]) if path.is_file() else None
+    if index is None or index.num_rows == 0:
+        raise ConfigError(f"{ds.id} has no published record with that key; only published records can be disputed")
+    log = DisputeLog(home, ds.id)
+    number = len(log.disputes()) + 1
+    return log.append({
+        "event": "raised", "dispute_id": f"{ds.id}-{number}", "key_ref": ref[0].as_py().hex(),
+        "fingerprint": index.column(FINGERPRINT)[0].as_py().hex(), "version": index.column("version")[0].as_py(),
+        "masked_key": mask_keys(pa.array([normalised]))[0].as_py(), "subscriber": subscriber.id, "reason": reason,
+    })
+
+
+def resolve_dispute(catalog: Catalog, home: Home, dataset_id: str, dispute_id: str, by: str, note: str) -> dict[str, Any]:
+    ds = catalog.dataset(dataset_id)
+    log = DisputeLog(home, ds.id)
+    dispute = log.disputes().get(dispute_id)
+    if dispute is None:
+        raise ConfigError(f"{ds.id} has no dispute {dispute_id!r} (see 'govshare dispute list {ds.id}')")
+    if dispute.status != "open":
+        raise ConfigError(f"dispute {dispute_id} is already {dispute.status}")
+    if not by.strip() or not note.strip():
+        raise ConfigError("resolving a dispute needs --by (who decided) and --note (what was decided)")
+    return log.append({"event": "resolved", "dispute_id": dispute_id, "by": by.strip(), "note": note.strip()})
+
+
+def clear_changed(home: Home, dataset_id: str, index_delta: pa.Table, version: int) -> list[str]:
+    """Close the open disputes whose record this version changed or deleted (校核纠错 done)."""
+    from sharing.changes import FINGERPRINT, KEY_REF
+
+    log = DisputeLog(home, dataset_id)
+    cleared = []
+    refs = [r.hex() for r in index_delta.column(KEY_REF).to_pylist()]
+    new_fp = dict(zip(refs, (f.hex() for f in index_delta.column(FINGERPRINT).to_pylist())))
+    changes = dict(zip(refs, index_delta.column("change").to_pylist()))
+    for d in log.open():
+        if d.key_ref in changes and (changes[d.key_ref] == "delete" or new_fp[d.key_ref] != d.fingerprint):
+            log.append({"event": "cleared", "dispute_id": d.id, "version": version,
+                        "note": "the source changed the record" if changes[d.key_ref] == "upsert" else "the source withdrew the record"})
+            cleared.append(d.id)
+    return cleared
+
+
+def disputed_mask(home: Home, dataset_id: str, key_ref: pa.ChunkedArray | pa.Array, fingerprint: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Per row: is it the exact record an open dispute names."""
+    open_disputes = DisputeLog(home, dataset_id).open()
+    if not open_disputes:
+        return pa.repeat(pa.scalar(False), len(key_ref))
+    pins = pa.array([bytes.fromhex(d.key_ref) + bytes.fromhex(d.fingerprint) for d in open_disputes], pa.binary())
+    pinned = pc.binary_join_element_wise(key_ref.cast(pa.binary()), fingerprint.cast(pa.binary()), b"")
+    return pc.fill_null(pc.is_in(pinned, value_set=pins), False)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
