@@ -58,7 +58,7 @@ from govshare.errors import ConfigError, SourceUnavailable
 from govshare.schema import IS_DELETED, UPDATED_AT, arrow_type, source_schema
 
 if TYPE_CHECKING:
-    from govshare.catalog import Dataset, Field
+    from govshare.catalog import Dataset
 
 Driver = Literal["auto", "adbc", "sqlalchemy"]
 

@@ -243,8 +243,6 @@ def publish(run: Run) -> SyncResult:
     """Make the version visible, keep the quarantine, then advance the watermark."""
     from lineage import openlineage
     from lineage.runs import save_run_record
-    import pyarrow.parquet as pq
-
     from sharing.changes import write_index
     from sharing.disputes import clear_changed
     from sharing.publish import INDEX_DELTA, publish_version
@@ -265,7 +263,7 @@ def publish(run: Run) -> SyncResult:
     if protected["upserts"] or protected["deletes"]:
         manifest = publish_version(run, keystore)
         write_index(run.home.state, ds.id, run.file(INDEX_DELTA), manifest.version, replace=manifest.kind == "snapshot")
-        clear_changed(run.home, ds.id, pq.read_table(run.file(INDEX_DELTA)), manifest.version)
+        clear_changed(run.home, ds.id, run.file(INDEX_DELTA), manifest.version)
     _keep_quarantine(run, manifest.version if manifest else None)
     _quality_feedback(run, keystore, manifest.version if manifest else None)
     state = read_state(run.home.state, ds.id)

@@ -85,39 +85,24 @@ def index_path(state_dir: Path, dataset_id: str) -> Path:
     return state_dir / dataset_id / "index.parquet"
 
 
-def previous_fingerprints(state_dir: Path, dataset_id: str, key_refs: pa.Array) -> pa.Table:
-    """(key_ref, fingerprint) of the given keys in the current published state, streaming the index."""
-    path = index_path(state_dir, dataset_id)
-    if not path.is_file() or len(key_refs) == 0:
-        return pa.schema([INDEX_SCHEMA.field(KEY_REF), INDEX_SCHEMA.field(FINGERPRINT)]).empty_table()
-    wanted = pc.unique(key_refs)
-    found = []
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=_SCAN_ROWS, columns=[KEY_REF, FINGERPRINT]):
-        hit = batch.filter(pc.is_in(batch.column(KEY_REF), value_set=wanted))
-        if hit.num_rows:
-            found.append(hit)
-    schema = pa.schema([INDEX_SCHEMA.field(KEY_REF), INDEX_SCHEMA.field(FINGERPRINT)])
-    return pa.Table.from_batches(found, schema=schema) if found else schema.empty_table()
-
-
 def write_index(state_dir: Path, dataset_id: str, delta: Path, version: int, replace: bool) -> None:
-    """Fold a version's index delta (key_ref, fingerprint, change) into the index, atomically.
-
-    ``replace``: the version is a snapshot, so the delta's upserts are the whole new state.
+    """Fold a version's index delta (key_ref, fingerprint, change) into the index, atomically and
+    streaming. ``replace``: the version is a snapshot, so the delta's upserts are the whole state.
     """
     path = index_path(state_dir, dataset_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    changes = pq.read_table(delta)
-    changed = changes.column(KEY_REF).combine_chunks()
-    upserts = changes.filter(pc.equal(changes.column("change"), "upsert"))
+    changes = pq.ParquetFile(delta)
     with pq.ParquetWriter(tmp, INDEX_SCHEMA, compression="zstd") as writer:
         if path.is_file() and not replace:
+            changed = changes.read(columns=[KEY_REF]).column(KEY_REF).combine_chunks()  # a delta: small
             for batch in pq.ParquetFile(path).iter_batches(batch_size=_SCAN_ROWS):
-                kept = batch.filter(pc.invert(pc.is_in(batch.column(KEY_REF), value_set=changed)))
-                writer.write_batch(kept)
-        versions = pa.repeat(pa.scalar(version, pa.int64()), upserts.num_rows)
-        writer.write_table(pa.table([upserts.column(KEY_REF), upserts.column(FINGERPRINT), versions], schema=INDEX_SCHEMA))
+                writer.write_batch(batch.filter(pc.invert(pc.is_in(batch.column(KEY_REF), value_set=changed))))
+        for batch in changes.iter_batches(batch_size=_SCAN_ROWS):
+            upserts = batch.filter(pc.equal(batch.column("change"), "upsert"))
+            versions = pa.repeat(pa.scalar(version, pa.int64()), upserts.num_rows)
+            writer.write_batch(pa.RecordBatch.from_arrays(
+                [upserts.column(KEY_REF), upserts.column(FINGERPRINT), versions], schema=INDEX_SCHEMA))
     os.replace(tmp, path)
 
 

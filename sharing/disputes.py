@@ -15,6 +15,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -141,20 +142,23 @@ def resolve_dispute(catalog: Catalog, home: Home, dataset_id: str, dispute_id: s
     return log.append({"event": "resolved", "dispute_id": dispute_id, "by": by.strip(), "note": note.strip()})
 
 
-def clear_changed(home: Home, dataset_id: str, index_delta: pa.Table, version: int) -> list[str]:
+def clear_changed(home: Home, dataset_id: str, index_delta: Path, version: int) -> list[str]:
     """Close the open disputes whose record this version changed or deleted (校核纠错 done)."""
     from sharing.changes import FINGERPRINT, KEY_REF
 
     log = DisputeLog(home, dataset_id)
+    open_disputes = {bytes.fromhex(d.key_ref): d for d in log.open()}
+    if not open_disputes:
+        return []
+    wanted = pa.array(list(open_disputes), pa.binary(16))
     cleared = []
-    refs = [r.hex() for r in index_delta.column(KEY_REF).to_pylist()]
-    new_fp = dict(zip(refs, (f.hex() for f in index_delta.column(FINGERPRINT).to_pylist())))
-    changes = dict(zip(refs, index_delta.column("change").to_pylist()))
-    for d in log.open():
-        if d.key_ref in changes and (changes[d.key_ref] == "delete" or new_fp[d.key_ref] != d.fingerprint):
-            log.append({"event": "cleared", "dispute_id": d.id, "version": version,
-                        "note": "the source changed the record" if changes[d.key_ref] == "upsert" else "the source withdrew the record"})
-            cleared.append(d.id)
+    for batch in pq.ParquetFile(index_delta).iter_batches():
+        for hit in batch.filter(pc.is_in(batch.column(KEY_REF), value_set=wanted)).to_pylist():
+            d = open_disputes[hit[KEY_REF]]
+            if hit["change"] == "delete" or hit[FINGERPRINT] != bytes.fromhex(d.fingerprint):
+                note = "the source withdrew the record" if hit["change"] == "delete" else "the source changed the record"
+                log.append({"event": "cleared", "dispute_id": d.id, "version": version, "note": note})
+                cleared.append(d.id)
     return cleared
 
 

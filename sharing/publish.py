@@ -5,18 +5,17 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from govshare.catalog import Dataset
-from govshare.schema import IS_DELETED, UPDATED_AT, arrow_type, fields_schema
+from govshare.schema import IS_DELETED, arrow_type, fields_schema
 from keys.keystore import Keystore
 from keys.protection import column_encryption, decryption_properties
-from sharing.changes import FINGERPRINT, INDEX_SCHEMA, KEY_REF, previous_fingerprints
-from sharing.feed import latest_per_key
-from sharing.read import read_state_keys
+from sharing.changes import FINGERPRINT, INDEX_SCHEMA, KEY_REF, index_path
+from sharing.decide import decide
+from sharing.read import base_version, read_view
 from sharing.store import MANIFEST_FORMAT, Manifest, SharingStore, canonical_json, sha256_file
 from sharing.verify import verify_chain
 
@@ -51,17 +50,11 @@ def write_version_files(run: Run, keystore: Keystore) -> dict[str, Any]:
     staged = store.stage(run.run_id)
     decrypt = decryption_properties(keystore)
     goods = [pq.ParquetFile(run.file(f"good-{part}.parquet"), decryption_properties=decrypt) for part in run.parts]
-    markers = pa.concat_tables([g.read(columns=[ds.key, UPDATED_AT, IS_DELETED, KEY_REF, FINGERPRINT]) for g in goods])
     latest = store.latest()
     kind = "snapshot" if run.full or latest is None else "delta"
-    chosen = np.zeros(markers.num_rows, dtype=bool)
-    chosen[latest_per_key(markers.column(ds.key), [markers.column(UPDATED_AT)])] = True
-    deleted = np.asarray(pc.equal(markers.column(IS_DELETED), 1).to_numpy(zero_copy_only=False), dtype=bool)
-    if kind == "delta":
-        known, same = _against_state(run, markers)
-        publish = chosen & np.where(deleted, known, ~same)
-    else:
-        publish = chosen & ~deleted
+    decision = decide(goods, kind == "snapshot", index_path(run.home.state, ds.id), run.file(INDEX_DELTA),
+                      run.file("scratch"))
+    publish = decision.publish
 
     published = [f.name for f in ds.published_fields]
     upsert_plan = protection_plan(ds, published)
@@ -82,17 +75,16 @@ def write_version_files(run: Run, keystore: Keystore) -> dict[str, Any]:
 
     delete_keys = pa.chunked_array(explicit_deletes, type=pa.string()).combine_chunks()
     if kind == "snapshot":
-        delete_keys = _vanished(store, keystore, ds, latest, markers.filter(pa.array(publish)).column(ds.key))
+        delete_keys = _vanished(run, store, keystore, latest)
     _write_deletes(staged / DELETES, keystore, ds, delete_keys)
-    _write_index_delta(run.file(INDEX_DELTA), markers, publish, deleted)
     return {
         "at": _now(),
         "kind": kind,
         "upserts": upserts,
         "deletes": len(delete_keys),
-        "superseded_in_run": int(markers.num_rows - chosen.sum()),
-        "unchanged": int((chosen & ~deleted & ~publish).sum()) if kind == "delta" else 0,
-        "deletes_of_unpublished": int((chosen & deleted & ~publish).sum()),
+        "superseded_in_run": decision.superseded,
+        "unchanged": decision.unchanged,
+        "deletes_of_unpublished": decision.deletes_of_unpublished,
         "protection": {
             "fields": {f.name: _field_protection(ds, f.name, upsert_plan) for f in ds.fields},
             "upserts": upsert_protection.description,
@@ -106,23 +98,16 @@ def _batches(files: list[pq.ParquetFile], columns: list[str]):  # noqa: ANN202 -
         yield from f.iter_batches(batch_size=BATCH_ROWS, columns=columns)
 
 
-def _against_state(run: Run, markers: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: is its key in the published state, and is its fingerprint the state's."""
-    refs = markers.column(KEY_REF).combine_chunks()
-    previous = previous_fingerprints(run.home.state, run.dataset.id, refs)
-    where = pc.index_in(refs, value_set=previous.column(KEY_REF).combine_chunks())
-    known = np.asarray(pc.is_valid(where).to_numpy(zero_copy_only=False), dtype=bool)
-    before = pc.take(previous.column(FINGERPRINT).combine_chunks(), where)
-    same = pc.fill_null(pc.equal(before, markers.column(FINGERPRINT).combine_chunks()), False)
-    return known, np.asarray(same.to_numpy(zero_copy_only=False), dtype=bool)
-
-
-def _vanished(store: SharingStore, keystore: Keystore, ds: Dataset, latest: int | None, kept: pa.ChunkedArray) -> pa.Array:
-    """Keys of the current state that a snapshot no longer holds."""
+def _vanished(run: Run, store: SharingStore, keystore: Keystore, latest: int | None) -> pa.Array:
+    """Keys of the current state that a snapshot no longer holds (its index delta has them not)."""
     if latest is None:
         return pa.array([], pa.string())
-    previous = read_state_keys(store, keystore, ds, latest)
-    return previous.filter(pc.invert(pc.is_in(previous, value_set=kept.combine_chunks())))
+    ds = run.dataset
+    kept = pq.read_table(run.file(INDEX_DELTA), columns=[KEY_REF]).column(KEY_REF).combine_chunks()
+    manifests = [store.read_manifest(v) for v in range(1, latest + 1)]
+    state = read_view(store, keystore, ds, manifests, [ds.key], base_version(manifests, latest), latest, False, with_refs=True)
+    gone = state.filter(pc.invert(pc.is_in(state.column(KEY_REF), value_set=kept)))
+    return gone.column(ds.key).combine_chunks()
 
 
 def _write_deletes(path, keystore: Keystore, ds: Dataset, keys: pa.Array) -> None:  # noqa: ANN001
@@ -134,13 +119,6 @@ def _write_deletes(path, keystore: Keystore, ds: Dataset, keys: pa.Array) -> Non
 
 def protection_plan_description(keystore: Keystore, ds: Dataset) -> dict[str, Any]:
     return column_encryption(keystore, ds.footer_key, protection_plan(ds, [ds.key])).description
-
-
-def _write_index_delta(path, markers: pa.Table, publish: np.ndarray, deleted: np.ndarray) -> None:  # noqa: ANN001
-    rows = markers.filter(pa.array(publish))
-    change = np.where(deleted[publish], "delete", "upsert")
-    pq.write_table(pa.table({KEY_REF: rows.column(KEY_REF), FINGERPRINT: rows.column(FINGERPRINT),
-                             "change": pa.array(change, pa.string())}), path)
 
 
 def publish_version(run: Run, keystore: Keystore) -> Manifest:

@@ -46,10 +46,3 @@ def read_view(store: SharingStore, keystore: Keystore, dataset: Dataset, manifes
         schema = schema.append(REF_FIELDS[0]).append(REF_FIELDS[1])
     changes = [read_changes(store, keystore, manifests[v - 1], schema.names, dataset.key) for v in range(first, last + 1)]
     return fold(changes, dataset.key, schema, keep_deletes)
-
-
-def read_state_keys(store: SharingStore, keystore: Keystore, dataset: Dataset, upto: int) -> pa.Array:
-    """The keys present in the state as of version ``upto``."""
-    manifests = [store.read_manifest(v) for v in range(1, upto + 1)]
-    view = read_view(store, keystore, dataset, manifests, [dataset.key], base_version(manifests, upto), upto, False)
-    return view.column(dataset.key).combine_chunks()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from sharing.feed import VersionChanges, fold, latest_per_key
+from sharing.feed import VersionChanges, fold
 
 SCHEMA = pa.schema([("k", pa.string()), ("v", pa.int64())])
 
@@ -49,9 +49,3 @@ def test_empty_fold_has_the_change_columns():
     table = fold([], "k", SCHEMA, keep_deletes=True)
     assert table.num_rows == 0
     assert table.schema.names == ["k", "v", "_change_type", "_commit_version"]
-
-
-def test_latest_per_key_prefers_greater_order_then_later_position():
-    keys = pa.array(["x", "y", "x", "x", "y"])
-    order = pa.array([1, 5, 3, 3, 2])
-    assert latest_per_key(keys, [order]).tolist() == [1, 3]
