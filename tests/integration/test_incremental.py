@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
+from connectors.connections import parse_connection, to_url
 from connectors.ddl import create_table_sql
 from govshare.cli import main
 from validation.identifiers import id_check_char
@@ -24,6 +25,10 @@ def person_id(n: int, year: int = 1980) -> str:
     return body + id_check_char(body)
 
 
+# the first sequence number >= 13 whose ID ends in the check character X
+X_CHECK = next(n for n in range(13, 200) if person_id(n).endswith("X"))
+
+
 def row(n: int, updated_at: datetime, **changes) -> dict:
     values = {
         "id_number": person_id(n), "name": f"测试{n}", "sex_code": "1" if n % 2 else "2", "ethnicity_code": "01",
@@ -34,14 +39,19 @@ def row(n: int, updated_at: datetime, **changes) -> dict:
     return values
 
 
-@pytest.fixture
-def source_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> sa.Engine:
-    url = f"sqlite:///{tmp_path / 'population.db'}"
-    engine = sa.create_engine(url)
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def source_db(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> sa.Engine:
+    """The population view on every source engine (servers from make test's scripts/test-servers.sh)."""
+    if request.param == "sqlite":
+        uri = f"sqlite:///{tmp_path / 'population.db'}"
+    else:
+        uri = request.getfixturevalue("scratch_database")(request.param)
+    engine = sa.create_engine(to_url("population_db", parse_connection("population_db", uri)), poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
         conn.exec_driver_sql(create_table_sql("population_person"))
-    monkeypatch.setenv("AIRFLOW_CONN_POPULATION_DB", url)
-    return engine
+    monkeypatch.setenv("AIRFLOW_CONN_POPULATION_DB", uri)
+    yield engine
+    engine.dispose()
 
 
 def write(engine: sa.Engine, rows: list[dict]) -> None:
@@ -81,14 +91,14 @@ def test_incremental_scenario(home, source_db, tmp_path):
         row(5, BASE + timedelta(hours=1), name="第一次"),                       # changed twice ...
         row(6, BASE + timedelta(hours=1)),                                     # re-stamped, not changed
         row(12, BASE + timedelta(hours=1), is_deleted=1),                      # delete of a key never published
-        row(13, BASE + timedelta(hours=1), id_number=f" {person_id(13)} "),  # new, with a padded key
+        row(X_CHECK, BASE + timedelta(hours=1), id_number=person_id(X_CHECK).lower()),  # new, lowercase x
     ])
     write(source_db, [row(5, BASE + timedelta(hours=4), name="第二次")])        # ... and again before the sync
     assert main(["sync", "population"]) == 0
     assert latest_version(home) == 2
 
     changes = feed(tmp_path, 1)
-    assert set(changes) == {person_id(n) for n in (1, 2, 3, 4, 5, 13)}
+    assert set(changes) == {person_id(n) for n in (1, 2, 3, 4, 5, X_CHECK)}
     assert changes[person_id(1)]["name"] == "改名一"
     assert changes[person_id(2)]["household_address"] == "晚到的地址"
     assert changes[person_id(3)]["person_status"] == "3"
