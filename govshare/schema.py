@@ -20,6 +20,8 @@ SYSTEM_COLUMNS = (UPDATED_AT, IS_DELETED)
 # Columns a subscriber's output always carries, after Delta Sharing's change data feed.
 CHANGE_TYPE = "_change_type"
 COMMIT_VERSION = "_commit_version"
+# True while an open objection (异议) names exactly this published record.
+DISPUTED = "_disputed"
 
 
 def arrow_type(field: Field) -> pa.DataType:

@@ -34,7 +34,7 @@ from sqlalchemy.pool import NullPool
 
 from govshare.catalog import Dataset, Field
 from govshare.errors import ConfigError, SourceUnavailable
-from govshare.schema import CHANGE_TYPE, COMMIT_VERSION
+from govshare.schema import CHANGE_TYPE, COMMIT_VERSION, DISPUTED
 from sharing.feed import DELETE, UPSERT
 
 CHUNK_ROWS = 10_000
@@ -67,7 +67,10 @@ def deliver(table: pa.Table, dataset: Dataset, fields: tuple[str, ...], url: str
         raise ConfigError(f"--out {target}: delivery into {dialect} is not supported (use one of: {', '.join(_SUPPORTED)})")
     target_table = target_table_for(dataset, fields)
     change = table.column(CHANGE_TYPE)
-    upserts = table.filter(pc.equal(change, UPSERT)).select([*fields, COMMIT_VERSION])
+    upserts = table.filter(pc.equal(change, UPSERT))
+    if DISPUTED not in upserts.schema.names:
+        upserts = upserts.append_column(DISPUTED, pa.repeat(pa.scalar(False), upserts.num_rows))
+    upserts = upserts.select([*fields, COMMIT_VERSION, DISPUTED])
     deletes = table.filter(pc.equal(change, DELETE)).select([dataset.key, COMMIT_VERSION])
     try:
         with _failures(target_url, target, dataset.id):
@@ -89,6 +92,7 @@ def target_table_for(dataset: Dataset, fields: tuple[str, ...]) -> sa.Table:
         for f in dataset.fields if f.name in wanted
     ]
     columns.append(sa.Column(COMMIT_VERSION, sa.BigInteger(), nullable=False))
+    columns.append(sa.Column(DISPUTED, sa.Boolean(), nullable=False))
     return sa.Table(dataset.id, sa.MetaData(), *columns, mysql_charset="utf8mb4")
 
 

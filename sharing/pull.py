@@ -17,9 +17,11 @@ import pyarrow.parquet as pq
 from govshare.catalog import Catalog, Grant, Subscriber
 from govshare.errors import AccessDenied, ConfigError
 from govshare.home import Home
-from govshare.schema import CHANGE_TYPE, COMMIT_VERSION
+from govshare.schema import CHANGE_TYPE, COMMIT_VERSION, DISPUTED
 from keys.keystore import Keystore
 from lineage.audit import AccessLog
+from sharing.changes import FINGERPRINT, KEY_REF
+from sharing.disputes import disputed_mask
 from sharing.feed import DELETE
 from sharing.read import base_version, read_view
 from sharing.store import SharingStore, sha256_file
@@ -91,8 +93,9 @@ def pull(catalog: Catalog, home: Home, dataset_id: str, subscriber_id: str, purp
         verify_files(store, manifests[v - 1])
 
     columns = list(grant.fields) if ds.key in grant.fields else [ds.key, *grant.fields]
-    view = read_view(store, keystore, ds, manifests, columns, first, upto, keep_deletes=since is not None)
-    delivered = view.select([*grant.fields, CHANGE_TYPE, COMMIT_VERSION])
+    view = read_view(store, keystore, ds, manifests, columns, first, upto, keep_deletes=since is not None, with_refs=True)
+    disputed = disputed_mask(home, ds.id, view.column(KEY_REF), view.column(FINGERPRINT))
+    delivered = view.select([*grant.fields, CHANGE_TYPE, COMMIT_VERSION]).append_column(DISPUTED, disputed)
     if "://" in out:  # a SQLAlchemy URL: apply the changes to the subscriber's database
         from sharing.deliver import deliver
 

@@ -108,7 +108,7 @@ def test_full_pull_creates_the_table_with_the_granted_columns_and_exactly_the_ro
         primary = inspector.get_pk_constraint("population")["constrained_columns"]
         types = {c["name"]: c["type"] for c in inspector.get_columns("population")}
     engine.dispose()
-    assert columns == [*grant.fields, "_commit_version"]
+    assert columns == [*grant.fields, "_commit_version", "_disputed"]
     assert primary == [ds.key]
     assert "phone" not in columns
     assert isinstance(types["birth_date"], sa.Date) and isinstance(types["_commit_version"], sa.BigInteger)

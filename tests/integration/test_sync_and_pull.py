@@ -191,7 +191,7 @@ def test_general_subscriber_gets_no_conditional_and_no_withheld_field(home, sour
         ds = catalog.dataset(dataset)
         fields = [c for c in columns if not c.startswith("_")]
         assert fields == [f.name for f in ds.fields_of("unconditional")]
-        assert columns[-2:] == ["_change_type", "_commit_version"]
+        assert columns[-3:] == ["_change_type", "_commit_version", "_disputed"]
         assert not {f.name for f in ds.fields if f.sharing != "unconditional"} & set(columns)
 
 
