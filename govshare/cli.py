@@ -71,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--note")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("quarantine", help="rejected records held until corrected at the source or released",
+                       description="govshare quarantine list DATASET [--all] [--json] | "
+                                   "quarantine release DATASET KEY --by WHO --note TEXT")
+    p.add_argument("action", choices=("list", "release"))
+    p.add_argument("dataset")
+    p.add_argument("key", nargs="?")
+    p.add_argument("--all", action="store_true", help="closed cases too")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--by", default="")
+    p.add_argument("--note", default="")
+
     p = sub.add_parser("audit", help="the access log")
     p.add_argument("action", choices=("verify",))
     return parser
@@ -243,6 +254,39 @@ def _dispute(args: argparse.Namespace) -> int:
                       "dispute resolve DATASET DISPUTE_ID --by WHO --note TEXT | dispute list DATASET")
 
 
+def _quarantine(args: argparse.Namespace) -> int:
+    import pyarrow as pa
+
+    from govshare.catalog import load_catalog
+    from govshare.home import home
+    from keys.keystore import Keystore
+    from sharing.changes import KEY_REF, key_refs
+    from sharing.disputes import normalise_key
+    from validation.quarantine import Quarantine
+
+    ds = load_catalog().dataset(args.dataset)
+    h = home().require_initialised()
+    from keys.protection import decryption_properties
+
+    quarantine = Quarantine(h.quarantine / ds.id, decryption_properties(Keystore(h.keystore)))
+    if args.action == "release":
+        if not args.key:
+            raise ConfigError("govshare quarantine release DATASET KEY --by WHO --note TEXT")
+        ref = key_refs(pa.array([normalise_key(ds, args.key)]), Keystore(h.keystore).hmac_key())[0].as_py()
+        masked = quarantine.release(ref, args.by, args.note)
+        print(f"{ds.id}: released {masked} from quarantine ({args.by.strip()})")
+        return 0
+    cases = quarantine.cases() if args.all else quarantine.open_cases()
+    rows = [{k: v for k, v in r.items() if k != KEY_REF} for r in cases.to_pylist()]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    print(f"{ds.id}: {len(rows)} {'' if args.all else 'open '}case(s)")
+    for r in rows:
+        print(f"{r['masked_key']}  {r['status']:9}  since {r['first_seen']}  {r['rules']}")
+    return 0
+
+
 def _audit(args: argparse.Namespace) -> int:
     from govshare.home import home
     from keys.keystore import Keystore
@@ -263,6 +307,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "pull": _pull,
     "lineage": _lineage,
     "dispute": _dispute,
+    "quarantine": _quarantine,
     "audit": _audit,
 }
 

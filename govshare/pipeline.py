@@ -208,11 +208,12 @@ def validate(run: Run, part: int = 0) -> dict[str, Any]:
             good += verdict.good.num_rows
             deletes += _count_true(verdict.good.column(IS_DELETED))
             if verdict.rejected.num_rows:
+                rejected_rows = _with_key_ref(verdict.rejected, ds.key, secret)
                 if rejected_writer is None:
                     rejected_writer = pq.ParquetWriter(
-                        run.file(f"rejected-{part}.parquet"), verdict.rejected.schema, compression="zstd",
+                        run.file(f"rejected-{part}.parquet"), rejected_rows.schema, compression="zstd",
                         encryption_properties=quarantine_encryption(keystore).file_encryption_properties)
-                rejected_writer.write_batch(verdict.rejected)
+                rejected_writer.write_batch(rejected_rows)
                 rejected += verdict.rejected.num_rows
     finally:
         good_writer.close()
@@ -365,6 +366,58 @@ def _quality_feedback(run: Run, keystore, version: int | None) -> None:  # noqa:
     run.save("quality", {name: str(path) for name, path in paths.items()})
 
 
+def _with_key_ref(rows, key: str, secret: bytes):  # noqa: ANN001, ANN202 - pyarrow batches
+    """Rejected rows with the pseudonymous ref of their key (null key: null ref), every column nullable."""
+    import pyarrow as pa
+
+    from sharing.changes import KEY_REF, key_refs
+
+    schema = pa.schema([f.with_nullable(True) for f in rows.schema]).append(pa.field(KEY_REF, pa.binary(16)))
+    return pa.RecordBatch.from_arrays([*rows.columns, key_refs(rows.column(key), secret)], schema=schema)
+
+
+def _update_cases(run: Run, files: list[str], published: bool, version: int | None) -> None:
+    """Open or refresh a quarantine case per rejected key; close the cases whose key came back valid."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from keys.protection import decryption_properties
+    from sharing.changes import KEY_REF
+    from validation.quality import mask_keys
+    from validation.quarantine import RULES, Quarantine
+
+    decrypt = decryption_properties(_keystore(run.home))
+    folder = run.home.quarantine / run.dataset.id
+    rejected = [pq.read_table(folder / f, columns=[run.dataset.key, KEY_REF, RULES], decryption_properties=decrypt) for f in files]
+    cases = pa.table({KEY_REF: pa.array([], pa.binary(16)), "masked_key": pa.array([], pa.string()), "rules": pa.array([], pa.string())})
+    if rejected:
+        rows = pa.concat_tables(rejected)
+        rows = rows.filter(pc.is_valid(rows.column(KEY_REF)))
+        cases = pa.table({KEY_REF: rows.column(KEY_REF), "masked_key": mask_keys(rows.column(run.dataset.key)),
+                          "rules": pc.binary_join(rows.column(RULES), "|")})
+        cases = _last_per_ref(cases)
+    good: list = []
+    if published:
+        for part in run.parts:
+            path = run.file(f"good-{part}.parquet")
+            good.append(pq.read_table(path, columns=[KEY_REF], decryption_properties=decrypt).column(KEY_REF).combine_chunks())
+    good_refs = pa.concat_arrays(good) if good else pa.array([], pa.binary(16))
+    run.save("quarantine", Quarantine(folder, decrypt).update(run.run_id, cases, good_refs, version))
+
+
+def _last_per_ref(cases):  # noqa: ANN001, ANN202 - a pyarrow table
+    """One row per key ref: the last one (a key rejected twice in a run keeps its latest rules)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from sharing.changes import KEY_REF
+
+    positions = pa.array(range(cases.num_rows), pa.int64())
+    last = cases.append_column("_p", positions).group_by(KEY_REF).aggregate([("_p", "max")]).column("_p_max")
+    return cases.take(pc.take(last, pc.array_sort_indices(last)))
+
+
 def _keep_quarantine(run: Run, version: int | None) -> None:
     """Move the run's rejected rows (encrypted) into the dataset's quarantine store."""
     target = run.home.quarantine / run.dataset.id
@@ -377,11 +430,14 @@ def _keep_quarantine(run: Run, version: int | None) -> None:
             shutil.move(str(rejected), target / name)
             moved.append(name)
     if not moved:
+        if not run.stage("gate").get("blocked", False):
+            _update_cases(run, [], published=True, version=version)
         return
     rules = run.record().get("validate", {}).get("summary", {}).get("rules", [])
     meta = {"run_id": run.run_id, "version": version, "at": _now(), "files": moved,
             "rules": {r["rule_id"]: r["rows_failed"] for r in rules if r["rows_failed"]}}
     (target / f"{run.run_id}.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
+    _update_cases(run, moved, published=not run.stage("gate").get("blocked", False), version=version)
 
 
 def _finish(run: Run) -> None:

@@ -116,7 +116,7 @@ class Validator:
         counts = {rule_id: int(mask.sum()) for rule_id, mask in masks.items()}
         self._tally(batch.num_rows, int(live.sum()), counts, int((~broken).sum()))
         if self._runner is not None:
-            self._run_gx(batch, counts)
+            self._run_gx(batch, live, counts)
         good = batch.filter(pa.array(~broken))
         rejected = _with_rules(batch.filter(pa.array(broken)), masks, broken)
         return BatchVerdict(good=good, rejected=rejected, counts=counts)
@@ -142,9 +142,9 @@ class Validator:
             self._checked[rule.id] += rows if rule.key else live
             self._failed[rule.id] += counts[rule.id]
 
-    def _run_gx(self, batch: pa.RecordBatch, counts: dict[str, int]) -> None:
+    def _run_gx(self, batch: pa.RecordBatch, live: np.ndarray, counts: dict[str, int]) -> None:
         started = time.perf_counter()
-        for outcome in self._runner.run(batch):
+        for outcome in self._runner.run(batch, live):
             self._gx_unexpected[outcome.rule_id] += outcome.unexpected_count
             self._gx_success[outcome.rule_id] &= outcome.success
             if outcome.unexpected_count != counts[outcome.rule_id]:

@@ -3,6 +3,19 @@
 GX is imported lazily (it takes seconds) and silenced before import: no analytics, no progress
 bars, no INFO flood. Results are requested with counts only (BASIC, no partial unexpected list),
 and only counts leave this module: GX would otherwise carry raw values into its results.
+
+Deletes are judged on their key alone. Rather than a ``row_condition`` on every other
+expectation (GX would filter, i.e. copy, the frame once per expectation), each expectation says
+in ``meta["rows"]`` which rows it judges: ``all`` (the key's) or ``live`` (every other one), and
+the runner hands GX one frame per kind and batch: the key column of every row, and the columns
+the other expectations read, without the deleted rows (one filter per batch).
+
+The runner drives GX's validator directly on a PandasExecutionEngine of its own, built once per
+run, instead of going through a dataframe asset per batch: the asset path hashes every batch's
+frame twice just to name it (``hash_pandas_dataframe``), builds a new validator per batch and
+leaves reference cycles holding each batch's frame for the cyclic garbage collector, so memory
+grew with the number of batches. The engine does not cache metrics (its cache would keep the
+last batch's condition series and unexpected-value lists) and drops each frame after its run.
 """
 
 from __future__ import annotations
@@ -16,16 +29,21 @@ from typing import TYPE_CHECKING, Any
 
 from govshare.catalog import Dataset
 from govshare.errors import GovshareError
-from govshare.schema import IS_DELETED
-from validation.rules import REQUIRED, Rule, record_fields
+from govshare.schema import source_schema
+from validation.rules import REQUIRED, Rule, live_rows, record_fields
 
 if TYPE_CHECKING:
+    import numpy as np
     import pyarrow as pa
     from great_expectations.core import ExpectationSuite
     from great_expectations.expectations import Expectation
 
 # Counts only: no unexpected values, no index lists, no rows.
 RESULT_FORMAT: dict[str, Any] = {"result_format": "BASIC", "partial_unexpected_count": 0}
+
+# Which rows of a batch an expectation judges (its ``meta["rows"]``).
+ALL_ROWS = "all"  # the key's expectations: deletes are judged on their key
+LIVE_ROWS = "live"  # every other expectation: rows with is_deleted != 1
 
 # Expectation type per check, for reports (built-ins where GX has one).
 EXPECTATION_TYPES: dict[str, str] = {
@@ -79,7 +97,8 @@ def build_suite(dataset: Dataset, rules: tuple[Rule, ...], today: date) -> Expec
     shared: dict[str, Expectation] = {}
     for rule in rules:
         expectation = _expectation(rule, dataset, today)
-        same = json.dumps([expectation.expectation_type, expectation.configuration.kwargs], sort_keys=True, default=str)
+        same = json.dumps([expectation.expectation_type, expectation.configuration.kwargs, expectation.meta["rows"]],
+                          sort_keys=True, default=str)
         if same in shared:
             shared[same].meta["rule_ids"].append(rule.id)
         else:
@@ -92,13 +111,11 @@ def build_suite(dataset: Dataset, rules: tuple[Rule, ...], today: date) -> Expec
 
 def _expectation(rule: Rule, dataset: Dataset, today: date) -> Expectation:
     import great_expectations.expectations as gxe
-    from great_expectations.expectations.row_conditions import Column
 
     from validation import codes, gx_expectations as custom
 
-    common: dict[str, Any] = {"meta": {"rule_ids": [rule.id]}}
-    if not rule.key:
-        common["row_condition"] = Column(IS_DELETED) != 1  # deletes are judged on their key alone
+    # Deletes are judged on their key alone: the runner gives "live" expectations no deleted rows.
+    common: dict[str, Any] = {"meta": {"rule_ids": [rule.id], "rows": ALL_ROWS if rule.key else LIVE_ROWS}}
     column = rule.fields[0]
     kind = expectation_type(rule, dataset)
     if kind == "expect_column_values_to_not_be_null":
@@ -149,11 +166,13 @@ class ExpectationOutcome:
 
 
 class SuiteRunner:
-    """An ephemeral GX context with a pandas dataframe asset, created once, run per batch."""
+    """The dataset's suite on a GX validator and pandas execution engine, created once, run per batch."""
 
     def __init__(self, dataset: Dataset, rules: tuple[Rule, ...], today: date) -> None:
         quiet_gx()
         import great_expectations as gx
+        from great_expectations.execution_engine import PandasExecutionEngine
+        from great_expectations.validator.validator import Validator as GxValidator
 
         _quiet_gx_loggers()
         self.dataset = dataset
@@ -161,17 +180,68 @@ class SuiteRunner:
         self.context.enable_analytics(False)
         self.context.variables.progress_bars = {"globally": False, "metric_calculations": False}
         self.suite = self.context.suites.add(build_suite(dataset, rules, today))
-        source = self.context.data_sources.add_pandas(name=f"govshare_{dataset.id}")
-        asset = source.add_dataframe_asset(name=dataset.id)
-        self.batch_definition = asset.add_batch_definition_whole_dataframe(name="batch")
+        self.engine = PandasExecutionEngine(caching=False)
+        self.validator = GxValidator(execution_engine=self.engine, data_context=self.context)
+        configurations = self.validator.process_expectations_for_validation(self.suite.expectation_configurations)
+        # (rows, batch id, columns read, expectation configurations) per kind of rows
+        self._parts: list[tuple[str, str, list[str], list[Any]]] = []
+        for rows in (ALL_ROWS, LIVE_ROWS):
+            mine = [c for c in configurations if c.meta["rows"] == rows]
+            if mine:
+                columns = {c.kwargs[k] for c in mine for k in ("column", "column_A", "column_B") if k in c.kwargs}
+                order = [n for n in source_schema(dataset).names if n in columns]
+                self._parts.append((rows, f"govshare.{dataset.id}.{rows}", order, mine))
 
-    def run_raw(self, batch: pa.RecordBatch) -> dict[str, Any]:
-        """GX's own result as a JSON-ready dict (for tests and audits of what GX would carry)."""
-        gx_batch = self.batch_definition.get_batch(batch_parameters={"dataframe": batch.to_pandas()})
-        return gx_batch.validate(self.suite, result_format=RESULT_FORMAT).to_json_dict()
+    def run_raw(self, batch: pa.RecordBatch, live: np.ndarray | None = None) -> dict[str, Any]:
+        """GX's own result as a JSON-ready dict (for tests and audits of what GX would carry).
 
-    def run(self, batch: pa.RecordBatch) -> tuple[ExpectationOutcome, ...]:
-        return outcomes(self.dataset, self.run_raw(batch))
+        ``batch`` is normalised; ``live`` its rows that are not deletes (computed when not given).
+        """
+        import pyarrow as pa
+        from great_expectations import __version__ as gx_version
+        from great_expectations.core import ExpectationSuiteValidationResult
+        from great_expectations.execution_engine.pandas_batch_data import PandasBatchData
+        from great_expectations.validator.validator import calc_validation_statistics
+
+        if live is None:
+            live = live_rows(batch)
+        every_row_live = bool(live.all())
+        results: list[Any] = []
+        for rows, batch_id, columns, configurations in self._parts:
+            table = batch.select(columns)
+            if rows == LIVE_ROWS and not every_row_live:
+                table = table.filter(pa.array(live))
+            self.engine.load_batch_data(batch_id, PandasBatchData(self.engine, table.to_pandas()))
+            del table
+            try:
+                results += self.validator.graph_validate(
+                    configurations=configurations, runtime_configuration={"result_format": dict(RESULT_FORMAT)}
+                )
+            finally:
+                # Hold no frame between batches.
+                self.engine.load_batch_data(batch_id, PandasBatchData(self.engine, _empty_frame()))
+        statistics = calc_validation_statistics(results)
+        return ExpectationSuiteValidationResult(
+            results=results,
+            success=statistics.success,
+            suite_name=self.suite.name,
+            statistics={
+                "evaluated_expectations": statistics.evaluated_expectations,
+                "successful_expectations": statistics.successful_expectations,
+                "unsuccessful_expectations": statistics.unsuccessful_expectations,
+                "success_percent": statistics.success_percent,
+            },
+            meta={"great_expectations_version": gx_version},
+        ).to_json_dict()
+
+    def run(self, batch: pa.RecordBatch, live: np.ndarray | None = None) -> tuple[ExpectationOutcome, ...]:
+        return outcomes(self.dataset, self.run_raw(batch, live))
+
+
+def _empty_frame() -> Any:
+    import pandas as pd
+
+    return pd.DataFrame()
 
 
 def outcomes(dataset: Dataset, raw: dict[str, Any]) -> tuple[ExpectationOutcome, ...]:

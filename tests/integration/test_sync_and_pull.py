@@ -70,7 +70,7 @@ def test_sync_publishes_exactly_the_valid_rows_and_quarantines_the_defective(hom
 
 def test_quarantine_is_encrypted_and_counts_every_rule(home, sources, demo_sources):
     assert sync("population") == 0
-    files = list((home.quarantine / "population").glob("*.parquet"))
+    files = list((home.quarantine / "population").glob("cli_*.parquet"))
     assert len(files) == 1
     with pytest.raises(Exception):
         pq.read_table(files[0])  # no keys, no rows
