@@ -74,7 +74,10 @@ class Field:
 class Gate:
     """Thresholds past which nothing is published (the validation gate)."""
 
-    max_rejected_share: float = 0.5
+    max_rejected_share: float = 0.5  # rejected rows / rows read
+    max_missing_required_share: float = 0.1  # rows lacking a required field / rows read
+    min_snapshot_ratio: float = 0.5  # rows of a full snapshot / rows of the current state
+    max_delete_share: float = 0.2  # deletes in one run / rows of the current state
 
 
 @dataclass(frozen=True)
@@ -283,10 +286,15 @@ class _Loader:
                 self.problem(where, f"{label} {value!r} must be a key name like 'population.footer'")
 
         gate_raw = doc.get("gate") or {}
-        share = gate_raw.get("max_rejected_share", Gate.max_rejected_share)
-        if not isinstance(share, (int, float)) or not 0 <= share <= 1:
-            self.problem(where, f"gate.max_rejected_share must be a number from 0 to 1, not {share!r}")
-            share = Gate.max_rejected_share
+        gate_values: dict[str, float] = {}
+        for name in ("max_rejected_share", "max_missing_required_share", "min_snapshot_ratio", "max_delete_share"):
+            value = gate_raw.get(name, getattr(Gate, name))
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                self.problem(where, f"gate.{name} must be a number from 0 to 1, not {value!r}")
+                value = getattr(Gate, name)
+            gate_values[name] = float(value)
+        for name in sorted(set(gate_raw) - set(gate_values)):
+            self.problem(where, f"gate.{name} is not a gate threshold")
 
         lookback = DEFAULT_LOOKBACK
         raw_lookback = source.get("lookback")
@@ -321,7 +329,7 @@ class _Loader:
             checks=checks,
             footer_key=footer_key,
             conditional_key=conditional_key,
-            gate=Gate(max_rejected_share=float(share)),
+            gate=Gate(**gate_values),
             lookback=lookback,
             part_rows=part_rows,
         )

@@ -317,15 +317,12 @@ def _gate(run: Run) -> None:
 
     ds = run.dataset
     validated = run.record()["validate"]
-    total, rejected = validated["rows"], validated["rejected"]
-    share = rejected / total if total else 0.0
-    passed = share <= ds.gate.max_rejected_share
-    gate = {"at": _now(), "rejected_share": round(share, 6), "max_rejected_share": ds.gate.max_rejected_share,
-            "passed": passed, "blocked": not passed}
-    if passed:
+    measures, reasons = _gate_measures(run, validated)
+    gate = {"at": _now(), **measures, "thresholds": ds.gate.__dict__, "passed": not reasons, "blocked": bool(reasons)}
+    if not reasons:
         run.save("gate", gate)
         return
-    why = f"{share:.1%} of {total} rows were rejected; the gate allows at most {ds.gate.max_rejected_share:.0%}"
+    why = "; ".join(reasons)
     current = SharingStore(run.home.store, ds.id).latest()
     _keep_quarantine(run, None)
     run.save("gate", {**gate, "why": why, "current_version": current})
@@ -364,6 +361,39 @@ def _quality_feedback(run: Run, keystore, version: int | None) -> None:  # noqa:
     report["gate"] = record.get("gate", {})
     paths = write_quality_report(report, run.home.root / "reports" / "quality" / run.dataset.id)
     run.save("quality", {name: str(path) for name, path in paths.items()})
+
+
+def _gate_measures(run: Run, validated: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The gate's measures for this run, and why it blocks (empty: it passes)."""
+    from pyarrow.parquet import ParquetFile
+
+    from sharing.changes import index_path
+
+    gate, total = run.dataset.gate, validated["rows"]
+    rules = validated["summary"].get("rules", [])
+    missing = max((r["rows_failed"] for r in rules if r["check"] == "required"), default=0)
+    index = index_path(run.home.state, run.dataset.id)
+    state_rows = ParquetFile(index).metadata.num_rows if index.is_file() else 0
+    incoming = validated["good"] - validated["good_deletes"]
+    measures = {
+        "rows": total,
+        "rejected_share": round(validated["rejected"] / total, 6) if total else 0.0,
+        "missing_required_share": round(missing / total, 6) if total else 0.0,
+        "state_rows": state_rows,
+        "snapshot_ratio": round(incoming / state_rows, 6) if run.full and state_rows else None,
+        "delete_share": round(validated["good_deletes"] / state_rows, 6) if state_rows else 0.0,
+    }
+    reasons = []
+    if measures["rejected_share"] > gate.max_rejected_share:
+        reasons.append(f"{measures['rejected_share']:.1%} of {total} rows were rejected (at most {gate.max_rejected_share:.0%} allowed)")
+    if measures["missing_required_share"] > gate.max_missing_required_share:
+        reasons.append(f"{measures['missing_required_share']:.1%} of rows lack a required field (at most {gate.max_missing_required_share:.0%})")
+    if measures["snapshot_ratio"] is not None and measures["snapshot_ratio"] < gate.min_snapshot_ratio:
+        reasons.append(f"the full snapshot has {incoming} rows against {state_rows} published: the row count collapsed "
+                       f"(at least {gate.min_snapshot_ratio:.0%} expected)")
+    if state_rows and measures["delete_share"] > gate.max_delete_share:
+        reasons.append(f"{validated['good_deletes']} deletes against {state_rows} published rows (at most {gate.max_delete_share:.0%})")
+    return measures, reasons
 
 
 def _with_key_ref(rows, key: str, secret: bytes):  # noqa: ANN001, ANN202 - pyarrow batches
