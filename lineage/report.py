@@ -19,6 +19,7 @@ from keys.keystore import Keystore
 from lineage import openlineage
 from lineage.audit import AccessLog
 from lineage.runs import blocked_runs, load_run_record
+from sharing.disputes import DisputeLog
 from sharing.store import SharingStore
 from sharing.verify import verify_chain, verify_files
 
@@ -74,6 +75,16 @@ def build_report(catalog: Catalog, home: Home, dataset_id: str, version: int | N
             {k: e.get(k) for k in ("seq", "time", "subscriber", "purpose", "approval_id", "version", "since", "fields", "rows", "deletes")}
             for e in AccessLog(home.audit, keystore).deliveries(ds.id, number)
         ],
+        "cross_dataset": [
+            {k: f.get(k) for k in ("check", "description", "target", "checked", "rows_checked", "not_found", "note")}
+            for f in (run.get("crossref") or {}).get("findings", [])
+        ],
+        "quality_feedback": run.get("quality", {}),
+        "quarantine_cases": _case_counts(home, ds.id),
+        "disputes": [
+            {k: e.get(k) for k in ("seq", "time", "event", "dispute_id", "masked_key", "subscriber", "reason", "version", "by", "note")}
+            for e in DisputeLog(home, ds.id).events()
+        ],
         "blocked_runs": [
             {"run_id": r.get("run_id"), "why": r["gate"].get("why"), "at": r["gate"].get("at")}
             for r in blocked_runs(home, ds.id)
@@ -84,6 +95,16 @@ def build_report(catalog: Catalog, home: Home, dataset_id: str, version: int | N
             for e in openlineage.read_events(home.lineage, ds.id, doc["run_id"])
         ],
     }
+
+
+def _case_counts(home: Home, dataset_id: str) -> dict[str, int]:
+    import pyarrow.parquet as pq
+
+    path = home.quarantine / dataset_id / "cases.parquet"
+    if not path.is_file():
+        return {}
+    statuses = pq.read_table(path, columns=["status"]).column("status").to_pylist()
+    return {status: statuses.count(status) for status in sorted(set(statuses))}
 
 
 def write_report(report: dict[str, Any], out: Path, fmt: str) -> Path:
@@ -152,6 +173,18 @@ def render_html(report: dict[str, Any]) -> str:
         _table(["#", "time", "subscriber", "purpose", "approval", "fields", "rows"],
                [[d["seq"], d["time"], d["subscriber"], d["purpose"], d["approval_id"] or "", ", ".join(d["fields"] or []), d["rows"]]
                 for d in report["deliveries"]]) if report["deliveries"] else "<p>Not delivered to anyone yet.</p>",
+        "<h2>Cross-dataset checks (flagged, not rejected)</h2>",
+        _table(["check", "against", "rows checked", "not found", "note"],
+               [[c["description"] or c["check"], c["target"], c["rows_checked"], c["not_found"], c["note"] or ""]
+                for c in report["cross_dataset"]]) if report["cross_dataset"] else "<p>None declared for this dataset.</p>",
+        "<h2>Quarantine cases (all runs)</h2>",
+        _dl(report["quarantine_cases"]) if report["quarantine_cases"] else "<p>No case.</p>",
+        "<h2>Quality feedback to the provider</h2>",
+        _dl(report["quality_feedback"]) if report["quality_feedback"] else "<p>None.</p>",
+        "<h2>Disputes (异议)</h2>",
+        _table(["#", "time", "event", "dispute", "record", "subscriber", "reason / note", "version"],
+               [[d["seq"], d["time"], d["event"], d["dispute_id"], d["masked_key"] or "", d["subscriber"] or d["by"] or "",
+                 d["reason"] or d["note"] or "", d["version"] or ""] for d in report["disputes"]]) if report["disputes"] else "<p>None.</p>",
         "<h2>Runs blocked by the gate</h2>",
         _table(["run", "when", "why"], [[b["run_id"], b["at"], b["why"]] for b in report["blocked_runs"]]) if report["blocked_runs"] else "<p>None.</p>",
         "<h2>OpenLineage events</h2>",

@@ -241,6 +241,10 @@ def test_lineage_report_counts_quarantine_and_deliveries_without_values(home, so
     protection = {p["field"]: p["action"] for p in report["protection"]}
     assert protection["id_number"] == "encrypted" and protection["phone"] == "withheld" and protection["sex_code"] == "plain"
     assert any(e["eventType"] == "COMPLETE" for e in report["openlineage_events"])
+    assert report["quarantine_cases"] == {"open": demo_sources.counts["population"].defective}
+    assert set(report["quality_feedback"]) == {"json", "csv", "html"}
+    feedback = json.loads(Path(report["quality_feedback"]["json"]).read_text(encoding="utf-8"))
+    assert feedback["totals"]["rows_rejected"] == demo_sources.counts["population"].defective
     html = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert html.startswith("<!DOCTYPE html>") and "<script" not in html and "http://" not in html.split("</style>")[0]
     for text in (html, (tmp_path / "r.json").read_text(encoding="utf-8")):
