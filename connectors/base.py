@@ -47,9 +47,9 @@ class Source(Protocol):
         batch_rows: int = DEFAULT_BATCH_ROWS,
         key_range: KeyRange | None = None,
     ) -> Iterator[pa.RecordBatch]:
-        """Rows with after < updated_at <= upto (after None: all up to upto), ordered by
-        updated_at then key, streamed in batches of at most batch_rows rows. With a key_range,
-        only the rows whose source key is in it."""
+        """Rows with after < updated_at <= upto (after None: all up to upto), in no particular
+        order (no server-side sort), streamed in batches of at most batch_rows rows. With a
+        key_range, only the rows whose source key is in it."""
         ...
 
     def count(self, after: datetime | None, upto: datetime) -> int:

@@ -54,7 +54,7 @@ from sqlalchemy.pool import NullPool
 
 from connectors.base import DEFAULT_BATCH_ROWS, KeyRange
 from connectors.connections import resolve_url
-from govshare.errors import ConfigError, SourceUnavailable
+from govshare.errors import ConfigError, GovshareError, SourceUnavailable
 from govshare.schema import IS_DELETED, UPDATED_AT, arrow_type, source_schema
 
 if TYPE_CHECKING:
@@ -455,7 +455,6 @@ class SqlSource:
             sa.select(*self._select_list(layout))
             .select_from(sa.table(layout.table))
             .where(*self._where(layout, window))
-            .order_by(sa.column(layout.updated_at), sa.column(layout.key))
         )
 
     def _count_sqlite(self, layout: Layout, window: _Window) -> int:
@@ -526,11 +525,9 @@ class SqlSource:
         )
         probe = sa.select(sa.literal(0).label("_row"), *[sa.literal("").label(f"c{i}") for i in range(len(layout.columns))])
         union = sa.union_all(probe, rows).subquery("u")
-        key_pos = next(i for i, c in enumerate(layout.columns) if c.source == layout.key)
-        upd_pos = len(layout.columns) - 2
-        stmt = sa.select(*[union.c[f"c{i}"] for i in range(len(layout.columns))]).order_by(
-            union.c["_row"], union.c[f"c{upd_pos}"], union.c[f"c{key_pos}"]
-        )
+        # SQLite returns a UNION ALL's arms in order, so the probe comes first without a sort
+        # (checked below on every read).
+        stmt = sa.select(union.c["_row"], *[union.c[f"c{i}"] for i in range(len(layout.columns))])
         compiled = stmt.compile(dialect=self.engine().dialect)
         params = [compiled.params[name] for name in compiled.positiontup or ()]
         uri = self._sqlite_uri()
@@ -544,9 +541,12 @@ class SqlSource:
                 first = True
                 for batch in cursor.fetch_record_batch():
                     if first:
+                        if batch.num_rows == 0 or batch.column(0)[0].as_py() != 0:
+                            raise GovshareError(f"{self.connection_id}: SQLite did not return the type probe first; "
+                                                    "this SQLite build orders compound selects differently")
                         batch, first = batch.slice(1), False
                     if batch.num_rows:
-                        yield list(batch.columns)
+                        yield list(batch.columns[1:])
                 cursor.close()
             finally:
                 conn.close()

@@ -232,10 +232,11 @@ def protect(run: Run) -> dict[str, Any]:
 
     if run.stage("plan").get("nothing_new", True):
         return _skip(run, "protect")
-    _gate(run)
     keystore = _keystore(run.home)
     _crossref(run, keystore)
+    state_rows = _state_rows(run)  # before the version's files exist: the state they change
     result = {"skipped": False, **write_version_files(run, keystore)}
+    _gate(run, result, state_rows)
     run.save("protect", result)
     return result
 
@@ -309,7 +310,7 @@ def _skip(run: Run, stage: str) -> dict[str, Any]:
     return result
 
 
-def _gate(run: Run) -> None:
+def _gate(run: Run, protected: dict[str, Any], state_rows: int) -> None:
     """The validation gate: past the catalog's threshold nothing is published (exit 5)."""
     from lineage import openlineage
     from lineage.runs import save_run_record
@@ -317,7 +318,7 @@ def _gate(run: Run) -> None:
 
     ds = run.dataset
     validated = run.record()["validate"]
-    measures, reasons = _gate_measures(run, validated)
+    measures, reasons = _gate_measures(run, validated, protected, state_rows)
     gate = {"at": _now(), **measures, "thresholds": ds.gate.__dict__, "passed": not reasons, "blocked": bool(reasons)}
     if not reasons:
         run.save("gate", gate)
@@ -363,36 +364,40 @@ def _quality_feedback(run: Run, keystore, version: int | None) -> None:  # noqa:
     run.save("quality", {name: str(path) for name, path in paths.items()})
 
 
-def _gate_measures(run: Run, validated: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The gate's measures for this run, and why it blocks (empty: it passes)."""
+def _state_rows(run: Run) -> int:
     from pyarrow.parquet import ParquetFile
 
     from sharing.changes import index_path
 
+    index = index_path(run.home.state, run.dataset.id)
+    return ParquetFile(index).metadata.num_rows if index.is_file() else 0
+
+
+def _gate_measures(run: Run, validated: dict[str, Any], protected: dict[str, Any],
+                   state_rows: int) -> tuple[dict[str, Any], list[str]]:
+    """The gate's measures for this run, and why it blocks (empty: it passes)."""
     gate, total = run.dataset.gate, validated["rows"]
     rules = validated["summary"].get("rules", [])
     missing = max((r["rows_failed"] for r in rules if r["check"] == "required"), default=0)
-    index = index_path(run.home.state, run.dataset.id)
-    state_rows = ParquetFile(index).metadata.num_rows if index.is_file() else 0
-    incoming = validated["good"] - validated["good_deletes"]
+    snapshot = protected["kind"] == "snapshot" and state_rows > 0
     measures = {
         "rows": total,
         "rejected_share": round(validated["rejected"] / total, 6) if total else 0.0,
         "missing_required_share": round(missing / total, 6) if total else 0.0,
         "state_rows": state_rows,
-        "snapshot_ratio": round(incoming / state_rows, 6) if run.full and state_rows else None,
-        "delete_share": round(validated["good_deletes"] / state_rows, 6) if state_rows else 0.0,
+        "snapshot_ratio": round(protected["upserts"] / state_rows, 6) if snapshot else None,
+        "delete_share": round(protected["deletes"] / state_rows, 6) if state_rows else 0.0,
     }
     reasons = []
     if measures["rejected_share"] > gate.max_rejected_share:
         reasons.append(f"{measures['rejected_share']:.1%} of {total} rows were rejected (at most {gate.max_rejected_share:.0%} allowed)")
     if measures["missing_required_share"] > gate.max_missing_required_share:
         reasons.append(f"{measures['missing_required_share']:.1%} of rows lack a required field (at most {gate.max_missing_required_share:.0%})")
-    if measures["snapshot_ratio"] is not None and measures["snapshot_ratio"] < gate.min_snapshot_ratio:
-        reasons.append(f"the full snapshot has {incoming} rows against {state_rows} published: the row count collapsed "
-                       f"(at least {gate.min_snapshot_ratio:.0%} expected)")
+    if snapshot and measures["snapshot_ratio"] < gate.min_snapshot_ratio:
+        reasons.append(f"the full snapshot has {protected['upserts']} rows against {state_rows} published: the row count "
+                       f"collapsed (at least {gate.min_snapshot_ratio:.0%} expected)")
     if state_rows and measures["delete_share"] > gate.max_delete_share:
-        reasons.append(f"{validated['good_deletes']} deletes against {state_rows} published rows (at most {gate.max_delete_share:.0%})")
+        reasons.append(f"{protected['deletes']} deletes against {state_rows} published rows (at most {gate.max_delete_share:.0%})")
     return measures, reasons
 
 

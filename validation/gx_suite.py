@@ -20,6 +20,7 @@ last batch's condition series and unexpected-value lists) and drops each frame a
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -183,43 +184,60 @@ class SuiteRunner:
         self.engine = PandasExecutionEngine(caching=False)
         self.validator = GxValidator(execution_engine=self.engine, data_context=self.context)
         configurations = self.validator.process_expectations_for_validation(self.suite.expectation_configurations)
-        # (rows, batch id, columns read, expectation configurations) per kind of rows
-        self._parts: list[tuple[str, str, list[str], list[Any]]] = []
+        # One validation graph per run of the whole suite; each expectation names the frame it
+        # judges by its batch id. The suite itself is left as the catalog made it.
+        self._configurations: list[Any] = []
+        self._columns: dict[str, list[str]] = {}
+        for configuration in configurations:
+            configuration = copy.deepcopy(configuration)
+            configuration.kwargs["batch_id"] = self._batch_id(configuration.meta["rows"])
+            self._configurations.append(configuration)
         for rows in (ALL_ROWS, LIVE_ROWS):
-            mine = [c for c in configurations if c.meta["rows"] == rows]
-            if mine:
-                columns = {c.kwargs[k] for c in mine for k in ("column", "column_A", "column_B") if k in c.kwargs}
-                order = [n for n in source_schema(dataset).names if n in columns]
-                self._parts.append((rows, f"govshare.{dataset.id}.{rows}", order, mine))
+            read = {c.kwargs[k] for c in self._configurations if c.meta["rows"] == rows
+                    for k in ("column", "column_A", "column_B") if k in c.kwargs}
+            if read:
+                self._columns[rows] = [n for n in source_schema(dataset).names if n in read]
 
-    def run_raw(self, batch: pa.RecordBatch, live: np.ndarray | None = None) -> dict[str, Any]:
-        """GX's own result as a JSON-ready dict (for tests and audits of what GX would carry).
+    def _batch_id(self, rows: str) -> str:
+        return f"govshare.{self.dataset.id}.{rows}"
 
-        ``batch`` is normalised; ``live`` its rows that are not deletes (computed when not given).
+    def frames(self, batch: pa.RecordBatch, live: np.ndarray | None = None) -> dict[str, pa.Table]:
+        """What GX judges of a normalised batch: the columns each kind of expectation reads, of its rows.
+
+        ``live`` (the batch's rows that are not deletes) is computed when not given. The tables
+        share the batch's buffers; frames of several batches can be validated at once (run_frames).
         """
+        import pyarrow as pa
+
+        if live is None:
+            live = live_rows(batch)
+        every_row_live = bool(live.all())
+        tables: dict[str, pa.Table] = {}
+        for rows, columns in self._columns.items():
+            table = pa.Table.from_batches([batch.select(columns)])
+            tables[rows] = table if rows == ALL_ROWS or every_row_live else table.filter(pa.array(live))
+        return tables
+
+    def run_frames(self, frames: list[dict[str, pa.Table]]) -> dict[str, Any]:
+        """Validate the suite once over the frames of one or more batches; GX's result as a JSON-ready dict."""
         import pyarrow as pa
         from great_expectations import __version__ as gx_version
         from great_expectations.core import ExpectationSuiteValidationResult
         from great_expectations.execution_engine.pandas_batch_data import PandasBatchData
         from great_expectations.validator.validator import calc_validation_statistics
 
-        if live is None:
-            live = live_rows(batch)
-        every_row_live = bool(live.all())
-        results: list[Any] = []
-        for rows, batch_id, columns, configurations in self._parts:
-            table = batch.select(columns)
-            if rows == LIVE_ROWS and not every_row_live:
-                table = table.filter(pa.array(live))
-            self.engine.load_batch_data(batch_id, PandasBatchData(self.engine, table.to_pandas()))
-            del table
-            try:
-                results += self.validator.graph_validate(
-                    configurations=configurations, runtime_configuration={"result_format": dict(RESULT_FORMAT)}
-                )
-            finally:
-                # Hold no frame between batches.
-                self.engine.load_batch_data(batch_id, PandasBatchData(self.engine, _empty_frame()))
+        try:
+            for rows in self._columns:
+                table = frames[0][rows] if len(frames) == 1 else pa.concat_tables([f[rows] for f in frames])
+                table = table.combine_chunks()  # one Arrow chunk per column: what the conditions expect
+                self.engine.load_batch_data(self._batch_id(rows), PandasBatchData(self.engine, table.to_pandas()))
+                del table
+            results = self.validator.graph_validate(
+                configurations=self._configurations, runtime_configuration={"result_format": dict(RESULT_FORMAT)}
+            )
+        finally:
+            for rows in self._columns:  # hold no frame between runs
+                self.engine.load_batch_data(self._batch_id(rows), PandasBatchData(self.engine, _empty_frame()))
         statistics = calc_validation_statistics(results)
         return ExpectationSuiteValidationResult(
             results=results,
@@ -233,6 +251,10 @@ class SuiteRunner:
             },
             meta={"great_expectations_version": gx_version},
         ).to_json_dict()
+
+    def run_raw(self, batch: pa.RecordBatch, live: np.ndarray | None = None) -> dict[str, Any]:
+        """GX's own result for one normalised batch (for tests and audits of what GX would carry)."""
+        return self.run_frames([self.frames(batch, live)])
 
     def run(self, batch: pa.RecordBatch, live: np.ndarray | None = None) -> tuple[ExpectationOutcome, ...]:
         return outcomes(self.dataset, self.run_raw(batch, live))
@@ -250,7 +272,7 @@ def outcomes(dataset: Dataset, raw: dict[str, Any]) -> tuple[ExpectationOutcome,
     for result in raw["results"]:
         config = result["expectation_config"]
         rule_ids = config["meta"]["rule_ids"]
-        if result.get("exception_info", {}).get("raised_exception"):
+        if _raised(result.get("exception_info")) or "unexpected_count" not in (result.get("result") or {}):
             # The exception text may quote row values: name the rule only.
             raise GovshareError(
                 f"Great Expectations could not evaluate rule {', '.join(rule_ids)} on a batch of dataset {dataset.id}",
@@ -266,3 +288,12 @@ def outcomes(dataset: Dataset, raw: dict[str, Any]) -> tuple[ExpectationOutcome,
             for rule_id in rule_ids
         ]
     return tuple(found)
+
+
+def _raised(info: Any) -> bool:
+    """Whether GX recorded an exception: flat, or per metric ({metric id: {"raised_exception": ...}})."""
+    if not isinstance(info, dict):
+        return False
+    if info.get("raised_exception"):
+        return True
+    return any(isinstance(v, dict) and v.get("raised_exception") for v in info.values())

@@ -130,7 +130,9 @@ def as_arrow(values: Any) -> pa.Array:
         return values.combine_chunks()
     if isinstance(values, pa.Array):
         return values
-    return pa.Array.from_pandas(values) if hasattr(values, "dtype") else pa.array(values, from_pandas=True)
+    arr = pa.Array.from_pandas(values) if hasattr(values, "dtype") else pa.array(values, from_pandas=True)
+    # A pandas column backed by several Arrow chunks converts to a ChunkedArray.
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
 
 
 def _as_dates(values: Any) -> pa.Array:

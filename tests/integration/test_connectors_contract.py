@@ -253,12 +253,14 @@ def test_after_is_exclusive_and_upto_inclusive_on_shared_timestamps(make_source:
     assert _read(source, after=wm, upto=wm).num_rows == 0
 
 
-def test_rows_come_ordered_by_updated_at_then_key(make_source: MakeSource, catalog: Any) -> None:
+def test_every_row_comes_exactly_once_in_no_required_order(make_source: MakeSource, catalog: Any) -> None:
+    """Order is not part of the contract (the pipeline keeps a key's latest change by updated_at):
+    sources stream in their cheapest order, with no sort on the server."""
     for dataset_id in ("population", "legal_entity", "e_license"):
         dataset = catalog.dataset(dataset_id)
         rows = _read(make_source(dataset)).to_pylist()
-        order = [(r["updated_at"], r[dataset.key]) for r in rows]
-        assert order == sorted(order)
+        keys = [r[dataset.key] for r in rows]
+        assert len(keys) == len(set(keys))
 
 
 def test_small_batches_stream(make_source: MakeSource, catalog: Any) -> None:
@@ -414,9 +416,6 @@ def test_key_ranges_split_the_rows_exactly_once(make_source: MakeSource, catalog
     assert sorted(keys) == sorted(whole.column("id_number").to_pylist())  # every row exactly once
     assert len(keys) == len(set(keys)) == 60
     assert all(0 < p.num_rows <= 15 for p in parts)  # about rows/parts each
-    for part in parts:  # each range in the contract's order too
-        order = [(r["updated_at"], r["id_number"]) for r in part.to_pylist()]
-        assert order == sorted(order)
 
 
 def test_key_ranges_of_a_window_and_of_few_rows(make_source: MakeSource, catalog: Any) -> None:
@@ -484,7 +483,7 @@ def test_timestamps_keep_microseconds_and_text_keeps_its_characters(make_source:
              "household_division_code": "010101", "updated_at": t} for i, (n, t) in enumerate(zip(names, stamps))]
     source = make_source(dataset, rows)
     table = _read(source)
-    assert table.column("updated_at").to_pylist() == sorted(stamps)
+    assert sorted(table.column("updated_at").to_pylist()) == sorted(stamps)
     got = {r["id_number"]: r for r in table.to_pylist()}
     assert {k: r["name"] for k, r in got.items()} == {f"0{i}": n for i, n in enumerate(names)}
     assert {r["household_division_code"] for r in got.values()} == {"010101"}

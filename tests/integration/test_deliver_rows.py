@@ -87,7 +87,9 @@ def test_nasty_values_land_exactly(target_url):
     result = deliver(changes(*rows), DATASET, FIELDS, target_url)
     assert (result.table, result.upserts, result.deletes) == ("permit", len(rows), 0)
     got = state(target_url)
-    assert got == {r["permit_id"]: {**NULLS, **{k: v for k, v in r.items() if k != "_change_type"}} for r in rows}
+    expected = {r["permit_id"]: {**NULLS, **{k: v for k, v in r.items() if k != "_change_type"}, "_disputed": False}
+                for r in rows}
+    assert got == expected
 
 
 def test_changes_apply_only_when_at_least_as_new_as_the_stored_row(target_url):

@@ -58,7 +58,7 @@ def test_sqlite_keeps_decimals_as_exact_text():
 
 def test_table_has_only_the_delivered_fields_in_catalog_order():
     table = target_table_for(DATASET, ("pages", "permit_id", "fee"))
-    assert [c.name for c in table.columns] == ["permit_id", "fee", "pages", "_commit_version"]
+    assert [c.name for c in table.columns] == ["permit_id", "fee", "pages", "_commit_version", "_disputed"]
     assert [c.name for c in table.primary_key.columns] == ["permit_id"]
 
 
@@ -76,7 +76,7 @@ def test_mysql_on_duplicate_key_assigns_the_version_last():
     text = " ".join(str(_upsert_statement("mysql", table, "permit_id").compile(dialect=mysql.dialect())).split())
     tail = text.split("ON DUPLICATE KEY UPDATE", 1)[1]
     assignments = [a.strip().split(" = ")[0] for a in tail.split("END,")]
-    assert assignments == ["holder", "issued_on", "changed_at", "fee", "pages", "_commit_version"]
+    assert assignments == ["holder", "issued_on", "changed_at", "fee", "pages", "_disputed", "_commit_version"]
     assert "_commit_version) >= permit._commit_version" in tail or "new._commit_version >= permit._commit_version" in tail
 
 
