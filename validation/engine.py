@@ -4,11 +4,7 @@ Per batch: normalise keys and identifier fields, compute one failure mask per ru
 vectorised checks, split the batch into ``good`` and ``rejected`` (with the ids of every rule a
 row broke), and run the dataset's Great Expectations suite for the report. The quarantine masks
 come from validation.rules; GX counts the same rows with the same functions and its counts are
-kept beside ours in the summary. Nothing here reports a row value.
-
-GX costs a fixed ~0.06 s per suite run whatever the rows, so the Validator hands it the frames of
-several batches at once (``gx_batch_rows``, default GX_BATCH_ROWS): check() keeps the columns GX
-reads of each batch until that many rows are pending, and summary() validates what is left.
+kept beside ours in the summary. Nothing here holds or reports a row value.
 """
 
 from __future__ import annotations
@@ -28,7 +24,6 @@ from govshare.schema import source_schema
 from validation.rules import Rule, dataset_rules, failures, live_rows, normalise
 
 RULES_COLUMN = "_rules"
-GX_BATCH_ROWS = 300_000  # rows per GX suite run (the frames of several batches)
 
 log = logging.getLogger(__name__)
 
@@ -95,22 +90,17 @@ def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
 class Validator:
     """Created once per run with the dataset and the run's date (no clock reads in checks)."""
 
-    def __init__(self, dataset: Dataset, today: date, *, gx: bool = True, gx_batch_rows: int = GX_BATCH_ROWS) -> None:
+    def __init__(self, dataset: Dataset, today: date, *, gx: bool = True) -> None:
         self.dataset = dataset
         self.today = today
         self.rules: tuple[Rule, ...] = dataset_rules(dataset)
         self.schema = source_schema(dataset)
         self.gx_seconds = 0.0
-        self.gx_batch_rows = gx_batch_rows
         self._runner = None
         if gx:
             from validation.gx_suite import SuiteRunner
 
             self._runner = SuiteRunner(dataset, self.rules, today)
-        # Frames waiting for GX, their rows, and the quarantine's counts for the same rows.
-        self._gx_pending: list[dict[str, pa.Table]] = []
-        self._gx_pending_rows = 0
-        self._gx_pending_counts: dict[str, int] = dict.fromkeys((r.id for r in self.rules), 0)
         self._checked = dict.fromkeys((r.id for r in self.rules), 0)
         self._failed = dict.fromkeys((r.id for r in self.rules), 0)
         self._gx_unexpected: dict[str, int] = dict.fromkeys((r.id for r in self.rules), 0)
@@ -154,25 +144,7 @@ class Validator:
 
     def _run_gx(self, batch: pa.RecordBatch, live: np.ndarray, counts: dict[str, int]) -> None:
         started = time.perf_counter()
-        self._gx_pending.append(self._runner.frames(batch, live))
-        self._gx_pending_rows += batch.num_rows
-        for rule_id, count in counts.items():
-            self._gx_pending_counts[rule_id] += count
-        self.gx_seconds += time.perf_counter() - started
-        if self._gx_pending_rows >= self.gx_batch_rows:
-            self._flush_gx()
-
-    def _flush_gx(self) -> None:
-        """Run the suite over the pending frames; compare GX's counts with the quarantine's."""
-        if self._runner is None or not self._gx_pending:
-            return
-        started = time.perf_counter()
-        frames, counts = self._gx_pending, self._gx_pending_counts
-        self._gx_pending, self._gx_pending_rows = [], 0
-        self._gx_pending_counts = dict.fromkeys(counts, 0)
-        from validation.gx_suite import outcomes
-
-        for outcome in outcomes(self.dataset, self._runner.run_frames(frames)):
+        for outcome in self._runner.run(batch, live):
             self._gx_unexpected[outcome.rule_id] += outcome.unexpected_count
             self._gx_success[outcome.rule_id] &= outcome.success
             if outcome.unexpected_count != counts[outcome.rule_id]:
@@ -181,10 +153,8 @@ class Validator:
         self.gx_seconds += time.perf_counter() - started
 
     def summary(self) -> ValidationSummary:
-        """The run's counts; first validates with GX whatever check() left pending."""
         from validation.gx_suite import expectation_type
 
-        self._flush_gx()
         ran = self._runner is not None and self._batches > 0
         return ValidationSummary(
             dataset=self.dataset.id,

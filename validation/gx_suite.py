@@ -12,10 +12,10 @@ the other expectations read, without the deleted rows (one filter per batch).
 
 The runner drives GX's validator directly on a PandasExecutionEngine of its own, built once per
 run, instead of going through a dataframe asset per batch: the asset path hashes every batch's
-frame twice just to name it (``hash_pandas_dataframe``), builds a new validator per batch and
-leaves reference cycles holding each batch's frame for the cyclic garbage collector, so memory
-grew with the number of batches. The engine does not cache metrics (its cache would keep the
-last batch's condition series and unexpected-value lists) and drops each frame after its run.
+frame twice just to name it (``hash_pandas_dataframe``), builds a new validator per batch, and
+left garbage in reference cycles that held Arrow memory until the cyclic collector ran (Arrow
+memory grew with the batches). The engine does not cache metrics (its cache would keep the last
+batch's condition series and unexpected-value lists) and drops each frame after its run.
 """
 
 from __future__ import annotations
