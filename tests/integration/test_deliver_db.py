@@ -28,10 +28,15 @@ ID_LIKE = re.compile(r"\d{17}[\dXx]")
 GENERAL = "approval-general"
 
 
-@pytest.fixture
-def target_url(tmp_path: Path) -> Iterator[str]:
-    """An empty target database. SQLite now; PostgreSQL/MariaDB URLs can be added as params."""
-    yield f"sqlite:///{tmp_path / 'subscriber.db'}"
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def target_url(request, tmp_path: Path) -> Iterator[str]:
+    """An empty subscriber database on every engine (servers from make test), as a SQLAlchemy URL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'subscriber.db'}"
+        return
+    uri = request.getfixturevalue("scratch_database")(request.param)
+    driver = {"postgresql": "postgresql+psycopg", "mariadb": "mysql+pymysql"}[request.param]
+    yield driver + uri[uri.index("://"):]
 
 
 def pull(dataset: str, subscriber: str, out: str | Path, *extra: str) -> int:
@@ -245,7 +250,7 @@ def test_existing_table_without_the_needed_columns_is_exit_2_naming_them(home, s
     assert main(["sync", "legal_entity"]) == 0
     engine = sa.create_engine(target_url)
     with engine.begin() as conn:
-        sa.Table("legal_entity", sa.MetaData(), sa.Column("uscc", sa.Text, primary_key=True),
+        sa.Table("legal_entity", sa.MetaData(), sa.Column("uscc", sa.String(18), primary_key=True),
                  sa.Column("entity_name", sa.Text)).create(conn)
     engine.dispose()
     capsys.readouterr()
