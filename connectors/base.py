@@ -52,8 +52,8 @@ class Source(Protocol):
         key_range, only the rows whose source key is in it."""
         ...
 
-    def count(self, after: datetime | None, upto: datetime) -> int:
-        """How many rows read_batches(after, upto) yields."""
+    def count(self, after: datetime | None, upto: datetime, *, exact: bool = True) -> int:
+        """How many rows read_batches(after, upto) yields (exact=False: a cheap upper bound)."""
         ...
 
     def key_ranges(self, parts: int, after: datetime | None, upto: datetime) -> list[KeyRange]:

@@ -190,15 +190,16 @@ class SqlSource:
             raw = self._sqlalchemy_batches(layout, window, batch_rows)
         return self._canonical(layout, raw, after, upto)
 
-    def count(self, after: datetime | None, upto: datetime) -> int:
-        """The number of rows with after < updated_at <= upto, exactly."""
+    def count(self, after: datetime | None, upto: datetime, *, exact: bool = True) -> int:
+        """The number of rows with after < updated_at <= upto: exactly, or (exact=False, enough to
+        size key-range parts) an upper bound that costs one COUNT(*) on every engine."""
         layout = self.layout()
         after = _naive_local(after) if after is not None else None
         upto = _naive_local(upto)
         if after is not None and after >= upto:
             return 0
         window = _Window(after, upto, (None, None))
-        if self._sqlite:
+        if self._sqlite and exact:
             return self._count_sqlite(layout, window)
         stmt = sa.select(sa.func.count()).select_from(sa.table(layout.table)).where(*self._where(layout, window))
         with self._unavailable("counting rows"), self.engine().connect() as conn:

@@ -140,7 +140,7 @@ def plan(run: Run) -> list[int]:
     nothing_new = high is None or (after is not None and high <= state.watermark)
     parts: list[list[str | None]] = [[None, None]]
     if not nothing_new and after is None:
-        rows = source.count(after, high)
+        rows = source.count(after, high, exact=False)
         if rows > ds.part_rows:
             parts = [list(r) for r in source.key_ranges(-(-rows // ds.part_rows), after, high)]
     result = {
@@ -197,7 +197,8 @@ def validate(run: Run, part: int = 0) -> dict[str, Any]:
     good = rejected = deletes = 0
     secret = keystore.hmac_key()
     schema = source_schema(ds).append(INDEX_SCHEMA.field(KEY_REF)).append(INDEX_SCHEMA.field(FINGERPRINT))
-    source = pq.ParquetFile(run.file(f"extract-{part}.parquet"), decryption_properties=decryption_properties(keystore))
+    source = pq.ParquetFile(run.file(f"extract-{part}.parquet"), decryption_properties=decryption_properties(keystore),
+                            pre_buffer=False)  # pre-buffering keeps what was read: memory would grow with the file
     good_writer = pq.ParquetWriter(run.file(f"good-{part}.parquet"), schema, compression="zstd",
                                    encryption_properties=staging_encryption(keystore).file_encryption_properties)
     rejected_writer = None

@@ -49,7 +49,8 @@ def write_version_files(run: Run, keystore: Keystore) -> dict[str, Any]:
     store = SharingStore(run.home.store, ds.id)
     staged = store.stage(run.run_id)
     decrypt = decryption_properties(keystore)
-    goods = [pq.ParquetFile(run.file(f"good-{part}.parquet"), decryption_properties=decrypt) for part in run.parts]
+    goods = [pq.ParquetFile(run.file(f"good-{part}.parquet"), decryption_properties=decrypt, pre_buffer=False)
+             for part in run.parts]
     latest = store.latest()
     kind = "snapshot" if run.full or latest is None else "delta"
     decision = decide(goods, kind == "snapshot", index_path(run.home.state, ds.id), run.file(INDEX_DELTA),

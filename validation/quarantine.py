@@ -49,33 +49,40 @@ class Quarantine:
 
     def update(self, run_id: str, rejected: pa.Table, good_refs: pa.Array, version: int | None) -> dict[str, int]:
         """Open or refresh a case per rejected key; close as corrected the open cases whose key
-        arrived good in this run. ``rejected``: _key_ref, masked_key, rules (joined) of this run."""
+        arrived good in this run. ``rejected``: _key_ref, masked_key, rules (joined) of this run,
+        one row per key. Columnar throughout: no Python loop over rows."""
         now = _now()
         cases = self.cases()
         good_refs = good_refs if len(good_refs) else pa.array([], pa.binary(16))
+        rejected_refs = rejected.column(KEY_REF).combine_chunks()
         is_open = pc.equal(cases.column("status"), "open")
-        corrected = pc.and_(is_open, pc.is_in(cases.column(KEY_REF), value_set=good_refs))
-        refreshed = pc.is_in(cases.column(KEY_REF), value_set=rejected.column(KEY_REF).combine_chunks())
-        closed_refs = cases.filter(corrected).column(KEY_REF).to_pylist()
+        corrected = pc.and_(is_open, pc.and_(pc.is_in(cases.column(KEY_REF), value_set=good_refs),
+                                             pc.invert(pc.is_in(cases.column(KEY_REF), value_set=rejected_refs))))
+        n_corrected = pc.sum(corrected.cast(pa.int64())).as_py() or 0
         note = f"arrived valid in run {run_id}" + (f", published in version {version}" if version else "")
         cases = _set_where(cases, corrected, status="corrected", closed_at=now, closed_by="source", note=note)
-        previous = {r[KEY_REF]: r for r in cases.filter(refreshed).to_pylist()}
-        kept = cases.filter(pc.invert(refreshed))
-        fresh = [
-            {KEY_REF: r[KEY_REF], "masked_key": r["masked_key"], "rules": r["rules"], "status": "open",
-             "first_run": previous.get(r[KEY_REF], {}).get("first_run") or run_id, "last_run": run_id,
-             "first_seen": previous.get(r[KEY_REF], {}).get("first_seen") or now, "last_seen": now,
-             "closed_at": None, "closed_by": None, "note": None}
-            for r in rejected.to_pylist()
-        ]
-        opened = sum(1 for r in fresh if r[KEY_REF] not in previous or previous[r[KEY_REF]]["status"] != "open")
-        self._write(pa.concat_tables([kept, pa.Table.from_pylist(fresh, schema=CASES_SCHEMA)]))
-        self._events([{"event": "corrected", "masked_key": m, "run_id": run_id, "version": version}
-                      for m in cases.filter(corrected).column("masked_key").to_pylist()]
-                     + [{"event": "quarantined", "masked_key": r["masked_key"], "rules": r["rules"].split("|"), "run_id": run_id}
-                        for r in fresh if r[KEY_REF] not in previous or previous[r[KEY_REF]]["status"] != "open"])
+
+        refreshed = pc.is_in(cases.column(KEY_REF), value_set=rejected_refs)
+        previous = cases.filter(pc.and_(refreshed, pc.equal(cases.column("status"), "open")))
+        previous = previous.select([KEY_REF, "first_run", "first_seen"]).rename_columns([KEY_REF, "prev_run", "prev_seen"])
+        joined = rejected.join(previous, keys=KEY_REF, join_type="left outer")
+        n = joined.num_rows
+        known = pc.is_valid(joined.column("prev_run"))
+        fresh = pa.table({
+            KEY_REF: joined.column(KEY_REF), "masked_key": joined.column("masked_key"), "rules": joined.column("rules"),
+            "status": pa.repeat(pa.scalar("open"), n),
+            "first_run": pc.if_else(known, joined.column("prev_run"), pa.scalar(run_id)),
+            "last_run": pa.repeat(pa.scalar(run_id), n),
+            "first_seen": pc.if_else(known, joined.column("prev_seen"), pa.scalar(now)),
+            "last_seen": pa.repeat(pa.scalar(now), n),
+            "closed_at": pa.nulls(n, pa.string()), "closed_by": pa.nulls(n, pa.string()), "note": pa.nulls(n, pa.string()),
+        }, schema=CASES_SCHEMA)
+        opened = n - (pc.sum(known.cast(pa.int64())).as_py() or 0)
+        self._write(pa.concat_tables([cases.filter(pc.invert(refreshed)), fresh]))
+        counts = {"opened": opened, "still_open": n - opened, "corrected": n_corrected}
+        self._events([{"event": "run", "run_id": run_id, "version": version, **counts}])
         self.purge()
-        return {"opened": opened, "still_open": len(fresh) - opened, "corrected": len(closed_refs)}
+        return counts
 
     def release(self, key_ref: bytes, by: str, note: str) -> str:
         cases = self.cases()

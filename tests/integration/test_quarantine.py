@@ -47,8 +47,10 @@ def test_cases_open_then_close_by_correction_and_release(home, sources, demo_sou
     assert main(["quarantine", "list", "population", "--all", "--json"]) == 0
     statuses = sorted(c["status"] for c in json.loads(capsys.readouterr().out))
     assert statuses.count("corrected") == 1 and statuses.count("released") == 1
-    events = [json.loads(line)["event"] for line in (home.quarantine / "population" / "events.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert {"quarantined", "corrected", "released"} <= set(events)
+    events = [json.loads(line) for line in (home.quarantine / "population" / "events.jsonl").read_text(encoding="utf-8").splitlines()]
+    runs = [e for e in events if e["event"] == "run"]
+    assert runs[0]["opened"] == len(cases) and runs[1]["corrected"] == 1
+    assert [e["event"] for e in events if e["event"] != "run"] == ["released"]
     assert not any(k in (home.quarantine / "population" / "events.jsonl").read_text(encoding="utf-8") for k in blank)
 
 
