@@ -129,6 +129,7 @@ def plan(run: Run) -> list[int]:
     from lineage import openlineage
     from sharing.state import read_state
 
+    _preload_validation()
     ds = run.dataset
     state = read_state(run.home.state, ds.id)
     # Rows committed late, or sharing the watermark's updated_at, are re-read within the lookback;
@@ -297,6 +298,23 @@ def sync(dataset_id: str, full: bool = False, catalog: Catalog | None = None, ho
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _preload_validation() -> None:
+    """Import Great Expectations (seconds of pure Python) in the background while plan and extract
+    wait on the source; validate then finds it loaded. Import errors surface in validate as usual."""
+    import sys
+    import threading
+
+    if "great_expectations" not in sys.modules:
+        threading.Thread(target=_import_gx, name="govshare-preload-gx", daemon=True).start()
+
+
+def _import_gx() -> None:
+    try:
+        import validation.gx_suite  # noqa: F401 - the import is the point
+    except ImportError:  # validate reports it, with its own message
+        pass
 
 
 def _keystore(home: Home):  # noqa: ANN202 - keys is imported lazily
