@@ -20,10 +20,12 @@ One Protection per written file: it carries fresh data keys.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pyarrow.parquet.encryption as pe
 
@@ -121,3 +123,18 @@ def _describe(footer_id: str, by_id: Mapping[str, list[str]], *, uniform: bool, 
 
 def _properties(keystore: Keystore, config: pe.EncryptionConfiguration) -> pq.FileEncryptionProperties:
     return crypto_factory(keystore).file_encryption_properties(kms_connection_config(keystore), config)
+
+
+def encrypted_batches(files: Sequence[Path], keystore: Keystore, columns: list[str],
+                      batch_rows: int = 262_144) -> Iterator[pa.RecordBatch]:
+    """The named columns of govshare-encrypted Parquet files, batch by batch, with bounded memory
+    (one decryption setup shared across files; no pre-buffering, which would keep what was read)."""
+    if not files:
+        return
+    decryption = decryption_properties(keystore)
+    for path in files:
+        source = pq.ParquetFile(path, decryption_properties=decryption, pre_buffer=False)
+        try:
+            yield from source.iter_batches(batch_size=batch_rows, columns=columns)
+        finally:
+            source.close()

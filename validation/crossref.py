@@ -191,17 +191,8 @@ _NORMALISERS: Mapping[KeyForm, Callable[[pa.Array], pa.Array]] = {"id_number": _
 
 
 def _batches(files: list[Path], keystore: Keystore, columns: list[str]) -> Iterator[pa.RecordBatch]:
-    """The named columns of every file, batch by batch (decryption properties shared across files)."""
-    import pyarrow.parquet as pq
+    from keys.protection import encrypted_batches
 
-    from keys.protection import decryption_properties
+    return encrypted_batches(files, keystore, columns, _BATCH_ROWS)
 
-    if not files:
-        return
-    decryption = decryption_properties(keystore)
-    for path in files:
-        source = pq.ParquetFile(path, decryption_properties=decryption)
-        try:
-            yield from source.iter_batches(batch_size=_BATCH_ROWS, columns=columns)
-        finally:
-            source.close()
+

@@ -192,19 +192,9 @@ def _rule_entry(dataset: Dataset, rule: Mapping[str, Any], keys: _RuleKeys) -> d
 
 
 def _batches(files: list[Path], keystore: Keystore, columns: list[str]) -> Iterator[pa.RecordBatch]:
-    import pyarrow.parquet as pq
+    from keys.protection import encrypted_batches
 
-    from keys.protection import decryption_properties
-
-    if not files:
-        return
-    decryption = decryption_properties(keystore)
-    for path in files:
-        source = pq.ParquetFile(path, decryption_properties=decryption)
-        try:
-            yield from source.iter_batches(batch_size=_BATCH_ROWS, columns=columns)
-        finally:
-            source.close()
+    return encrypted_batches(files, keystore, columns, _BATCH_ROWS)
 
 
 # -- files ------------------------------------------------------------------------------------------
