@@ -357,10 +357,12 @@ def _gate(run: Run, protected: dict[str, Any], state_rows: int) -> None:
 
 def _crossref(run: Run, keystore) -> None:  # noqa: ANN001 - keys is imported lazily
     """Holders and legal representatives looked up in the other datasets: flagged, never rejected."""
-    from validation.crossref import crossref
+    from validation.crossref import CrossrefResult, consistency, crossref
 
     files = [run.file(f"good-{part}.parquet") for part in run.parts]
-    run.save("crossref", crossref(run.dataset, files, keystore, run.home.state).to_dict())
+    found = crossref(run.dataset, files, keystore, run.home.state)
+    found = CrossrefResult(found.findings + consistency(run.dataset, files, keystore, today()), run.dataset.id)
+    run.save("crossref", found.to_dict())
 
 
 def _quality_feedback(run: Run, keystore, version: int | None) -> None:  # noqa: ANN001

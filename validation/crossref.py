@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -134,6 +135,28 @@ def crossref(dataset: Dataset, good_files: list[Path], keystore: Keystore, state
             for tally in active:
                 tally.add(batch, dataset.key, secret)
     return CrossrefResult(tuple(t.finding() for t in tallies), dataset.id)
+
+
+def consistency(dataset: Dataset, good_files: list[Path], keystore: Keystore, today: date) -> tuple[CrossrefFinding, ...]:
+    """Inconsistencies to report, not to reject: a license with status 10 (有效) whose valid_until
+    lies in the past. Only for datasets that have both fields."""
+    if not {"license_status", "valid_until"} <= set(dataset.field_names):
+        return ()
+    checked = flagged = 0
+    keys: list[str] = []
+    for batch in _batches(good_files, keystore, [dataset.key, IS_DELETED, "license_status", "valid_until"]):
+        live_valid = pc.and_(pc.equal(batch.column(IS_DELETED), 0), pc.equal(batch.column("license_status"), "10"))
+        expired = pc.fill_null(pc.and_(live_valid, pc.less(batch.column("valid_until"), pa.scalar(today, pa.date32()))), False)
+        checked += pc.sum(pc.fill_null(live_valid, False).cast(pa.int64())).as_py() or 0
+        hits = batch.filter(expired)
+        flagged += hits.num_rows
+        if len(keys) < MAX_MASKED_KEYS:
+            keys += mask_keys(hits.column(dataset.key)).to_pylist()[: MAX_MASKED_KEYS - len(keys)]
+    return (CrossrefFinding(
+        check="license_status.expired_but_valid",
+        description="证照状态为有效(10)但有效期截止日期已过 (status 10 with valid_until in the past)",
+        rows_checked=checked, not_found=flagged, masked_keys=tuple(keys), target=dataset.id,
+        masked_keys_omitted=flagged - len(keys), note="an inconsistency to report to the issuer, not a rejection"),)
 
 
 class _Tally:

@@ -159,3 +159,24 @@ def test_crossref_flags_licenses_of_unpublished_holders_and_the_report_shows_no_
         assert not ID_LIKE.search(text), kind
         leaked = [v for v in secrets if v in text]
         assert not leaked, f"{kind}: {len(leaked)} raw values in the output"  # count only, never the values
+
+
+def test_valid_status_with_a_past_expiry_is_reported_not_rejected(home, sources, tmp_path):
+    import sqlite3
+
+    from govshare.cli import main
+
+    db = sqlite3.connect(sources["e_license_db"])
+    with db:
+        keys = [k for (k,) in db.execute(
+            "SELECT license_id FROM e_license WHERE license_status = '10' AND is_deleted = 0 AND valid_until IS NOT NULL "
+            "AND valid_from < '2020-01-01' ORDER BY license_id LIMIT 3")]
+        db.executemany("UPDATE e_license SET valid_until = '2020-01-01' WHERE license_id = ?", [(k,) for k in keys])
+    db.close()
+    assert main(["sync", "e_license"]) == 0
+    assert main(["lineage", "e_license", "--format", "json", "--out", str(tmp_path / "r.json")]) == 0
+    import json
+
+    report = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    finding = next(f for f in report["cross_dataset"] if f["check"] == "license_status.expired_but_valid")
+    assert finding["not_found"] >= len(keys) > 0
