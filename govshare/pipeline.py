@@ -438,7 +438,7 @@ def _update_cases(run: Run, files: list[str], published: bool, version: int | No
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from keys.protection import decryption_properties
+    from keys.protection import decryption_properties, encrypted_batches
     from sharing.changes import KEY_REF
     from validation.quality import mask_keys
     from validation.quarantine import RULES, Quarantine
@@ -453,13 +453,15 @@ def _update_cases(run: Run, files: list[str], published: bool, version: int | No
         cases = pa.table({KEY_REF: rows.column(KEY_REF), "masked_key": mask_keys(rows.column(run.dataset.key)),
                           "rules": pc.binary_join(rows.column(RULES), "|")})
         cases = _last_per_ref(cases)
+    quarantine = Quarantine(folder, decrypt)
     good: list = []
-    if published:
-        for part in run.parts:
-            path = run.file(f"good-{part}.parquet")
-            good.append(pq.read_table(path, columns=[KEY_REF], decryption_properties=decrypt).column(KEY_REF).combine_chunks())
+    open_refs = quarantine.open_cases().column(KEY_REF).combine_chunks()
+    if published and len(open_refs):  # which open cases came back valid: a streaming filter, bounded memory
+        files = [run.file(f"good-{part}.parquet") for part in run.parts]
+        for batch in encrypted_batches(files, _keystore(run.home), [KEY_REF]):
+            good.append(batch.column(0).filter(pc.is_in(batch.column(0), value_set=open_refs)))
     good_refs = pa.concat_arrays(good) if good else pa.array([], pa.binary(16))
-    run.save("quarantine", Quarantine(folder, decrypt).update(run.run_id, cases, good_refs, version))
+    run.save("quarantine", quarantine.update(run.run_id, cases, good_refs, version))
 
 
 def _last_per_ref(cases):  # noqa: ANN001, ANN202 - a pyarrow table

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from govshare.schema import IS_DELETED, UPDATED_AT
 from sharing.changes import FINGERPRINT, KEY_REF
 
-MEMORY_LIMIT = "512MB"
+MEMORY_LIMIT = "256MB"
 _POS = "_pos"
 _BATCH = 250_000
 

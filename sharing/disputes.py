@@ -162,9 +162,9 @@ def clear_changed(home: Home, dataset_id: str, index_delta: Path, version: int) 
     return cleared
 
 
-def disputed_mask(home: Home, dataset_id: str, key_ref: pa.ChunkedArray | pa.Array, fingerprint: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """Per row: is it the exact record an open dispute names."""
-    open_disputes = DisputeLog(home, dataset_id).open()
+def disputed_mask(open_disputes: list[Dispute], key_ref: pa.ChunkedArray | pa.Array,
+                  fingerprint: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Per row: is it the exact record one of the open disputes names."""
     if not open_disputes:
         return pa.repeat(pa.scalar(False), len(key_ref))
     pins = pa.array([bytes.fromhex(d.key_ref) + bytes.fromhex(d.fingerprint) for d in open_disputes], pa.binary())

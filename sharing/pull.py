@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from govshare.catalog import Catalog, Grant, Subscriber
@@ -21,7 +22,7 @@ from govshare.schema import CHANGE_TYPE, COMMIT_VERSION, DISPUTED
 from keys.keystore import Keystore
 from lineage.audit import AccessLog
 from sharing.changes import FINGERPRINT, KEY_REF
-from sharing.disputes import disputed_mask
+from sharing.disputes import DisputeLog, disputed_mask
 from sharing.feed import DELETE
 from sharing.read import base_version, read_view
 from sharing.store import SharingStore, sha256_file
@@ -93,8 +94,11 @@ def pull(catalog: Catalog, home: Home, dataset_id: str, subscriber_id: str, purp
         verify_files(store, manifests[v - 1])
 
     columns = list(grant.fields) if ds.key in grant.fields else [ds.key, *grant.fields]
-    view = read_view(store, keystore, ds, manifests, columns, first, upto, keep_deletes=since is not None, with_refs=True)
-    disputed = disputed_mask(home, ds.id, view.column(KEY_REF), view.column(FINGERPRINT))
+    disputes = DisputeLog(home, ds.id).open()
+    view = read_view(store, keystore, ds, manifests, columns, first, upto, keep_deletes=since is not None,
+                     with_refs=bool(disputes))
+    disputed = (disputed_mask(disputes, view.column(KEY_REF), view.column(FINGERPRINT)) if disputes
+                else pa.repeat(pa.scalar(False), view.num_rows))
     delivered = view.select([*grant.fields, CHANGE_TYPE, COMMIT_VERSION]).append_column(DISPUTED, disputed)
     if "://" in out:  # a SQLAlchemy URL: apply the changes to the subscriber's database
         from sharing.deliver import deliver
