@@ -93,7 +93,7 @@ def write_index(state_dir: Path, dataset_id: str, delta: Path, version: int, rep
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     changes = pq.ParquetFile(delta)
-    with pq.ParquetWriter(tmp, INDEX_SCHEMA, compression="zstd") as writer:
+    with pq.ParquetWriter(tmp, INDEX_SCHEMA, compression="none") as writer:  # hashes do not compress
         if path.is_file() and not replace:
             changed = changes.read(columns=[KEY_REF]).column(KEY_REF).combine_chunks()  # a delta: small
             for batch in pq.ParquetFile(path).iter_batches(batch_size=_SCAN_ROWS):

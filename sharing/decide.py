@@ -68,7 +68,7 @@ def decide(goods: Sequence[pq.ParquetFile], snapshot: bool, index: Path | None, 
                                     CASE WHEN del = 1 THEN 'delete' ELSE 'upsert' END AS change
                              FROM d WHERE pub""").to_arrow_reader(_BATCH)
         schema = pa.schema([(KEY_REF, pa.binary(16)), (FINGERPRINT, pa.binary(16)), ("change", pa.string())])
-        with pq.ParquetWriter(index_delta, schema, compression="zstd") as writer:
+        with pq.ParquetWriter(index_delta, schema, compression="none") as writer:  # hashes do not compress
             for batch in result:
                 publish[batch.column("pos").to_numpy()] = True
                 writer.write_batch(pa.RecordBatch.from_arrays(

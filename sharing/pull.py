@@ -13,6 +13,7 @@ from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from govshare.catalog import Catalog, Grant, Subscriber
@@ -109,7 +110,7 @@ def pull(catalog: Catalog, home: Home, dataset_id: str, subscriber_id: str, purp
         target = Path(out).resolve()
         _write_atomically(delivered, target)
         output = {"output_sha256": sha256_file(target)}
-    deletes = int((delivered.column(CHANGE_TYPE).to_numpy(zero_copy_only=False) == DELETE).sum())
+    deletes = int(pc.sum(pc.equal(delivered.column(CHANGE_TYPE), DELETE)).as_py() or 0)
     entry = AccessLog(home.audit, keystore).append({
         "event": "delivery",
         "subscriber": subscriber.id,
