@@ -446,6 +446,10 @@ class SqlSource:
             return clauses
         # Text comparison: a superset, made exact on the parsed values (module docstring).
         day_after_upto = (window.upto + timedelta(days=1)).strftime("%Y-%m-%d")
+        if window.after is None:
+            # A full read: keep SQLite off an index on updated_at (an expression is not
+            # indexable); a table scan beats a million index lookups.
+            updated = updated.concat("")
         clauses.append(updated < sa.bindparam("upto_day", day_after_upto))
         if window.after is not None:
             clauses.append(updated >= sa.bindparam("after_second", window.after.strftime(_TS_TEXT)))
