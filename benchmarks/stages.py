@@ -65,13 +65,9 @@ def run_stages(dataset_id: str, catalog: Any, home: Any,
         return result
 
     run = stage("start", lambda: pipeline.start(dataset_id, catalog=catalog, home=home))
-    if hasattr(pipeline, "plan"):
-        for part in stage("plan", lambda: pipeline.plan(run)):
-            stage("extract", lambda part=part: pipeline.extract(run, part))
-            stage("validate", lambda part=part: pipeline.validate(run, part))
-    else:
-        stage("extract", lambda: pipeline.extract(run))
-        stage("validate", lambda: pipeline.validate(run))
+    for part in stage("plan", lambda: pipeline.plan(run)):
+        stage("extract", lambda part=part: pipeline.extract(run, part))
+        stage("validate", lambda part=part: pipeline.validate(run, part))
     stage("protect", lambda: pipeline.protect(run))
     stage("publish", lambda: pipeline.publish(run))
     return figures
