@@ -132,12 +132,9 @@ def _demo_data(args: argparse.Namespace) -> int:
         raise ConfigError("--rows must be at least 10")
     out = (args.out or home().root / "demo").resolve()
     demo = write_demo_sources(out, rows=args.rows, seed=args.seed)
-    lines = [f"AIRFLOW_CONN_{conn.upper()}={uri}" for conn, uri in demo.connection_uris().items()]
     env_file = out / "connections.env"
-    env_file.write_text("".join(f"export {line}\n" for line in lines), encoding="utf-8")
-    for dataset, counts in demo.counts.items():
-        print(f"{dataset}: {counts.rows} rows, {counts.valid} valid, {counts.defective} defective")
-    print("\n".join(lines))
+    env_file.write_text("".join(f"export {name}={uri}\n" for name, uri in demo.environment().items()), encoding="utf-8")
+    print("\n".join(demo.summary_lines()))
     print(f"(also written to {env_file}: source it to point the connections at these files)")
     return 0
 

@@ -43,10 +43,7 @@ def with_fingerprints(batch: pa.RecordBatch, dataset: Dataset, secret: bytes) ->
         return _empty_with(batch)
     published = [f.name for f in dataset.published_fields]
     text = ", ".join(f"coalesce(CAST({_quote(name)} AS VARCHAR), chr(0))" for name in published)
-    query = (
-        f"SELECT unhex(substr(sha256($secret || chr(31) || {_quote(dataset.key)}), 1, 32)) AS k, "
-        f"unhex(substr(sha256(concat_ws(chr(31), {text})), 1, 32)) AS f FROM rows"
-    )
+    query = f"SELECT {_key_ref_sql(_quote(dataset.key))} AS k, {_hash16_sql(f'concat_ws(chr(31), {text})')} AS f FROM rows"
     con = duckdb.connect()
     try:
         con.register("rows", pa.Table.from_batches([batch]))
@@ -66,8 +63,7 @@ def key_refs(keys: pa.Array, secret: bytes) -> pa.Array:
     con = duckdb.connect()
     try:
         con.register("keys", pa.table({"k": keys}))
-        refs = con.sql("SELECT unhex(substr(sha256($secret || chr(31) || k), 1, 32)) AS r FROM keys",
-                       params={"secret": secret.hex()}).to_arrow_table()
+        refs = con.sql(f"SELECT {_key_ref_sql('k')} AS r FROM keys", params={"secret": secret.hex()}).to_arrow_table()
     finally:
         con.close()
     return refs.column("r").combine_chunks().cast(pa.binary(16))
@@ -109,6 +105,16 @@ def write_index(state_dir: Path, dataset_id: str, delta: Path, version: int, rep
 def _empty_with(batch: pa.RecordBatch) -> pa.RecordBatch:
     schema = batch.schema.append(INDEX_SCHEMA.field(KEY_REF)).append(INDEX_SCHEMA.field(FINGERPRINT))
     return pa.RecordBatch.from_pylist([], schema=schema)
+
+
+def _hash16_sql(text: str) -> str:
+    """The first 16 bytes of SHA-256 of a text expression."""
+    return f"unhex(substr(sha256({text}), 1, 32))"
+
+
+def _key_ref_sql(key: str) -> str:
+    """The pseudonym of a key: the one definition every reader and writer of key refs shares."""
+    return _hash16_sql(f"$secret || chr(31) || {key}")
 
 
 def _quote(identifier: str) -> str:

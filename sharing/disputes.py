@@ -94,12 +94,9 @@ class DisputeLog:
 
 
 def normalise_key(dataset: Dataset, key: str) -> str:
-    from validation.identifiers import normalise_codes, normalise_id_numbers
+    from validation.rules import normalise_keys
 
-    checks = {c.name for c in dataset.field(dataset.key).checks}
-    values = pa.array([key])
-    normalised = normalise_id_numbers(values) if "id_number" in checks else normalise_codes(values)
-    return normalised[0].as_py()
+    return normalise_keys(dataset, pa.array([key]))[0].as_py()
 
 
 def raise_dispute(catalog: Catalog, home: Home, dataset_id: str, key: str, subscriber_id: str, reason: str) -> dict[str, Any]:

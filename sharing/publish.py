@@ -77,7 +77,7 @@ def write_version_files(run: Run, keystore: Keystore) -> dict[str, Any]:
     delete_keys = pa.chunked_array(explicit_deletes, type=pa.string()).combine_chunks()
     if kind == "snapshot":
         delete_keys = _vanished(run, store, keystore, latest)
-    _write_deletes(staged / DELETES, keystore, ds, delete_keys)
+    delete_protection = _write_deletes(staged / DELETES, keystore, ds, delete_keys)
     return {
         "at": _now(),
         "kind": kind,
@@ -89,7 +89,7 @@ def write_version_files(run: Run, keystore: Keystore) -> dict[str, Any]:
         "protection": {
             "fields": {f.name: _field_protection(ds, f.name, upsert_plan) for f in ds.fields},
             "upserts": upsert_protection.description,
-            "deletes": protection_plan_description(keystore, ds),
+            "deletes": delete_protection,
         },
     }
 
@@ -111,15 +111,13 @@ def _vanished(run: Run, store: SharingStore, keystore: Keystore, latest: int | N
     return gone.column(ds.key).combine_chunks()
 
 
-def _write_deletes(path, keystore: Keystore, ds: Dataset, keys: pa.Array) -> None:  # noqa: ANN001
+def _write_deletes(path, keystore: Keystore, ds: Dataset, keys: pa.Array) -> dict[str, Any]:  # noqa: ANN001
+    """The deleted keys, protected like the key field; returns the protection's description."""
     protection = column_encryption(keystore, ds.footer_key, protection_plan(ds, [ds.key]))
     schema = pa.schema([pa.field(ds.key, arrow_type(ds.field(ds.key)), nullable=False)])
     with pq.ParquetWriter(path, schema, compression="zstd", encryption_properties=protection.file_encryption_properties) as writer:
         writer.write_table(pa.table({ds.key: keys}, schema=schema))
-
-
-def protection_plan_description(keystore: Keystore, ds: Dataset) -> dict[str, Any]:
-    return column_encryption(keystore, ds.footer_key, protection_plan(ds, [ds.key])).description
+    return protection.description
 
 
 def publish_version(run: Run, keystore: Keystore) -> Manifest:

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 from govshare.catalog import Dataset
 from govshare.errors import ConfigError
 from govshare.schema import IS_DELETED
+from validation import identifiers
 from validation.quality import mask_keys
 
 if TYPE_CHECKING:
@@ -198,19 +199,9 @@ class _Tally:
                                target=ref.target, masked_keys_omitted=self.not_found - len(self.masked))
 
 
-def _normalise_id(values: pa.Array) -> pa.Array:
-    from validation.identifiers import normalise_id_numbers
-
-    return normalise_id_numbers(values)
-
-
-def _normalise_code(values: pa.Array) -> pa.Array:
-    from validation.identifiers import normalise_codes
-
-    return normalise_codes(values)
-
-
-_NORMALISERS: Mapping[KeyForm, Callable[[pa.Array], pa.Array]] = {"id_number": _normalise_id, "code": _normalise_code}
+_NORMALISERS: Mapping[KeyForm, Callable[[pa.Array], pa.Array]] = {
+    "id_number": identifiers.normalise_id_numbers, "code": identifiers.normalise_codes,
+}
 
 
 def _batches(files: list[Path], keystore: Keystore, columns: list[str]) -> Iterator[pa.RecordBatch]:

@@ -96,6 +96,12 @@ def normalise(dataset: Dataset, batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([columns[n] for n in batch.schema.names], schema=batch.schema)
 
 
+def normalise_keys(dataset: Dataset, keys: Any) -> pa.Array:
+    """Keys as they are published (what a bureau or subscriber types is normalised the same way)."""
+    normaliser = _field_normaliser(dataset, dataset.field(dataset.key))
+    return normaliser(keys) if normaliser is not None else identifiers.as_strings(keys)
+
+
 def _field_normaliser(dataset: Dataset, f: Field) -> Callable[[Any], pa.Array] | None:
     names = {c.name for c in f.checks}
     if names & _ID_CHECKS:
