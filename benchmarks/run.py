@@ -8,7 +8,7 @@ it measures, in this order:
 1. peak RSS of a full sync in a fresh child process, at --rows and at --rss-rows (0 skips the
    large one); the children run first, while this process is still small (see rss_child.py);
 2. the raw-copy baseline: ADBC sqlite ``fetch_record_batch`` streamed into a zstd ParquetWriter;
-3. the full sync through govshare.pipeline, stage by stage (start, extract, validate, protect, publish);
+3. the full sync through govshare.pipeline, stage by stage (start, plan, ingest, protect, publish);
 4. an incremental sync after 1% of the rows changed at the source (pipeline.sync);
 5. a subscriber pull with decryption (approval-household, the whole current version) against
    the plain path for the same rows: pyarrow.parquet.read_table of a plain (unencrypted) zstd
@@ -199,7 +199,7 @@ class _Profiler:
 
 
 def _stage_rows(stage: str, results: list[Any]) -> int | None:
-    if stage in ("extract", "validate"):
+    if stage == "ingest":
         return sum(r.get("rows", 0) for r in results)
     if stage == "protect":
         return results[0].get("upserts")
@@ -209,11 +209,12 @@ def _stage_rows(stage: str, results: list[Any]) -> int | None:
 def _stage_note(stage: str, results: list[Any]) -> str:
     if stage == "plan":
         return f"{len(results[0])} part(s)"
-    if stage == "extract" and len(results) > 1:
-        return f"{len(results)} parts"
-    if stage == "validate":
+    if stage == "ingest":
         good, rejected = sum(r["good"] for r in results), sum(r["rejected"] for r in results)
-        return f"good {good}, rejected {rejected}"
+        parts = f"{len(results)} parts, " if len(results) > 1 else ""
+        gx = sum(r["gx"]["seconds"] for r in results)
+        where = "/".join(sorted({r["gx"]["where"] for r in results}))
+        return f"{parts}good {good}, rejected {rejected}; GX {gx:.2f} s {where}"
     if stage == "protect":
         return f"upserts {results[0].get('upserts')}, deletes {results[0].get('deletes')}"
     if stage == "publish":

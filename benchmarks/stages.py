@@ -1,9 +1,8 @@
 """A full sync called stage by stage, in the order pipeline.sync() calls the stage functions,
 with the time and the peak memory (VmHWM, reset before each stage) of every stage.
 
-With a planning stage (pipeline.plan: key-range parts) extract and validate run per part,
-interleaved as sync() does, and a stage's figures add up (time) or take the maximum (memory)
-over its parts.
+Ingest runs per part (pipeline.plan decides the key-range parts), as sync() does, and its
+figures add up (time) or take the maximum (memory) over the parts.
 """
 
 from __future__ import annotations
@@ -65,9 +64,9 @@ def run_stages(dataset_id: str, catalog: Any, home: Any,
         return result
 
     run = stage("start", lambda: pipeline.start(dataset_id, catalog=catalog, home=home))
+    stage("start", pipeline.warm_up)
     for part in stage("plan", lambda: pipeline.plan(run)):
-        stage("extract", lambda part=part: pipeline.extract(run, part))
-        stage("validate", lambda part=part: pipeline.validate(run, part))
+        stage("ingest", lambda part=part: pipeline.ingest(run, part))
     stage("protect", lambda: pipeline.protect(run))
     stage("publish", lambda: pipeline.publish(run))
     return figures

@@ -60,3 +60,56 @@ class Source(Protocol):
         """About ``parts`` contiguous key ranges, each holding about count/parts of the rows
         with after < updated_at <= upto. Together they cover every key exactly once."""
         ...
+
+
+def prefetch(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
+    """The same batches, read ahead by a thread: the source's driver (C code, or the network) works
+    on the next batches while the caller processes this one. At most ``depth`` batches wait.
+
+    The whole source iterator runs in the thread (drivers keep their connection in the thread that
+    opened it). Its exceptions reach the caller at the batch where they happened; when the caller
+    stops early (an error of its own, or a break), the thread is told to stop and the source closed.
+    """
+    import queue
+    import threading
+
+    done = object()
+    ahead: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[str, object]) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for batch in batches:
+                if not put(("batch", batch)):
+                    break
+            else:
+                put(("end", done))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
+            put(("error", exc))
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=read, name="govshare-source-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = ahead.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item  # type: ignore[misc]
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        thread.join()

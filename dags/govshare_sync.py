@@ -1,9 +1,9 @@
-"""Sync DAGs, one per dataset declared in catalogs/: plan -> extract[part] -> validate[part] ->
-protect -> publish.
+"""Sync DAGs, one per dataset declared in catalogs/: plan -> ingest[part] -> protect -> publish.
 
-Each task calls one stage of ``govshare.pipeline``; stages hand over through the run's encrypted
-work folder under GOVSHARE_HOME. A large full read is split by ``plan`` into key ranges, extracted
-and validated as mapped tasks (dynamic task mapping), and committed together as one version.
+Each task calls one stage of ``govshare.pipeline``; stages hand over through the run's work folder
+under GOVSHARE_HOME. Ingest reads, validates and stages one part in a single streaming pass. A
+large full read is split by ``plan`` into key ranges, ingested as mapped tasks (dynamic task
+mapping), and committed together as one version.
 Trigger with conf ``{"full": true}`` for a full re-read published as a snapshot. The publish task emits the dataset's Asset
 (``govshare://sharing-set/<dataset>``) with the published version in the event's extra; when the
 source had nothing new it is skipped and no asset event is emitted.
@@ -57,14 +57,10 @@ def build_sync_dag(ds: Dataset):  # noqa: ANN201 - an Airflow DAG
             """Watermark range, and key-range parts when a full read is large."""
             return stage("plan")
 
-        @task(task_id="extract", max_active_tis_per_dagrun=2)
-        def extract(part: int) -> int:
-            stage("extract", part)
-            return part
-
-        @task(task_id="validate", max_active_tis_per_dagrun=2)
-        def validate(part: int) -> int:
-            stage("validate", part)
+        @task(task_id="ingest", max_active_tis_per_dagrun=2)
+        def ingest(part: int) -> int:
+            """Read, validate (GX in a child process) and stage one part."""
+            stage("ingest", part)
             return part
 
         @task(task_id="protect", trigger_rule="none_failed")
@@ -84,8 +80,7 @@ def build_sync_dag(ds: Dataset):  # noqa: ANN201 - an Airflow DAG
             return {"version": result.version, "upserts": result.upserts, "deletes": result.deletes,
                     "quarantined": result.quarantined}
 
-        validated = validate.expand(part=extract.expand(part=plan()))
-        protect(validated) >> publish()
+        protect(ingest.expand(part=plan())) >> publish()
 
     return sync()
 

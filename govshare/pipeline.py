@@ -1,14 +1,16 @@
-"""The sync of one dataset, as four stages: extract, validate, protect, publish.
+"""The sync of one dataset, as four stages: plan, ingest (per part), protect, publish.
 
 Airflow runs each stage as its own task; ``govshare sync`` runs the same functions in a row.
-Stages hand over through files in the run's work folder (encrypted at rest: they hold personal
-data), so a retried task redoes only its own stage. The watermark advances only in publish,
-after the version is visible.
+Ingest reads, judges and stages each row in one streaming pass (extract and validate used to be
+two stages with an encrypted copy of the whole source between them). Stages hand over through
+files in the run's work folder (personal data in them encrypted at rest), so a retried task
+redoes only its own stage. The watermark advances only in publish, after the version is visible.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import shutil
@@ -24,6 +26,8 @@ from govshare.home import Home, home as default_home
 
 SOURCE_ZONE = ZoneInfo("Asia/Shanghai")  # source timestamps are local time without a zone
 BATCH_ROWS = 100_000
+GX_ENV = "GOVSHARE_GX"
+GX_WORKER_ROWS = 200_000  # parts from this size on run GX in a worker process (GOVSHARE_GX=auto)
 _RUN_ID = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -116,6 +120,29 @@ def start(dataset_id: str, run_id: str | None = None, full: bool = False,
     return run
 
 
+def gx_mode(rows: int) -> str:
+    """Where Great Expectations runs while a part of about ``rows`` rows is ingested (GOVSHARE_GX):
+
+    - ``worker``: a child process on another core. It imports GX (~3 s) and runs the suite while
+      this process reads, judges and writes: worth it when the part is large;
+    - ``inline``: in this process. Cheaper for a small part (no second GX import, no copy of the
+      rows to a child; a process that already imported GX pays nothing more), and the choice for
+      one-core machines and the tests;
+    - ``auto`` (the default): ``worker`` from GX_WORKER_ROWS rows on, or when this process holds a
+      warm worker (one that served an earlier part, or was prestarted: ``warm_up``), else ``inline``.
+    """
+    mode = os.environ.get(GX_ENV, "auto")
+    if mode not in ("auto", "worker", "inline"):
+        raise ConfigError(f"{GX_ENV}={mode!r} is not a way to run Great Expectations",
+                          problems=["use 'auto' (the default), 'worker' (a child process) or 'inline'"])
+    if mode == "auto":
+        from validation.gx_worker import warm_worker_available
+
+        large = rows >= GX_WORKER_ROWS and (os.cpu_count() or 1) > 1
+        return "worker" if large or warm_worker_available() else "inline"
+    return mode
+
+
 def today() -> date:
     return datetime.now(SOURCE_ZONE).date()
 
@@ -129,7 +156,6 @@ def plan(run: Run) -> list[int]:
     from lineage import openlineage
     from sharing.state import read_state
 
-    _preload_validation()
     ds = run.dataset
     state = read_state(run.home.state, ds.id)
     # Rows committed late, or sharing the watermark's updated_at, are re-read within the lookback;
@@ -140,15 +166,17 @@ def plan(run: Run) -> list[int]:
     high = source.high_watermark()
     nothing_new = high is None or (after is not None and high <= state.watermark)
     parts: list[list[str | None]] = [[None, None]]
-    if not nothing_new and after is None:
-        rows = source.count(after, high, exact=False)
-        if rows > ds.part_rows:
+    rows = 0
+    if not nothing_new:
+        rows = source.count(after, high, exact=False)  # an upper bound: sizes the parts and GX's place
+        if after is None and rows > ds.part_rows:
             parts = [list(r) for r in source.key_ranges(-(-rows // ds.part_rows), after, high)]
     result = {
         "at": _now(), "full": run.full, "connection_id": ds.connection_id, "source_table": ds.source_table,
         "watermark_from": after.isoformat() if after else None,
         "watermark_to": high.isoformat() if high else None,
         "nothing_new": nothing_new, "parts": [] if nothing_new else parts,
+        "rows_estimate": rows,
     }
     run.save("plan", result)
     if not nothing_new:
@@ -156,73 +184,76 @@ def plan(run: Run) -> list[int]:
     return run.parts
 
 
-def extract(run: Run, part: int = 0) -> dict[str, Any]:
-    """Stream one part of the source's rows into the run's (encrypted) staging file."""
+def ingest(run: Run, part: int = 0) -> dict[str, Any]:
+    """Read one part of the source and judge every row as it streams by, in one pass: rejected rows
+    to the run's (encrypted) quarantine file, good rows fingerprinted and staged as the version
+    needs them (sharing.publish.PartFiles), cross-dataset references checked on the way.
+
+    Great Expectations counts the same rows in a child process on the other core (its import
+    alone takes seconds), so the suite's run costs this stage little beyond waiting for its result.
+    """
     import pyarrow.parquet as pq
 
+    from connectors.base import prefetch
     from connectors.sql import open_source
-    from govshare.schema import IS_DELETED, source_schema
-    from keys.protection import staging_encryption
+    from govshare.schema import IS_DELETED
+    from keys.protection import quarantine_encryption
+    from sharing.changes import RowHasher
+    from sharing.publish import PartFiles
+    from validation.crossref import CrossrefCheck
+    from validation.engine import Validator
 
+    ds = run.dataset
     planned = run.stage("plan")
     lo, hi = planned["parts"][part]
     after = datetime.fromisoformat(planned["watermark_from"]) if planned["watermark_from"] else None
     upto = datetime.fromisoformat(planned["watermark_to"])
-    keystore = _keystore(run.home)
-    rows = deletes = batches = 0
     key_range = None if lo is None and hi is None else (lo, hi)
-    with pq.ParquetWriter(run.file(f"extract-{part}.parquet"), source_schema(run.dataset), compression="zstd",
-                          encryption_properties=staging_encryption(keystore).file_encryption_properties) as writer:
-        for batch in open_source(run.dataset).read_batches(after, upto, batch_rows=BATCH_ROWS, key_range=key_range):
-            writer.write_batch(batch)
-            rows += batch.num_rows
-            deletes += _count_true(batch.column(IS_DELETED))
-            batches += 1
-    result = {"at": _now(), "part": part, "key_range": [lo, hi], "rows": rows, "deletes": deletes, "batches": batches}
-    run.save(f"extract.{part}", result)
-    return result
-
-
-def validate(run: Run, part: int = 0) -> dict[str, Any]:
-    """Judge every row of a part: good rows go on (fingerprinted), rejected rows to quarantine."""
-    import pyarrow.parquet as pq
-
-    from govshare.schema import IS_DELETED, source_schema
-    from keys.protection import decryption_properties, quarantine_encryption, staging_encryption
-    from sharing.changes import FINGERPRINT, INDEX_SCHEMA, KEY_REF, with_fingerprints
-    from validation.engine import Validator
-
-    ds = run.dataset
     keystore = _keystore(run.home)
-    validator = Validator(ds, today())
-    good = rejected = deletes = 0
     secret = keystore.hmac_key()
-    schema = source_schema(ds).append(INDEX_SCHEMA.field(KEY_REF)).append(INDEX_SCHEMA.field(FINGERPRINT))
-    source = pq.ParquetFile(run.file(f"extract-{part}.parquet"), decryption_properties=decryption_properties(keystore),
-                            pre_buffer=False)  # pre-buffering keeps what was read: memory would grow with the file
-    good_writer = pq.ParquetWriter(run.file(f"good-{part}.parquet"), schema, compression="zstd",
-                                   encryption_properties=staging_encryption(keystore).file_encryption_properties)
+    day = today()
+    per_part = planned.get("rows_estimate", 0) // max(len(planned["parts"]), 1)
+    validator = Validator(ds, day, gx=gx_mode(per_part))  # a worker starts importing GX now
+    rows = deletes = batches = rejected = 0
     rejected_writer = None
     try:
-        for batch in source.iter_batches(batch_size=BATCH_ROWS):
-            verdict = validator.check(batch)
-            good_writer.write_batch(with_fingerprints(verdict.good, ds, secret))
-            good += verdict.good.num_rows
-            deletes += _count_true(verdict.good.column(IS_DELETED))
-            if verdict.rejected.num_rows:
-                rejected_rows = _with_key_ref(verdict.rejected, ds.key, secret)
-                if rejected_writer is None:
-                    rejected_writer = pq.ParquetWriter(
-                        run.file(f"rejected-{part}.parquet"), rejected_rows.schema, compression="zstd",
-                        encryption_properties=quarantine_encryption(keystore).file_encryption_properties)
-                rejected_writer.write_batch(rejected_rows)
-                rejected += verdict.rejected.num_rows
+        source = open_source(ds)
+        cross = CrossrefCheck(ds, secret, run.home.state, day)
+        with RowHasher(secret, ds) as hasher:
+            staged = PartFiles(run, part, keystore)
+            try:
+                for batch in prefetch(source.read_batches(after, upto, batch_rows=BATCH_ROWS, key_range=key_range)):
+                    rows += batch.num_rows
+                    deletes += _count_true(batch.column(IS_DELETED))
+                    batches += 1
+                    verdict = validator.check(batch)
+                    good = verdict.good
+                    key_ref, fingerprint = hasher.hashes(good)
+                    staged.write(_append(good, key_ref, fingerprint))
+                    cross.add(good)
+                    if verdict.rejected.num_rows:
+                        refused = _with_key_ref(verdict.rejected, hasher.key_refs(verdict.rejected.column(ds.key)))
+                        if rejected_writer is None:
+                            rejected_writer = pq.ParquetWriter(
+                                run.file(f"rejected-{part}.parquet"), refused.schema, compression="zstd",
+                                encryption_properties=quarantine_encryption(keystore).file_encryption_properties)
+                        rejected_writer.write_batch(refused)
+                        rejected += refused.num_rows
+            finally:
+                staging = staged.close()
+        summary = validator.summary().to_dict()  # waits for the GX worker's counts
     finally:
-        good_writer.close()
+        validator.close()
         if rejected_writer is not None:
             rejected_writer.close()
-    result = {"at": _now(), "part": part, "rows": good + rejected, "good": good, "good_deletes": deletes,
-              "rejected": rejected, "summary": validator.summary().to_dict()}
+    run.save(f"staged.{part}", staging)
+    run.save(f"crossref.{part}", cross.result().to_dict())
+    run.save(f"extract.{part}", {"at": _now(), "part": part, "key_range": [lo, hi], "rows": rows, "deletes": deletes,
+                                 "batches": batches})
+    result = {"at": _now(), "part": part, "rows": rows, "good": rows - rejected, "good_deletes": staging["deletes"],
+              "rejected": rejected, "summary": summary,
+              "gx": {"where": validator.gx_where, "seconds": round(validator.gx_seconds, 3),
+                     "worker_peak_rss_kib": validator.gx_worker_peak_kib}}
     run.save(f"validate.{part}", result)
     return result
 
@@ -235,7 +266,7 @@ def protect(run: Run) -> dict[str, Any]:
     if run.stage("plan").get("nothing_new", True):
         return _skip(run, "protect")
     keystore = _keystore(run.home)
-    _crossref(run, keystore)
+    _crossref(run)
     state_rows = _state_rows(run)  # before the version's files exist: the state they change
     result = {"skipped": False, **write_version_files(run, keystore)}
     _gate(run, result, state_rows)
@@ -286,35 +317,29 @@ def publish(run: Run) -> SyncResult:
     return SyncResult(ds.id, run.run_id, manifest.version, protected["upserts"], protected["deletes"], quarantined)
 
 
+def warm_up() -> None:
+    """Before plan, in a process that will also ingest (``sync``): start a GX worker now, so that
+    GX's import (~3 s) runs on the other core while plan and the source's first batches run here.
+    The ingest of the first part takes it (GOVSHARE_GX auto or worker); unused, it is stopped when
+    the process exits. Airflow's tasks are separate processes: there ingest starts its own."""
+    if os.environ.get(GX_ENV, "auto") in ("auto", "worker"):
+        from validation.gx_worker import prestart
+
+        prestart()
+
+
 def sync(dataset_id: str, full: bool = False, catalog: Catalog | None = None, home: Home | None = None,
          run_id: str | None = None) -> SyncResult:
     """One whole sync outside Airflow: the same stage functions the DAG's tasks call."""
     run = start(dataset_id, run_id, full, catalog, home)
+    warm_up()
     for part in plan(run):
-        extract(run, part)
-        validate(run, part)
+        ingest(run, part)
     protect(run)
     return publish(run)
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _preload_validation() -> None:
-    """Import Great Expectations (seconds of pure Python) in the background while plan and extract
-    wait on the source; validate then finds it loaded. Import errors surface in validate as usual."""
-    import sys
-    import threading
-
-    if "great_expectations" not in sys.modules:
-        threading.Thread(target=_import_gx, name="govshare-preload-gx", daemon=True).start()
-
-
-def _import_gx() -> None:
-    try:
-        import validation.gx_suite  # noqa: F401 - the import is the point
-    except ImportError:  # validate reports it, with its own message
-        pass
 
 
 def _keystore(home: Home):  # noqa: ANN202 - keys is imported lazily
@@ -355,14 +380,12 @@ def _gate(run: Run, protected: dict[str, Any], state_rows: int) -> None:
                       f"the watermark stays; see 'govshare lineage {ds.id}' and the quarantine")
 
 
-def _crossref(run: Run, keystore) -> None:  # noqa: ANN001 - keys is imported lazily
-    """Holders and legal representatives looked up in the other datasets: flagged, never rejected."""
-    from validation.crossref import CrossrefResult, consistency, crossref
+def _crossref(run: Run) -> None:
+    """Holders and legal representatives looked up in the other datasets (during ingest, per part):
+    flagged, never rejected."""
+    from validation.crossref import merge_crossref
 
-    files = [run.file(f"good-{part}.parquet") for part in run.parts]
-    found = crossref(run.dataset, files, keystore, run.home.state)
-    found = CrossrefResult(found.findings + consistency(run.dataset, files, keystore, today()), run.dataset.id)
-    run.save("crossref", found.to_dict())
+    run.save("crossref", merge_crossref([run.stage(f"crossref.{part}") for part in run.parts], run.dataset.id))
 
 
 def _quality_feedback(run: Run, keystore, version: int | None) -> None:  # noqa: ANN001
@@ -422,14 +445,24 @@ def _gate_measures(run: Run, validated: dict[str, Any], protected: dict[str, Any
     return measures, reasons
 
 
-def _with_key_ref(rows, key: str, secret: bytes):  # noqa: ANN001, ANN202 - pyarrow batches
+def _with_key_ref(rows, refs):  # noqa: ANN001, ANN202 - pyarrow batches
     """Rejected rows with the pseudonymous ref of their key (null key: null ref), every column nullable."""
     import pyarrow as pa
 
-    from sharing.changes import KEY_REF, key_refs
+    from sharing.changes import KEY_REF
 
     schema = pa.schema([f.with_nullable(True) for f in rows.schema]).append(pa.field(KEY_REF, pa.binary(16)))
-    return pa.RecordBatch.from_arrays([*rows.columns, key_refs(rows.column(key), secret)], schema=schema)
+    return pa.RecordBatch.from_arrays([*rows.columns, refs], schema=schema)
+
+
+def _append(good, key_ref, fingerprint):  # noqa: ANN001, ANN202 - pyarrow batches
+    """Good rows with their _key_ref and _fingerprint."""
+    import pyarrow as pa
+
+    from sharing.changes import FINGERPRINT, INDEX_SCHEMA, KEY_REF
+
+    schema = good.schema.append(INDEX_SCHEMA.field(KEY_REF)).append(INDEX_SCHEMA.field(FINGERPRINT))
+    return pa.RecordBatch.from_arrays([*good.columns, key_ref, fingerprint], schema=schema)
 
 
 def _update_cases(run: Run, files: list[str], published: bool, version: int | None) -> None:
@@ -438,8 +471,9 @@ def _update_cases(run: Run, files: list[str], published: bool, version: int | No
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from keys.protection import decryption_properties, encrypted_batches
+    from keys.protection import decryption_properties
     from sharing.changes import KEY_REF
+    from sharing.publish import MARKERS
     from validation.quality import mask_keys
     from validation.quarantine import RULES, Quarantine
 
@@ -457,9 +491,9 @@ def _update_cases(run: Run, files: list[str], published: bool, version: int | No
     good: list = []
     open_refs = quarantine.open_cases().column(KEY_REF).combine_chunks()
     if published and len(open_refs):  # which open cases came back valid: a streaming filter, bounded memory
-        files = [run.file(f"good-{part}.parquet") for part in run.parts]
-        for batch in encrypted_batches(files, _keystore(run.home), [KEY_REF]):
-            good.append(batch.column(0).filter(pc.is_in(batch.column(0), value_set=open_refs)))
+        for part in run.parts:
+            for batch in pq.ParquetFile(run.file(MARKERS.format(part=part))).iter_batches(columns=[KEY_REF]):
+                good.append(batch.column(0).filter(pc.is_in(batch.column(0), value_set=open_refs)))
     good_refs = pa.concat_arrays(good) if good else pa.array([], pa.binary(16))
     run.save("quarantine", quarantine.update(run.run_id, cases, good_refs, version))
 

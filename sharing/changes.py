@@ -35,38 +35,67 @@ INDEX_SCHEMA = pa.schema([(KEY_REF, pa.binary(16)), (FINGERPRINT, pa.binary(16))
 _SCAN_ROWS = 1_000_000
 
 
+class RowHasher:
+    """Key refs and fingerprints for the batches of one stage, on one DuckDB connection (a
+    connection per batch costs more than the hashing of a small batch)."""
+
+    def __init__(self, secret: bytes, dataset: Dataset | None = None) -> None:
+        import duckdb
+
+        self._rows_query = ""
+        if dataset is not None:  # without one: key refs only
+            published = [f.name for f in dataset.published_fields]
+            text = ", ".join(f"coalesce(CAST({_quote(name)} AS VARCHAR), chr(0))" for name in published)
+            self._rows_query = (f"SELECT {_key_ref_sql(_quote(dataset.key))} AS k, "
+                                f"{_hash16_sql(f'concat_ws(chr(31), {text})')} AS f FROM rows")
+        self._keys_query = f"SELECT {_key_ref_sql('k')} AS k FROM keys"
+        self._params = {"secret": secret.hex()}
+        self._con = duckdb.connect()
+
+    def hashes(self, batch: pa.RecordBatch) -> tuple[pa.Array, pa.Array]:
+        """(key refs, fingerprints) of a batch of normalised rows, in row order."""
+        if batch.num_rows == 0:
+            return pa.array([], pa.binary(16)), pa.array([], pa.binary(16))
+        self._con.register("rows", batch)
+        try:
+            out = self._con.sql(self._rows_query, params=self._params).to_arrow_table()
+        finally:
+            self._con.unregister("rows")
+        return _binary16(out.column("k")), _binary16(out.column("f"))
+
+    def key_refs(self, keys: pa.Array) -> pa.Array:
+        """Pseudonymous refs of normalised keys (null key: null ref)."""
+        if len(keys) == 0:
+            return pa.array([], pa.binary(16))
+        self._con.register("keys", pa.table({"k": keys}))
+        try:
+            out = self._con.sql(self._keys_query, params=self._params).to_arrow_table()
+        finally:
+            self._con.unregister("keys")
+        return _binary16(out.column("k"))
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> RowHasher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def with_fingerprints(batch: pa.RecordBatch, dataset: Dataset, secret: bytes) -> pa.RecordBatch:
     """The batch with _key_ref and _fingerprint appended (computed over published fields)."""
-    import duckdb
-
-    if batch.num_rows == 0:
-        return _empty_with(batch)
-    published = [f.name for f in dataset.published_fields]
-    text = ", ".join(f"coalesce(CAST({_quote(name)} AS VARCHAR), chr(0))" for name in published)
-    query = f"SELECT {_key_ref_sql(_quote(dataset.key))} AS k, {_hash16_sql(f'concat_ws(chr(31), {text})')} AS f FROM rows"
-    con = duckdb.connect()
-    try:
-        con.register("rows", pa.Table.from_batches([batch]))
-        hashes = con.sql(query, params={"secret": secret.hex()}).to_arrow_table()
-    finally:
-        con.close()
-    key_ref = hashes.column("k").combine_chunks().cast(pa.binary(16))
-    fingerprint = hashes.column("f").combine_chunks().cast(pa.binary(16))
+    with RowHasher(secret, dataset) as hasher:
+        key_ref, fingerprint = hasher.hashes(batch)
     columns = [*batch.columns, key_ref, fingerprint]
     return pa.RecordBatch.from_arrays(columns, schema=batch.schema.append(INDEX_SCHEMA.field(KEY_REF)).append(INDEX_SCHEMA.field(FINGERPRINT)))
 
 
 def key_refs(keys: pa.Array, secret: bytes) -> pa.Array:
     """Pseudonymous refs of normalised keys, as the state index holds them (same secret, same hash)."""
-    import duckdb
-
-    con = duckdb.connect()
-    try:
-        con.register("keys", pa.table({"k": keys}))
-        refs = con.sql(f"SELECT {_key_ref_sql('k')} AS r FROM keys", params={"secret": secret.hex()}).to_arrow_table()
-    finally:
-        con.close()
-    return refs.column("r").combine_chunks().cast(pa.binary(16))
+    with RowHasher(secret) as hasher:
+        return hasher.key_refs(keys)
 
 
 def index_refs(state_dir: Path, dataset_id: str) -> pa.Array:
@@ -89,7 +118,7 @@ def write_index(state_dir: Path, dataset_id: str, delta: Path, version: int, rep
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     changes = pq.ParquetFile(delta)
-    with pq.ParquetWriter(tmp, INDEX_SCHEMA, compression="none") as writer:  # hashes do not compress
+    with pq.ParquetWriter(tmp, INDEX_SCHEMA, compression="none", use_dictionary=[VERSION]) as writer:  # hashes neither compress nor repeat
         if path.is_file() and not replace:
             changed = changes.read(columns=[KEY_REF]).column(KEY_REF).combine_chunks()  # a delta: small
             for batch in pq.ParquetFile(path).iter_batches(batch_size=_SCAN_ROWS):
@@ -102,9 +131,8 @@ def write_index(state_dir: Path, dataset_id: str, delta: Path, version: int, rep
     os.replace(tmp, path)
 
 
-def _empty_with(batch: pa.RecordBatch) -> pa.RecordBatch:
-    schema = batch.schema.append(INDEX_SCHEMA.field(KEY_REF)).append(INDEX_SCHEMA.field(FINGERPRINT))
-    return pa.RecordBatch.from_pylist([], schema=schema)
+def _binary16(column: pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks().cast(pa.binary(16))
 
 
 def _hash16_sql(text: str) -> str:

@@ -10,7 +10,7 @@ no more memory than a 1-million-row one. What comes back is one bit per row.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +26,16 @@ _POS = "_pos"
 _BATCH = 250_000
 
 
+MARKERS_SCHEMA = pa.schema([
+    pa.field(KEY_REF, pa.binary(16), nullable=False), pa.field(FINGERPRINT, pa.binary(16), nullable=False),
+    pa.field(UPDATED_AT, pa.timestamp("us"), nullable=False), pa.field(IS_DELETED, pa.int8(), nullable=False),
+])
+
+
 @dataclass(frozen=True)
 class Decision:
-    publish: np.ndarray  # one bool per good row, in file order
+    publish: np.ndarray  # one bool per good row, in the order of the markers files
+    deleted: np.ndarray  # one bool per good row: the row is a (soft) delete
     rows: int
     superseded: int  # earlier changes of a key within the run
     unchanged: int  # re-read rows equal to the published state
@@ -37,22 +44,40 @@ class Decision:
     deletes: int
 
 
-def decide(goods: Sequence[pq.ParquetFile], snapshot: bool, index: Path | None, index_delta: Path, scratch: Path) -> Decision:
-    """Decide, and write the version's index delta (key_ref, fingerprint, change) to ``index_delta``."""
+def markers(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """What the decision needs of good rows (with their _key_ref and _fingerprint): no values."""
+    return pa.RecordBatch.from_arrays([batch.column(n) for n in MARKERS_SCHEMA.names], schema=MARKERS_SCHEMA)
+
+
+def decide(marker_files: Sequence[Path], snapshot: bool, index: Path | None, index_delta: Path, scratch: Path) -> Decision:
+    """Decide over the run's markers files (see ``markers``; the parts in order), and write the
+    version's index delta (key_ref, fingerprint, change) to ``index_delta``."""
     import duckdb
 
-    total = sum(g.metadata.num_rows for g in goods)
+    sizes = [pq.ParquetFile(f).metadata.num_rows for f in marker_files]
+    total = sum(sizes)
+    deleted = np.zeros(total, dtype=bool)
+    offset = 0
+    for path, size in zip(marker_files, sizes):
+        flags = pq.read_table(path, columns=[IS_DELETED]).column(IS_DELETED).to_numpy()
+        deleted[offset:offset + size] = flags == 1
+        offset += size
     scratch.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": str(scratch), "threads": 2,
                                  "preserve_insertion_order": False})
     try:
-        con.register("m", _markers(goods))
+        offsets = np.concatenate([[0], np.cumsum(sizes)])[:-1]
+        rows = " UNION ALL ".join(
+            f"SELECT *, file_row_number + {int(start)} AS {_POS} FROM read_parquet(?, file_row_number = true)"
+            for start in offsets) if marker_files else (
+            f"SELECT NULL::BLOB AS {KEY_REF}, NULL::BLOB AS {FINGERPRINT}, NULL::TIMESTAMP AS {UPDATED_AT}, "
+            f"NULL::BIGINT AS {IS_DELETED}, NULL::BIGINT AS {_POS} WHERE false")
         con.execute(f"""
             CREATE TEMP TABLE w AS
             SELECT {KEY_REF}, arg_max({_POS}, o) AS pos, arg_max({IS_DELETED}, o) AS del,
                    arg_max({FINGERPRINT}, o) AS fp
-            FROM (SELECT *, epoch_us({UPDATED_AT})::HUGEINT * 4294967296 + {_POS} AS o FROM m)
-            GROUP BY {KEY_REF}""")
+            FROM (SELECT *, epoch_us({UPDATED_AT})::HUGEINT * 4294967296 + {_POS} AS o FROM ({rows}))
+            GROUP BY {KEY_REF}""", [str(f) for f in marker_files])
         if index is not None and index.is_file() and not snapshot:
             con.register("idx", con.read_parquet(str(index)).project(f"{KEY_REF} AS ref, {FINGERPRINT} AS ifp"))
             joined = "SELECT w.*, i.ref IS NOT NULL AS known, coalesce(i.ifp = w.fp, false) AS same FROM w LEFT JOIN idx i ON i.ref = w." + KEY_REF
@@ -68,7 +93,7 @@ def decide(goods: Sequence[pq.ParquetFile], snapshot: bool, index: Path | None, 
                                     CASE WHEN del = 1 THEN 'delete' ELSE 'upsert' END AS change
                              FROM d WHERE pub""").to_arrow_reader(_BATCH)
         schema = pa.schema([(KEY_REF, pa.binary(16)), (FINGERPRINT, pa.binary(16)), ("change", pa.string())])
-        with pq.ParquetWriter(index_delta, schema, compression="none") as writer:  # hashes do not compress
+        with pq.ParquetWriter(index_delta, schema, compression="none", use_dictionary=["change"]) as writer:  # hashes neither compress nor repeat
             for batch in result:
                 publish[batch.column("pos").to_numpy()] = True
                 writer.write_batch(pa.RecordBatch.from_arrays(
@@ -77,21 +102,5 @@ def decide(goods: Sequence[pq.ParquetFile], snapshot: bool, index: Path | None, 
     finally:
         con.close()
     groups, unchanged, deletes_unpublished, upserts, deletes = (int(c or 0) for c in counts)
-    return Decision(publish, total, total - groups, unchanged if not snapshot else 0, deletes_unpublished,
+    return Decision(publish, deleted, total, total - groups, unchanged if not snapshot else 0, deletes_unpublished,
                     upserts, deletes)
-
-
-def _markers(goods: Sequence[pq.ParquetFile]) -> pa.RecordBatchReader:
-    columns = [KEY_REF, UPDATED_AT, IS_DELETED, FINGERPRINT]
-    first = goods[0].schema_arrow
-    schema = pa.schema([first.field(c) for c in columns] + [pa.field(_POS, pa.int64())])
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        offset = 0
-        for good in goods:
-            for batch in good.iter_batches(batch_size=_BATCH, columns=columns):
-                position = pa.array(np.arange(offset, offset + batch.num_rows, dtype=np.int64))
-                offset += batch.num_rows
-                yield pa.RecordBatch.from_arrays([*batch.columns, position], schema=schema)
-
-    return pa.RecordBatchReader.from_batches(schema, batches())

@@ -19,6 +19,10 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     """No test sees the developer's GOVSHARE_HOME, catalog override or connections."""
     monkeypatch.setenv("GOVSHARE_HOME", str(tmp_path / "govshare-home-unset"))
     monkeypatch.delenv("GOVSHARE_CATALOG", raising=False)
+    # Great Expectations in-process: a worker per sync would import GX afresh (~3 s) in every
+    # test. The worker, the product's default, has its own tests (test_validation_gx_worker,
+    # test_sync_and_pull) and runs in `make demo`.
+    monkeypatch.setenv("GOVSHARE_GX", "inline")
     for name in CONNECTION_ENV:
         monkeypatch.delenv(name, raising=False)
 

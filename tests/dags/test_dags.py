@@ -60,12 +60,12 @@ def test_every_dag_has_tags_retries_owner_and_the_four_stages(dagbag):
         assert "govshare" in dag["tags"], dag_id
         assert dag["owner"] == "data-resource-bureau", dag_id
         assert all(r >= 1 for r in dag["retries"]), dag_id
-        assert dag["tasks"] == ["extract", "plan", "protect", "publish", "validate"], dag_id
+        assert dag["tasks"] == ["ingest", "plan", "protect", "publish"], dag_id
 
 
 def test_publish_task_declares_the_dataset_asset(dagbag):
     assert dagbag["dags"]["sync_population"]["outlets"]["publish"] == ["govshare://sharing-set/population"]
-    assert dagbag["dags"]["sync_population"]["outlets"]["extract"] == []
+    assert dagbag["dags"]["sync_population"]["outlets"]["ingest"] == []
 
 
 def test_dag_run_end_to_end_publishes_a_version_and_an_asset_event(tmp_path: Path, demo_sources):
@@ -89,4 +89,4 @@ def test_dag_run_end_to_end_publishes_a_version_and_an_asset_event(tmp_path: Pat
     assert [e["version"] for e in extras] == [1]
     events = (home / "lineage" / "airflow-openlineage.jsonl").read_text(encoding="utf-8").splitlines()
     jobs = {json.loads(line)["job"]["name"] for line in events}
-    assert {"sync_legal_entity.extract", "sync_legal_entity.publish"} <= jobs
+    assert {"sync_legal_entity.ingest", "sync_legal_entity.publish"} <= jobs

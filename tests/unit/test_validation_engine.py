@@ -1,6 +1,7 @@
 """The Validator on small hand-made batches of each catalog dataset, then with Great Expectations.
 
-Most tests use ``gx=False`` to stay fast; the GX section at the end runs the suites.
+Most tests use ``gx=False`` to stay fast; the GX section at the end runs the suites (in this process;
+the worker process is tested in test_validation_gx_worker.py).
 """
 
 from __future__ import annotations
@@ -381,10 +382,11 @@ def test_gx_is_quiet(catalog, capfd: pytest.CaptureFixture[str], caplog: pytest.
     caplog.set_level(logging.DEBUG)
     validator = Validator(ds, TODAY)
     validator.check(make_batch(ds, [{**PERSON, "id_number": "11010519491231002X"}]))
+    assert validator.summary().rules[0].gx_success is True  # GX runs its chunks here
     out, err = capfd.readouterr()
     assert (out, err) == ("", "")
     assert [r for r in caplog.records if r.name.startswith("great_expectations")] == []
-    assert validator._runner.context.config.analytics_enabled is False
+    assert validator._gx.runner.context.config.analytics_enabled is False
     assert logging.getLogger("great_expectations").getEffectiveLevel() >= logging.WARNING
 
 

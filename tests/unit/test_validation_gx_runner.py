@@ -1,7 +1,8 @@
 """The GX suite runner: one engine per run, frames without deleted rows, nothing kept between batches.
 
-The consistency and no-leak tests of the Validator with GX are in test_validation_engine.py;
-these cover how the runner hands batches to GX.
+The consistency and no-leak tests of the Validator with GX are in test_validation_engine.py, GX on
+chunks and in a worker process in test_validation_gx_worker.py; these cover how the runner hands
+batches to GX.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from govshare.errors import GovshareError
 from validation import identifiers, rules
 from validation.engine import Validator
 from validation.gx_suite import ALL_ROWS, LIVE_ROWS, SuiteRunner, build_suite, outcomes
+from validation.gx_worker import InlineGx
 from validation.rules import dataset_rules, normalise
 
 from tests.unit.test_validation_engine import ROWS, TODAY, make_batch
+from tests.unit.test_validation_gx_worker import _count_runs
 
 
 @pytest.fixture(scope="module")
@@ -81,22 +84,23 @@ def test_engine_keeps_no_frame_and_no_metric_between_batches(catalog, population
     assert population_runner.engine._caching is False  # no condition series, no unexpected-value lists kept
 
 
-def test_no_frame_outlives_its_batch(catalog) -> None:
-    """Even with the cyclic garbage collector off, GX keeps no frame of an earlier batch alive."""
+def test_no_frame_outlives_its_chunk(catalog) -> None:
+    """Even with the cyclic garbage collector off, GX keeps no frame of an earlier chunk alive."""
     ds = catalog.dataset("population")
-    validator = Validator(ds, TODAY)
-    batch = make_batch(ds, ROWS["population"]() * 500)
-    validator.check(batch)
+    batch = normalise(ds, make_batch(ds, ROWS["population"]() * 500))
+    gx = InlineGx(ds, dataset_rules(ds), TODAY, chunk_rows=batch.num_rows)  # one GX run per batch
+    calls = _count_runs(gx)
+    gx.feed(batch)
     gc.disable()
     try:
         before = sum(1 for o in gc.get_objects() if isinstance(o, pd.DataFrame))
         for _ in range(5):
-            validator.check(batch)
+            gx.feed(batch)
         after = sum(1 for o in gc.get_objects() if isinstance(o, pd.DataFrame))
     finally:
         gc.enable()
     assert after <= before
-    assert validator.summary().batches == 6
+    assert len(calls) == 6 and gx.rows == 6 * batch.num_rows
 
 
 def test_exception_inside_a_metric_is_an_error_not_zero(catalog) -> None:
