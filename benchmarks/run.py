@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from benchmarks.child import PROJECT_ROOT, BenchmarkError, environment, last_json_line
+from govshare.pipeline import BATCH_ROWS  # like for like: the raw copy reads batches of the pipeline's size
 from benchmarks.sources import Source, change_one_percent, generate
 
 DATASET = "population"
@@ -48,7 +49,6 @@ PURPOSE = "性能基准测试：户籍迁移审批核验申请人身份（合成
 DEFAULT_ROWS = 1_000_000
 DEFAULT_RSS_ROWS = 10_000_000
 DEFAULT_SEED = 20261127
-BATCH_ROWS = 100_000  # the pipeline's batch size, for a like-for-like baseline
 
 TARGETS = {  # figure -> (limit, what it means)
     "full_vs_raw": (3.0, "full sync <= 3x raw copy"),
@@ -114,7 +114,7 @@ def raw_copy(source: Source, out: Path) -> int:
 
     rows = 0
     with adbc.connect(str(source.path)) as conn, conn.cursor() as cursor:
-        cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
+        cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})  # the pipeline's
         cursor.execute("SELECT * FROM population_person")
         reader = cursor.fetch_record_batch()
         with pq.ParquetWriter(out, reader.schema, compression="zstd") as writer:
@@ -124,11 +124,13 @@ def raw_copy(source: Source, out: Path) -> int:
     return rows
 
 
-def full_sync_by_stage(catalog: Any, home: Any, profile_dir: Path | None) -> list[Timing]:
+def sync_by_stage(catalog: Any, home: Any, profile_dir: Path | None, label: str) -> list[Timing]:
+    """A sync as pipeline.sync() runs it, one line per stage (profiles named ``<label>-<stage>``)."""
     from benchmarks.stages import run_stages
 
-    figures = run_stages(DATASET, catalog, home, wrap=_Profiler(profile_dir).run)
-    return [Timing(f"full: {name}", fig.seconds, _stage_rows(name, fig.results), _stage_note(name, fig.results))
+    profiler = _Profiler(profile_dir)
+    figures = run_stages(DATASET, catalog, home, wrap=lambda name, fn: profiler.run(f"{label}-{name}", fn))
+    return [Timing(f"{label}: {name}", fig.seconds, _stage_rows(name, fig.results), _stage_note(name, fig.results))
             for name, fig in figures.items()]
 
 
@@ -218,7 +220,8 @@ def _stage_note(stage: str, results: list[Any]) -> str:
     if stage == "protect":
         return f"upserts {results[0].get('upserts')}, deletes {results[0].get('deletes')}"
     if stage == "publish":
-        return f"version {results[0].version}"
+        r = results[0]
+        return f"version {r.version}, upserts {r.upserts}, deletes {r.deletes}, quarantined {r.quarantined}"
     return ""
 
 
@@ -251,22 +254,21 @@ def measure(args: argparse.Namespace, work: Path) -> int:
     raw_rows, t_raw = timed(lambda: raw_copy(source, work / "raw.parquet"))
     lines.append(Timing("raw copy (ADBC -> zstd Parquet)", t_raw, raw_rows))
 
-    stages = full_sync_by_stage(catalog, home, args.profile)
+    stages = sync_by_stage(catalog, home, args.profile, "full")
     lines += stages
     t_full = sum(s.seconds for s in stages)
     lines.append(Timing("full sync (sum of stages)", t_full, source.rows))
 
     changed, t_change = timed(lambda: change_one_percent(source))
     lines.append(Timing("change 1% at the source", t_change, changed))
-    from govshare import pipeline
-
+    incremental = sync_by_stage(catalog, home, args.profile, "incremental")
+    lines += incremental
+    t_incr = sum(s.seconds for s in incremental)
+    lines.append(Timing("incremental sync (1% changed, sum of stages)", t_incr, changed))
     profiler = _Profiler(args.profile)
-    incr, t_incr = timed(lambda: profiler.run("incremental", lambda: pipeline.sync(DATASET, catalog=catalog, home=home)))
-    lines.append(Timing("incremental sync (1% changed)", t_incr, changed,
-                        f"version {incr.version}, upserts {incr.upserts}, quarantined {incr.quarantined}"))
 
     t_pull, t_plain, pulled = pull_and_plain_read(catalog, home, work, args.repeat, profiler=profiler)
-    lines.append(Timing(f"pull with decryption (v{incr.version}, best of {args.repeat})", t_pull, pulled,
+    lines.append(Timing(f"pull with decryption (v2, best of {args.repeat})", t_pull, pulled,
                         "snapshot v1 + delta v2 folded"))
     t_copy = plain_read_write(work / "pull-vlatest.parquet", work / "copy.parquet", args.repeat)
     lines.append(Timing("plain path: read plain Parquet + zstd write of the same rows", t_copy, pulled,

@@ -62,54 +62,75 @@ class Source(Protocol):
         ...
 
 
-def prefetch(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
+class prefetch:  # noqa: N801 - used like a function: ``with prefetch(source.read_batches(...)) as batches:``
     """The same batches, read ahead by a thread: the source's driver (C code, or the network) works
     on the next batches while the caller processes this one. At most ``depth`` batches wait.
 
-    The whole source iterator runs in the thread (drivers keep their connection in the thread that
-    opened it). Its exceptions reach the caller at the batch where they happened; when the caller
-    stops early (an error of its own, or a break), the thread is told to stop and the source closed.
+    The thread starts at once, and the whole source iterator runs in it (drivers keep their
+    connection in the thread that opened it). Its exceptions reach the caller at the batch where
+    they happened. close() (or leaving the ``with`` block) tells the thread to stop, waits for it
+    and so closes the source, also when the caller stops early or never iterated.
     """
-    import queue
-    import threading
 
-    done = object()
-    ahead: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+    _END = object()
 
-    def put(item: tuple[str, object]) -> bool:
-        while not stop.is_set():
+    def __init__(self, batches: Iterator[pa.RecordBatch], depth: int = 2) -> None:
+        import queue
+        import threading
+
+        self._source = batches
+        self._ahead: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._read, name="govshare-source-prefetch", daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> prefetch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> prefetch:
+        return self
+
+    def __next__(self) -> pa.RecordBatch:
+        if self._done:
+            raise StopIteration
+        kind, item = self._ahead.get()
+        if kind == "batch":
+            return item  # type: ignore[return-value]
+        self.close()
+        if kind == "error":
+            raise item  # type: ignore[misc]
+        raise StopIteration
+
+    def close(self) -> None:
+        self._done = True
+        self._stop.set()
+        self._thread.join()
+
+    def _put(self, item: tuple[str, object]) -> bool:
+        import queue
+
+        while not self._stop.is_set():
             try:
-                ahead.put(item, timeout=0.1)
+                self._ahead.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def read() -> None:
+    def _read(self) -> None:
         try:
-            for batch in batches:
-                if not put(("batch", batch)):
+            for batch in self._source:
+                if not self._put(("batch", batch)):
                     break
             else:
-                put(("end", done))
+                self._put(("end", self._END))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
-            put(("error", exc))
+            self._put(("error", exc))
         finally:
-            close = getattr(batches, "close", None)
+            close = getattr(self._source, "close", None)
             if close is not None:
                 close()
-
-    thread = threading.Thread(target=read, name="govshare-source-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, item = ahead.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise item  # type: ignore[misc]
-            yield item  # type: ignore[misc]
-    finally:
-        stop.set()
-        thread.join()

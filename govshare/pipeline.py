@@ -14,10 +14,11 @@ import os
 import re
 import secrets
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from govshare.catalog import Catalog, Dataset, load_catalog
@@ -29,6 +30,7 @@ BATCH_ROWS = 100_000
 GX_ENV = "GOVSHARE_GX"
 GX_WORKER_ROWS = 200_000  # parts from this size on run GX in a worker process (GOVSHARE_GX=auto)
 _RUN_ID = re.compile(r"[^A-Za-z0-9_.-]+")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -217,16 +219,19 @@ def ingest(run: Run, part: int = 0) -> dict[str, Any]:
     rows = deletes = batches = rejected = 0
     rejected_writer = None
     try:
-        source = open_source(ds)
-        cross = CrossrefCheck(ds, secret, run.home.state, day)
-        with RowHasher(secret, ds) as hasher:
+        # the source is read from now on, in a thread, while the rest is set up
+        with (prefetch(open_source(ds).read_batches(after, upto, batch_rows=BATCH_ROWS, key_range=key_range)) as batches_read,
+              RowHasher(secret, ds) as hasher):
+            cross = CrossrefCheck(ds, secret, run.home.state, day)
             staged = PartFiles(run, part, keystore)
             try:
-                for batch in prefetch(source.read_batches(after, upto, batch_rows=BATCH_ROWS, key_range=key_range)):
+                for batch, last in _with_last(batches_read):
                     rows += batch.num_rows
                     deletes += _count_true(batch.column(IS_DELETED))
                     batches += 1
                     verdict = validator.check(batch)
+                    if last:
+                        validator.end_input()  # a GX worker runs its last chunk while this batch is staged
                     good = verdict.good
                     key_ref, fingerprint = hasher.hashes(good)
                     staged.write(_append(good, key_ref, fingerprint))
@@ -278,7 +283,7 @@ def publish(run: Run) -> SyncResult:
     """Make the version visible, keep the quarantine, then advance the watermark."""
     from lineage import openlineage
     from lineage.runs import save_run_record
-    from sharing.changes import write_index
+    from sharing.index import StateIndex
     from sharing.disputes import clear_changed
     from sharing.publish import INDEX_DELTA, publish_version
     from sharing.state import SyncState, read_state, write_state
@@ -297,7 +302,8 @@ def publish(run: Run) -> SyncResult:
     manifest = None
     if protected["upserts"] or protected["deletes"]:
         manifest = publish_version(run, keystore)
-        write_index(run.home.state, ds.id, run.file(INDEX_DELTA), manifest.version, replace=manifest.kind == "snapshot")
+        StateIndex(run.home.state, ds.id).add(run.file(INDEX_DELTA), manifest.version, replace=manifest.kind == "snapshot",
+                                              growth=protected["new_keys"] - protected["deletes"])
         clear_changed(run.home, ds.id, run.file(INDEX_DELTA), manifest.version)
     _keep_quarantine(run, manifest.version if manifest else None)
     _quality_feedback(run, keystore, manifest.version if manifest else None)
@@ -409,12 +415,9 @@ def _quality_feedback(run: Run, keystore, version: int | None) -> None:  # noqa:
 
 
 def _state_rows(run: Run) -> int:
-    from pyarrow.parquet import ParquetFile
+    from sharing.index import StateIndex
 
-    from sharing.changes import index_path
-
-    index = index_path(run.home.state, run.dataset.id)
-    return ParquetFile(index).metadata.num_rows if index.is_file() else 0
+    return StateIndex(run.home.state, run.dataset.id).rows()
 
 
 def _gate_measures(run: Run, validated: dict[str, Any], protected: dict[str, Any],
@@ -487,7 +490,7 @@ def _update_cases(run: Run, files: list[str], published: bool, version: int | No
         cases = pa.table({KEY_REF: rows.column(KEY_REF), "masked_key": mask_keys(rows.column(run.dataset.key)),
                           "rules": pc.binary_join(rows.column(RULES), "|")})
         cases = _last_per_ref(cases)
-    quarantine = Quarantine(folder, decrypt)
+    quarantine = Quarantine(folder, decrypt)  # reads the cases once, for this and update()
     good: list = []
     open_refs = quarantine.open_cases().column(KEY_REF).combine_chunks()
     if published and len(open_refs):  # which open cases came back valid: a streaming filter, bounded memory
@@ -537,6 +540,19 @@ def _finish(run: Run) -> None:
 
     SharingStore(run.home.store, run.dataset.id).discard(run.run_id)
     shutil.rmtree(run.folder, ignore_errors=True)
+
+
+def _with_last(items: Iterator[T]) -> Iterator[tuple[T, bool]]:
+    """Each item, and whether it is the last (the next one is read before this one is handed out)."""
+    it = iter(items)
+    try:
+        current = next(it)
+    except StopIteration:
+        return
+    for upcoming in it:
+        yield current, False
+        current = upcoming
+    yield current, True
 
 
 def _count_true(column) -> int:  # noqa: ANN001 - a pyarrow array

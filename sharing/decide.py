@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from govshare.schema import IS_DELETED, UPDATED_AT
 from sharing.changes import FINGERPRINT, KEY_REF
+from sharing.index import CHANGE, StateIndex
 
 MEMORY_LIMIT = "256MB"
 _POS = "_pos"
@@ -42,6 +43,7 @@ class Decision:
     deletes_of_unpublished: int  # deletes of keys never published: no change
     upserts: int
     deletes: int
+    new_keys: int  # upserts of keys the state does not hold: with deletes, how the state's size changes
 
 
 def markers(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -49,7 +51,8 @@ def markers(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([batch.column(n) for n in MARKERS_SCHEMA.names], schema=MARKERS_SCHEMA)
 
 
-def decide(marker_files: Sequence[Path], snapshot: bool, index: Path | None, index_delta: Path, scratch: Path) -> Decision:
+def decide(marker_files: Sequence[Path], snapshot: bool, index: StateIndex | None, index_delta: Path,
+           scratch: Path) -> Decision:
     """Decide over the run's markers files (see ``markers``; the parts in order), and write the
     version's index delta (key_ref, fingerprint, change) to ``index_delta``."""
     import duckdb
@@ -78,16 +81,16 @@ def decide(marker_files: Sequence[Path], snapshot: bool, index: Path | None, ind
                    arg_max({FINGERPRINT}, o) AS fp
             FROM (SELECT *, epoch_us({UPDATED_AT})::HUGEINT * 4294967296 + {_POS} AS o FROM ({rows}))
             GROUP BY {KEY_REF}""", [str(f) for f in marker_files])
-        if index is not None and index.is_file() and not snapshot:
-            con.register("idx", con.read_parquet(str(index)).project(f"{KEY_REF} AS ref, {FINGERPRINT} AS ifp"))
-            joined = "SELECT w.*, i.ref IS NOT NULL AS known, coalesce(i.ifp = w.fp, false) AS same FROM w LEFT JOIN idx i ON i.ref = w." + KEY_REF
+        if index is not None and index.exists() and not snapshot:
+            joined = _join_state(con, index)
         else:
             joined = "SELECT w.*, false AS known, false AS same FROM w"
         rule = "del = 0" if snapshot else "(del = 1 AND known) OR (del = 0 AND NOT same)"
         con.execute(f"CREATE TEMP TABLE d AS SELECT *, ({rule}) AS pub FROM ({joined})")
         counts = con.execute("""
             SELECT count(*), count(*) FILTER (WHERE NOT pub AND del = 0), count(*) FILTER (WHERE NOT pub AND del = 1),
-                   count(*) FILTER (WHERE pub AND del = 0), count(*) FILTER (WHERE pub AND del = 1) FROM d""").fetchall()[0]
+                   count(*) FILTER (WHERE pub AND del = 0), count(*) FILTER (WHERE pub AND del = 1),
+                   count(*) FILTER (WHERE pub AND del = 0 AND NOT known) FROM d""").fetchall()[0]
         publish = np.zeros(total, dtype=bool)
         result = con.sql(f"""SELECT pos, {KEY_REF}, fp AS {FINGERPRINT},
                                     CASE WHEN del = 1 THEN 'delete' ELSE 'upsert' END AS change
@@ -101,6 +104,31 @@ def decide(marker_files: Sequence[Path], snapshot: bool, index: Path | None, ind
                      batch.column("change")], schema=schema))
     finally:
         con.close()
-    groups, unchanged, deletes_unpublished, upserts, deletes = (int(c or 0) for c in counts)
+    groups, unchanged, deletes_unpublished, upserts, deletes, new_keys = (int(c or 0) for c in counts)
     return Decision(publish, deleted, total, total - groups, unchanged if not snapshot else 0, deletes_unpublished,
-                    upserts, deletes)
+                    upserts, deletes, new_keys)
+
+
+def _join_state(con, index: StateIndex) -> str:  # noqa: ANN001 - a DuckDB connection
+    """SQL joining the run's keys (table w) with the current state: a key's latest delta row wins
+    over the base, and a delete there means the key is not published."""
+    empty = "SELECT NULL::BLOB AS ref, NULL::BLOB AS ifp WHERE false"
+    base = (f"SELECT {KEY_REF} AS ref, {FINGERPRINT} AS ifp FROM read_parquet('{_sql_path(index.base)}')"
+            if index.base.is_file() else empty)
+    deltas = " UNION ALL ".join(
+        f"SELECT {KEY_REF} AS ref, {FINGERPRINT} AS ifp, {CHANGE} AS ch, {version} AS v FROM read_parquet('{_sql_path(path)}')"
+        for version, path in index.deltas())
+    con.execute(f"CREATE TEMP TABLE b AS SELECT i.* FROM ({base}) i SEMI JOIN w ON i.ref = w.{KEY_REF}")
+    if deltas:
+        con.execute(f"CREATE TEMP TABLE c AS SELECT ref, arg_max(ifp, v) AS ifp, arg_max(ch, v) AS ch FROM ({deltas}) GROUP BY ref")
+    else:
+        con.execute("CREATE TEMP TABLE c AS SELECT NULL::BLOB AS ref, NULL::BLOB AS ifp, NULL::VARCHAR AS ch WHERE false")
+    return f"""SELECT w.*,
+                   CASE WHEN c.ref IS NOT NULL THEN c.ch = 'upsert' ELSE b.ref IS NOT NULL END AS known,
+                   CASE WHEN c.ref IS NOT NULL THEN c.ch = 'upsert' AND c.ifp = w.fp
+                        ELSE coalesce(b.ifp = w.fp, false) END AS same
+               FROM w LEFT JOIN c ON c.ref = w.{KEY_REF} LEFT JOIN b ON b.ref = w.{KEY_REF}"""
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")

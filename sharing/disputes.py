@@ -101,7 +101,8 @@ def normalise_key(dataset: Dataset, key: str) -> str:
 
 def raise_dispute(catalog: Catalog, home: Home, dataset_id: str, key: str, subscriber_id: str, reason: str) -> dict[str, Any]:
     from keys.keystore import Keystore
-    from sharing.changes import FINGERPRINT, KEY_REF, index_path, key_refs
+    from sharing.changes import key_refs
+    from sharing.index import StateIndex
     from validation.quality import mask_keys
 
     ds = catalog.dataset(dataset_id)
@@ -113,15 +114,15 @@ def raise_dispute(catalog: Catalog, home: Home, dataset_id: str, key: str, subsc
         raise ConfigError(f"--reason must be 1 to {MAX_REASON} characters (the objection as stated by the approval system)")
     normalised = normalise_key(ds, key)
     ref = key_refs(pa.array([normalised]), Keystore(home.keystore).hmac_key())
-    path = index_path(home.state, ds.id)
-    index = pq.read_table(path, filters=[(KEY_REF, "=", ref[0].as_py())]) if path.is_file() else None
-    if index is None or index.num_rows == 0:
+    found = StateIndex(home.state, ds.id).lookup(ref[0].as_py())
+    if found is None:
         raise ConfigError(f"{ds.id} has no published record with that key; only published records can be disputed")
+    fingerprint, version = found
     log = DisputeLog(home, ds.id)
     number = len(log.disputes()) + 1
     return log.append({
         "event": "raised", "dispute_id": f"{ds.id}-{number}", "key_ref": ref[0].as_py().hex(),
-        "fingerprint": index.column(FINGERPRINT)[0].as_py().hex(), "version": index.column("version")[0].as_py(),
+        "fingerprint": fingerprint.hex(), "version": version,
         "masked_key": mask_keys(pa.array([normalised]))[0].as_py(), "subscriber": subscriber.id, "reason": reason,
     })
 

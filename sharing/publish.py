@@ -19,7 +19,8 @@ from govshare.schema import IS_DELETED, arrow_type, fields_schema
 from keys.keystore import Keystore
 from govshare.errors import IntegrityError
 from keys.protection import column_encryption, encrypted_batches
-from sharing.changes import FINGERPRINT, INDEX_SCHEMA, KEY_REF, index_path
+from sharing.changes import FINGERPRINT, INDEX_SCHEMA, KEY_REF
+from sharing.index import StateIndex
 from sharing.decide import MARKERS_SCHEMA, decide, markers
 from sharing.read import base_version, read_view
 from sharing.store import MANIFEST_FORMAT, Manifest, SharingStore, canonical_json, sha256_file
@@ -138,7 +139,7 @@ def write_version_files(run: Run, keystore: Keystore) -> dict[str, Any]:
     kind = "snapshot" if run.full or latest is None else "delta"
     parts = run.parts
     decision = decide([run.file(MARKERS.format(part=p)) for p in parts], kind == "snapshot",
-                      index_path(run.home.state, ds.id), run.file(INDEX_DELTA), run.file("scratch"))
+                      StateIndex(run.home.state, ds.id), run.file(INDEX_DELTA), run.file("scratch"))
     publish_live = decision.publish[~decision.deleted]
     candidates = [run.file(CANDIDATES.format(part=p)) for p in parts]
     schema = upsert_schema(ds)
@@ -171,6 +172,7 @@ def write_version_files(run: Run, keystore: Keystore) -> dict[str, Any]:
         "superseded_in_run": decision.superseded,
         "unchanged": decision.unchanged,
         "deletes_of_unpublished": decision.deletes_of_unpublished,
+        "new_keys": decision.new_keys,
         "protection": {
             "fields": {f.name: _field_protection(ds, f.name, upsert_protection["column_keys"]) for f in ds.fields},
             "upserts": upsert_protection,

@@ -7,7 +7,7 @@ checks run on the *good* rows of a run and only produce findings for the quality
 Lookups never compare plaintext across datasets: each referring value is normalised the way the
 referred dataset normalises its key, turned into its pseudonymous key ref
 (``sharing.changes.RowHasher.key_refs``, the state index's own hash and secret) and tested for membership
-in the referred dataset's current published state (``sharing.changes.index_refs``).
+in the referred dataset's current published state (``sharing.index.StateIndex.refs``).
 
 The checks stream: ``CrossrefCheck`` takes a part's good rows batch by batch while the pipeline
 ingests them, and ``merge_crossref`` adds the parts of a run up. ``crossref`` and ``consistency``
@@ -132,15 +132,15 @@ class CrossrefCheck:
     """
 
     def __init__(self, dataset: Dataset, secret: bytes, state_dir: Path | None, today: date | None) -> None:
-        from sharing.changes import index_path, index_refs
+        from sharing.index import StateIndex
 
         self.dataset = dataset
         refs = references(dataset) if state_dir is not None else ()
         published: dict[str, _Published | None] = {}
         for ref in refs:  # once per target, however many references point at it
             if ref.target not in published:
-                published[ref.target] = (_Published(index_refs(state_dir, ref.target))
-                                         if index_path(state_dir, ref.target).is_file() else None)
+                index = StateIndex(state_dir, ref.target)
+                published[ref.target] = _Published(index.refs()) if index.exists() else None
         self._tallies = [_Tally(ref, published[ref.target]) for ref in refs]
         self._active = [t for t in self._tallies if t.known is not None]
         self._expiry = (_Expiry(today) if today is not None and set(_EXPIRY_FIELDS) <= set(dataset.field_names)

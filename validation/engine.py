@@ -161,6 +161,11 @@ class Validator:
         rejected = _with_rules(batch.filter(pa.array(broken)), masks, broken)
         return BatchVerdict(good=good, rejected=rejected, counts=counts)
 
+    def end_input(self) -> None:
+        """No more batches will be checked: a GX worker starts on what it holds now."""
+        if self._gx is not None:
+            self._gx.end_input()
+
     def close(self) -> None:
         """Stop GX (kills a worker still running). Safe to call twice, and after summary()."""
         if self._gx is not None:

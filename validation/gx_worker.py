@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 
 GX_CHUNK_ROWS = 500_000  # rows per GX run; bounds GX's memory (pandas frames of this many rows)
 QUEUE_BATCHES = 16  # batches waiting for the child before feed() blocks
+CATCH_UP_ROWS = 100_000  # a child with no batch waiting runs what it holds from this many rows on
 IDLE_WORKERS = 1  # warm children kept idle per process, for the next GxWorker
 STOP_SECONDS = 2.0  # how long a child gets to exit by itself before it is killed
 
@@ -78,14 +79,15 @@ _ERROR = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,80} in [a-z ]{1,40}")
 class InlineGx:
     """The dataset's suite in this process, run once per ``chunk_rows`` rows fed."""
 
-    def __init__(self, dataset: Dataset, rules: tuple[Rule, ...], today: date, chunk_rows: int = GX_CHUNK_ROWS) -> None:
+    def __init__(self, dataset: Dataset, rules: tuple[Rule, ...], today: date, chunk_rows: int = GX_CHUNK_ROWS,
+                 runner: SuiteRunner | None = None) -> None:
         from validation.gx_suite import SuiteRunner
 
         if chunk_rows < 1:
             raise ConfigError(f"GX chunk of dataset {dataset.id} must hold at least one row, not {chunk_rows}")
         self.dataset = dataset
         self.chunk_rows = chunk_rows
-        self.runner: SuiteRunner = SuiteRunner(dataset, rules, today)
+        self.runner: SuiteRunner = runner or SuiteRunner(dataset, rules, today)  # a runner holds no rows between runs
         self.seconds = 0.0  # time spent in feed() and finish(): GX's frames and runs
         self.rows = 0
         self._pending: list[dict[str, pa.Table]] = []
@@ -122,6 +124,22 @@ class InlineGx:
                 self._finished = True
                 self.seconds += time.perf_counter() - started
         return dict(self._totals)
+
+    @property
+    def pending_rows(self) -> int:
+        return self._pending_rows
+
+    def flush(self) -> None:
+        """Run what is pending now, however little (a worker that has caught up with its input)."""
+        if self._pending_rows and not self._finished:
+            started = time.perf_counter()
+            try:
+                self._run()
+            finally:
+                self.seconds += time.perf_counter() - started
+
+    def end_input(self) -> None:
+        """No more batches will come (in this process finish() does the rest: nothing to start early)."""
 
     def close(self) -> None:
         self._pending, self._pending_rows = [], 0
@@ -170,6 +188,7 @@ class GxWorker:
             proc = _spawn()
         self._proc = proc
         self._fed = 0  # batches queued for the child
+        self._ended = False  # the end marker is queued
         self._batches: queue.Queue[Any] = queue.Queue(maxsize=queue_batches)
         self._state = _FeedState()
         self._thread = threading.Thread(
@@ -193,8 +212,16 @@ class GxWorker:
         if self._state.error is not None or not self._shutdown.alive or self._failure is not None:
             self.finish()  # raises: the pipe broke, the child failed or the worker was closed
             raise GovshareError(f"GX of dataset {self.dataset.id} was fed a batch after its totals were taken")
+        if self._ended:
+            raise GovshareError(f"GX of dataset {self.dataset.id} was fed a batch after the end of its input")
         self._batches.put(batch)
         self._fed += 1
+
+    def end_input(self) -> None:
+        """No more batches: the child runs its last chunk now, while the caller finishes its own work."""
+        if not self._ended and self._shutdown.alive and self._thread.is_alive():
+            self._batches.put(_END)
+        self._ended = True
 
     def finish(self) -> Totals:
         """End the session, wait for the child's counts, give the child back to the pool.
@@ -207,8 +234,7 @@ class GxWorker:
         if self._totals is None and self._failure is None:
             started = time.perf_counter()
             try:
-                if self._thread.is_alive():
-                    self._batches.put(_END)
+                self.end_input()
                 self._thread.join()
                 assert self._proc.stdout is not None
                 self.output = self._proc.stdout.readline()  # the child writes nothing after it until the next header
@@ -511,22 +537,37 @@ def main() -> int:
             return 1
 
 
+_last_runner: tuple[bytes, SuiteRunner] | None = None  # the child's: the suite of its last session
+
+
 def _serve(stdin: IO[bytes], header: tuple[Dataset, tuple[Rule, ...], date, int], stage: list[str], *,
            import_seconds: float) -> dict[str, Any]:
     """One session after its header: the batches up to the end marker, GX's totals as the result line.
 
     ``stage[0]`` names what it is doing, for the report of a failure.
     """
+    global _last_runner
     dataset, rules, today, chunk_rows = header
     stage[0] = "suite"
     started = time.perf_counter()
-    gx = InlineGx(dataset, rules, today, chunk_rows)
+    key = pickle.dumps((dataset, rules, today))
+    if _last_runner is None or _last_runner[0] != key:  # the same suite as the last session: its runner, graph built
+        _last_runner = (key, InlineGx(dataset, rules, today, chunk_rows).runner)
+    gx = InlineGx(dataset, rules, today, chunk_rows, runner=_last_runner[1])
     built = time.perf_counter() - started
     stage[0] = "stream"
-    for batch in _session_batches(stdin):
+    arrived: queue.Queue[Any] = queue.Queue()
+    reader = threading.Thread(target=_receive, args=(stdin, arrived), name="gx-receiver", daemon=True)
+    reader.start()
+    while (batch := arrived.get()) is not _END:  # after a failure the child exits: the reader is not waited for
+        if isinstance(batch, BaseException):
+            raise batch
         stage[0] = "gx run"
         gx.feed(batch)
+        if arrived.empty() and gx.pending_rows >= CATCH_UP_ROWS:
+            gx.flush()  # caught up with the parent: run now, so that little is left for the end
         stage[0] = "stream"
+    reader.join()  # it ended with the session: the next header is the main loop's to read
     stage[0] = "gx run"
     totals = gx.finish()
     stage[0] = "result"
@@ -589,6 +630,16 @@ def _read_message(stdin: IO[bytes]) -> bytes | None:
     if size > _MAX_MESSAGE_BYTES:
         raise ValueError("message size out of range")
     return _read_exactly(stdin, size) if size else None
+
+
+def _receive(stdin: IO[bytes], arrived: queue.Queue[Any]) -> None:
+    """The child's reader thread: this session's batches onto ``arrived``, then _END (or the error)."""
+    try:
+        for batch in _session_batches(stdin):
+            arrived.put(batch)
+        arrived.put(_END)
+    except BaseException as exc:  # noqa: BLE001 - raised by the session's loop
+        arrived.put(exc)
 
 
 def _session_batches(stdin: IO[bytes]) -> Any:

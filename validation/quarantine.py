@@ -39,9 +39,13 @@ class Quarantine:
         self.decryption = decryption  # the run files are encrypted with the quarantine key
         self.cases_path = folder / "cases.parquet"
         self.events_path = folder / "events.jsonl"
+        self._cases: pa.Table | None = None
 
     def cases(self) -> pa.Table:
-        return pq.read_table(self.cases_path) if self.cases_path.is_file() else CASES_SCHEMA.empty_table()
+        """Every case (read once per Quarantine; this object's own writes keep it current)."""
+        if self._cases is None:
+            self._cases = pq.read_table(self.cases_path) if self.cases_path.is_file() else CASES_SCHEMA.empty_table()
+        return self._cases
 
     def open_cases(self) -> pa.Table:
         cases = self.cases()
@@ -81,7 +85,8 @@ class Quarantine:
         self._write(pa.concat_tables([cases.filter(pc.invert(refreshed)), fresh]))
         counts = {"opened": opened, "still_open": n - opened, "corrected": n_corrected}
         self._events([{"event": "run", "run_id": run_id, "version": version, **counts}])
-        self.purge()
+        if n_corrected:  # only a closed case can leave a run file without an open case
+            self.purge()
         return counts
 
     def release(self, key_ref: bytes, by: str, note: str) -> str:
@@ -118,8 +123,10 @@ class Quarantine:
     def _write(self, cases: pa.Table) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.cases_path.with_suffix(f".{os.getpid()}.tmp")
-        pq.write_table(cases.cast(CASES_SCHEMA), tmp, compression="zstd")
+        cases = cases.cast(CASES_SCHEMA)
+        pq.write_table(cases, tmp, compression="zstd")
         os.replace(tmp, self.cases_path)
+        self._cases = cases
 
     def _events(self, events: Iterable[dict[str, Any]]) -> None:
         lines = [json.dumps({"time": _now(), **e}, ensure_ascii=False) + "\n" for e in events]

@@ -18,7 +18,8 @@ from govshare.errors import ConfigError
 from govshare.schema import source_schema
 from keys.keystore import Keystore
 from keys.protection import staging_encryption
-from sharing.changes import INDEX_SCHEMA, index_path, key_refs, with_fingerprints
+from sharing.changes import FINGERPRINT, KEY_REF, key_refs, with_fingerprints
+from sharing.index import StateIndex
 from validation import crossref as crossref_module
 from validation.crossref import (
     REFERENCES,
@@ -49,12 +50,13 @@ def keystore(tmp_path: Path, catalog: Catalog) -> Keystore:
 
 
 def publish_state(state_dir: Path, dataset_id: str, keys: list[str], secret: bytes) -> None:
-    """A state index as sharing.changes.write_index leaves it: key_ref, fingerprint, version."""
+    """A state index as a first version (a snapshot) of these keys leaves it."""
     refs = key_refs(pa.array(keys, pa.string()), secret)
-    path = index_path(state_dir, dataset_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    delta = state_dir / f"{dataset_id}-delta.parquet"
+    delta.parent.mkdir(parents=True, exist_ok=True)
     fingerprints = pa.array([b"\0" * 16] * len(keys), pa.binary(16))
-    pq.write_table(pa.table([refs, fingerprints, pa.array([1] * len(keys), pa.int64())], schema=INDEX_SCHEMA), path)
+    pq.write_table(pa.table({KEY_REF: refs, FINGERPRINT: fingerprints, "change": ["upsert"] * len(keys)}), delta)
+    StateIndex(state_dir, dataset_id).add(delta, 1, replace=True)
 
 
 def write_good(path: Path, dataset, keystore: Keystore, rows: list[dict[str, Any]]) -> Path:
@@ -253,12 +255,9 @@ def test_streaming_reports_a_target_without_published_state(catalog: Catalog, ke
 
 def test_each_target_state_is_read_once_per_check(catalog: Catalog, keystore: Keystore, e_license_state: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    import sharing.changes
-
     reads: list[str] = []
-    real = sharing.changes.index_refs
-    monkeypatch.setattr(sharing.changes, "index_refs",
-                        lambda state, target: reads.append(target) or real(state, target))
+    real = StateIndex.refs
+    monkeypatch.setattr(StateIndex, "refs", lambda index: reads.append(index.dataset_id) or real(index))
     ds = catalog.dataset("e_license")
     streamed(ds, STREAMED, e_license_state, keystore.hmac_key(), batch_rows=1)
     assert sorted(reads) == ["legal_entity", "population"]

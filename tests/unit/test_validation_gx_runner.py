@@ -148,3 +148,22 @@ def test_run_date_reaches_gx(catalog) -> None:
     early.check(make_batch(ds, [row]))
     by_id = {r.rule_id: r for r in early.summary().rules}
     assert by_id["id_number.id_number"].gx_unexpected == by_id["id_number.id_number"].rows_failed == 1
+
+
+def test_the_graph_built_once_validates_like_graph_validate(catalog) -> None:
+    """SuiteRunner reuses its validation graph from the second chunk on: GX's own graph_validate on
+    the same frames gives the same results, chunk after chunk, defective rows and deletes included."""
+    ds = catalog.dataset("population")
+    runner = SuiteRunner(ds, dataset_rules(ds), TODAY)
+    rows = ROWS["population"]()
+    for chunk in (rows, rows[: len(rows) // 2], rows * 3):
+        frames = runner.frames(normalise(ds, make_batch(ds, chunk)))
+        ours = runner.run_frames([frames])
+        graph_validate = runner._graph_validate
+        runner._graph_validate = lambda: runner.validator.graph_validate(  # GX's own path, this once
+            configurations=runner._configurations, runtime_configuration={"result_format": {"result_format": "BASIC", "partial_unexpected_count": 0}})
+        theirs = runner.run_frames([frames])
+        runner._graph_validate = graph_validate
+        assert outcomes(ds, ours) == outcomes(ds, theirs)
+        assert [r["result"] for r in ours["results"]] == [r["result"] for r in theirs["results"]]
+    assert runner._graph is not None

@@ -1,0 +1,204 @@
+"""The state index of a dataset: per key ref of its current published state, the fingerprint and
+the version that published it (``GOVSHARE_HOME/state/<dataset>/``). No identifier in clear.
+
+A publish writes what it changed, not the whole state: the index is a base file
+(``index.parquet``: key_ref, fingerprint, version) plus one delta file per version since the base
+(``index.d/<version>.parquet``: the version's index delta as the publish decision wrote it:
+key_ref, fingerprint, change). A key's latest delta row wins over the base; a delete removes it.
+When the deltas hold more than COMPACT_SHARE of the base's rows, or MAX_DELTAS files, they are
+folded into a new base, streaming; a snapshot replaces base and deltas. ``index.json`` keeps the
+state's row count and the versions it covers, so the gate reads the size without a scan.
+
+Every change is a new file renamed into place, then the metadata: a crash between the two leaves a
+delta the metadata does not list yet, which readers ignore (the index then lags one version: the
+next sync publishes those keys again, which is harmless, never loses a change).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from sharing.changes import FINGERPRINT, INDEX_SCHEMA, KEY_REF, VERSION
+
+BASE = "index.parquet"
+DELTAS = "index.d"
+META = "index.json"
+COMPACT_SHARE = 0.1  # fold the deltas into the base once they hold this share of its rows
+MAX_DELTAS = 32
+CHANGE = "change"
+_SCAN_ROWS = 1_000_000
+
+
+@dataclass(frozen=True)
+class StateIndex:
+    state_dir: Path
+    dataset_id: str
+
+    @property
+    def folder(self) -> Path:
+        return self.state_dir / self.dataset_id
+
+    @property
+    def base(self) -> Path:
+        return self.folder / BASE
+
+    def exists(self) -> bool:
+        """Whether the dataset has a published state (a first version was indexed)."""
+        return (self.folder / META).is_file() or self.base.is_file()
+
+    def meta(self) -> dict[str, Any]:
+        path = self.folder / META
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+        if self.base.is_file():  # an index from before the deltas: the base alone
+            return {"rows": pq.ParquetFile(self.base).metadata.num_rows, "deltas": []}
+        return {"rows": 0, "deltas": []}
+
+    def rows(self) -> int:
+        """Keys in the current published state."""
+        return int(self.meta()["rows"])
+
+    def deltas(self) -> list[tuple[int, Path]]:
+        """(version, file) of the deltas over the base, oldest first."""
+        return [(int(v), self.folder / DELTAS / f"{int(v):08d}.parquet") for v in self.meta()["deltas"]]
+
+    def latest_changes(self) -> pa.Table:
+        """Per key ref in the deltas, its latest change: key_ref, fingerprint, version, change."""
+        tables = []
+        for version, path in self.deltas():
+            t = pq.read_table(path, columns=[KEY_REF, FINGERPRINT, CHANGE])
+            tables.append(t.append_column(VERSION, pa.repeat(pa.scalar(version, pa.int64()), t.num_rows)))
+        if not tables:
+            return pa.table({KEY_REF: pa.array([], pa.binary(16)), FINGERPRINT: pa.array([], pa.binary(16)),
+                             VERSION: pa.array([], pa.int64()), CHANGE: pa.array([], pa.string())})
+        changes = pa.concat_tables(tables)
+        positions = pa.array(range(changes.num_rows), pa.int64())
+        last = changes.append_column("_p", positions).group_by(KEY_REF).aggregate([("_p", "max")]).column("_p_max")
+        return changes.take(last)
+
+    def refs(self) -> pa.Array:
+        """Every key ref of the current published state (empty before the first version)."""
+        changes = self.latest_changes()
+        touched = changes.column(KEY_REF).combine_chunks()
+        kept: list[pa.Array] = []
+        if self.base.is_file():
+            for batch in pq.ParquetFile(self.base).iter_batches(batch_size=_SCAN_ROWS, columns=[KEY_REF]):
+                refs = batch.column(0)
+                kept.append(refs.filter(pc.invert(pc.is_in(refs, value_set=touched))) if len(touched) else refs)
+        kept.append(changes.filter(pc.equal(changes.column(CHANGE), "upsert")).column(KEY_REF).combine_chunks())
+        return pa.concat_arrays([k.cast(pa.binary(16)) for k in kept])
+
+    def lookup(self, ref: bytes) -> tuple[bytes, int] | None:
+        """(fingerprint, version) of one key ref in the current state, None when it is not there."""
+        changes = self.latest_changes()
+        hit = changes.filter(pc.equal(changes.column(KEY_REF), pa.scalar(ref, pa.binary(16))))
+        if hit.num_rows:
+            if hit.column(CHANGE)[0].as_py() != "upsert":
+                return None
+            return hit.column(FINGERPRINT)[0].as_py(), hit.column(VERSION)[0].as_py()
+        if not self.base.is_file():
+            return None
+        found = pq.read_table(self.base, filters=[(KEY_REF, "=", ref)])
+        return (found.column(FINGERPRINT)[0].as_py(), found.column(VERSION)[0].as_py()) if found.num_rows else None
+
+    def add(self, delta: Path, version: int, replace: bool, growth: int | None = None) -> None:
+        """Index a published version from its index delta (key_ref, fingerprint, change).
+
+        ``replace``: the version is a snapshot, its upserts are the whole state. ``growth``: how
+        the state's row count changes (new keys minus deletes), as the publish decision counted
+        it; without it the delta's keys are looked up in the state (a scan of the base).
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if replace:
+            self._write_base(delta, version, keep_base=False)
+            self._clear_deltas()
+            return
+        meta = self.meta()
+        rows = int(meta["rows"]) + (self._growth(delta) if growth is None else growth)
+        target = self.folder / DELTAS / f"{version:08d}.parquet"
+        target.parent.mkdir(exist_ok=True)
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(delta.read_bytes())
+        os.replace(tmp, target)
+        deltas = [*meta["deltas"], version]
+        self._write_meta(rows, deltas)
+        base_rows = pq.ParquetFile(self.base).metadata.num_rows if self.base.is_file() else 0
+        delta_rows = sum(pq.ParquetFile(path).metadata.num_rows for _, path in self.deltas())
+        if len(deltas) >= MAX_DELTAS or delta_rows > COMPACT_SHARE * max(base_rows, 1):
+            self.compact()
+
+    def compact(self) -> None:
+        """Fold the deltas into a new base (streaming over the base), then drop them."""
+        if not self.deltas():
+            return
+        rows = self.rows()
+        self._write_base(None, None, keep_base=True)
+        self._write_meta(rows, [])
+        self._clear_deltas()
+
+    def _growth(self, delta: Path) -> int:
+        """How the state's row count changes with this delta: new keys minus deleted known keys.
+        Streams over the base; memory grows with the deltas only."""
+        changes = pq.read_table(delta, columns=[KEY_REF, CHANGE])
+        if changes.num_rows == 0:
+            return 0
+        refs = changes.column(KEY_REF).combine_chunks()
+        earlier = self.latest_changes()
+        in_base: list[pa.Array] = []
+        if self.base.is_file():
+            for batch in pq.ParquetFile(self.base).iter_batches(batch_size=_SCAN_ROWS, columns=[KEY_REF]):
+                in_base.append(batch.column(0).filter(pc.is_in(batch.column(0), value_set=refs)))
+        base_refs = pa.concat_arrays(in_base) if in_base else pa.array([], pa.binary(16))
+        changed = pc.is_in(refs, value_set=earlier.column(KEY_REF).combine_chunks())
+        upserted = earlier.filter(pc.equal(earlier.column(CHANGE), "upsert")).column(KEY_REF).combine_chunks()
+        known = pc.if_else(changed, pc.is_in(refs, value_set=upserted), pc.is_in(refs, value_set=base_refs))
+        upsert = pc.equal(changes.column(CHANGE), "upsert")
+        new = pc.sum(pc.and_(upsert, pc.invert(known)).cast(pa.int64())).as_py() or 0
+        gone = pc.sum(pc.and_(pc.invert(upsert), known).cast(pa.int64())).as_py() or 0
+        return new - gone
+
+    def _write_base(self, snapshot: Path | None, version: int | None, keep_base: bool) -> None:
+        tmp = self.base.with_suffix(f".{os.getpid()}.tmp")
+        rows = 0
+        with pq.ParquetWriter(tmp, INDEX_SCHEMA, compression="none", use_dictionary=[VERSION]) as writer:
+            if keep_base:
+                changes = self.latest_changes()
+                touched = changes.column(KEY_REF).combine_chunks()
+                if self.base.is_file():
+                    for batch in pq.ParquetFile(self.base).iter_batches(batch_size=_SCAN_ROWS):
+                        kept = batch.filter(pc.invert(pc.is_in(batch.column(KEY_REF), value_set=touched)))
+                        writer.write_batch(kept)
+                        rows += kept.num_rows
+                upserts = changes.filter(pc.equal(changes.column(CHANGE), "upsert")).select(INDEX_SCHEMA.names)
+                writer.write_table(upserts.cast(INDEX_SCHEMA))
+                rows += upserts.num_rows
+            if snapshot is not None:
+                for batch in pq.ParquetFile(snapshot).iter_batches(batch_size=_SCAN_ROWS):
+                    upserts = batch.filter(pc.equal(batch.column(CHANGE), "upsert"))
+                    versions = pa.repeat(pa.scalar(version, pa.int64()), upserts.num_rows)
+                    writer.write_batch(pa.RecordBatch.from_arrays(
+                        [upserts.column(KEY_REF), upserts.column(FINGERPRINT), versions], schema=INDEX_SCHEMA))
+                    rows += upserts.num_rows
+        os.replace(tmp, self.base)
+        if snapshot is not None:
+            self._write_meta(rows, [])
+
+    def _write_meta(self, rows: int, deltas: list[int]) -> None:
+        path = self.folder / META
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"rows": rows, "deltas": deltas}), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def _clear_deltas(self) -> None:
+        folder = self.folder / DELTAS
+        if folder.is_dir():
+            for path in folder.glob("*.parquet"):
+                path.unlink()
