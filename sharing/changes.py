@@ -2,8 +2,8 @@
 
 Every good row gets two 16-byte columns before it is published:
 
-- ``_key_ref``: SHA-256 of a keystore secret and the normalised key, truncated: a pseudonym of the
-  key, so the state index holds no identifier in clear;
+- ``_key_ref``: SHA-256 of a keystore secret (its 32 bytes) and the normalised key, truncated: a
+  pseudonym of the key, so the state index holds no identifier in clear;
 - ``_fingerprint``: SHA-256 of the row's published fields as canonical text (unit separator
   between fields, NUL for null), truncated.
 
@@ -114,14 +114,18 @@ def _binary16(column: pa.ChunkedArray) -> pa.Array:
     return column.combine_chunks().cast(pa.binary(16))
 
 
-def _hash16_sql(text: str) -> str:
-    """The first 16 bytes of SHA-256 of a text expression."""
-    return f"unhex(substr(sha256({text}), 1, 32))"
+def _hash16_sql(data: str) -> str:
+    """The first 16 bytes of SHA-256 of a text or blob expression."""
+    return f"unhex(substr(sha256({data}), 1, 32))"
 
 
 def _key_ref_sql(key: str) -> str:
-    """The pseudonym of a key: the one definition every reader and writer of key refs shares."""
-    return _hash16_sql(f"$secret || chr(31) || {key}")
+    """The pseudonym of a key: the one definition every reader and writer of key refs shares.
+
+    SHA-256 over the secret's 32 bytes, a unit separator and the key's UTF-8 bytes: for keys of up
+    to 22 bytes (ID numbers, USCCs) one SHA-256 block, half the work of hashing the secret in hex.
+    """
+    return _hash16_sql(f"unhex($secret) || encode(chr(31) || {key})")
 
 
 def _quote(identifier: str) -> str:

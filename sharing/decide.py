@@ -4,12 +4,17 @@ Per key only the run's last change counts (greatest updated_at, then the later r
 publishes a row whose fingerprint differs from the state index's (or is new), and a delete of a
 key the state holds; a snapshot publishes every row that is not a delete. DuckDB does the
 grouping and the join against the state index on pseudonymous columns only (key ref, fingerprint,
-time, position), spilling to the run's folder past its memory limit, so a 10-million-row run needs
+time, position), spilling to a temporary folder past its memory limit, so a 10-million-row run needs
 no more memory than a 1-million-row one. What comes back is one bit per row.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,12 +56,9 @@ def markers(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([batch.column(n) for n in MARKERS_SCHEMA.names], schema=MARKERS_SCHEMA)
 
 
-def decide(marker_files: Sequence[Path], snapshot: bool, index: StateIndex | None, index_delta: Path,
-           scratch: Path) -> Decision:
+def decide(marker_files: Sequence[Path], snapshot: bool, index: StateIndex | None, index_delta: Path) -> Decision:
     """Decide over the run's markers files (see ``markers``; the parts in order), and write the
     version's index delta (key_ref, fingerprint, change) to ``index_delta``."""
-    import duckdb
-
     sizes = [pq.ParquetFile(f).metadata.num_rows for f in marker_files]
     total = sum(sizes)
     deleted = np.zeros(total, dtype=bool)
@@ -65,9 +67,34 @@ def decide(marker_files: Sequence[Path], snapshot: bool, index: StateIndex | Non
         flags = pq.read_table(path, columns=[IS_DELETED]).column(IS_DELETED).to_numpy()
         deleted[offset:offset + size] = flags == 1
         offset += size
-    scratch.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": str(scratch), "threads": 2,
-                                 "preserve_insertion_order": False})
+    with _decisions_lock:
+        return _decide(_decisions_database(), marker_files, sizes, deleted, snapshot, index, index_delta)
+
+
+_decisions: tuple[int, object] | None = None  # (pid, DuckDB connection): one per process, see _decisions_database
+_decisions_lock = threading.Lock()  # decisions take turns: one memory limit for them all
+
+
+def _decisions_database():  # noqa: ANN202 - a DuckDB connection
+    """This process's database for publish decisions (opening one costs 10-20 ms, a small run's
+    decision about as much): bounded memory, spilling, no insertion order (never used for hashes,
+    whose order matters: sharing.changes keeps its own). A forked process opens its own."""
+    import duckdb
+
+    global _decisions
+    if _decisions is None or _decisions[0] != os.getpid():
+        # Spills hold key refs, fingerprints and times only; the folder goes when the process does.
+        spill = tempfile.mkdtemp(prefix="govshare-decide-")
+        atexit.register(shutil.rmtree, spill, True)
+        _decisions = (os.getpid(), duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "threads": 2, "temp_directory": spill,
+                                                          "preserve_insertion_order": False}))
+    return _decisions[1]
+
+
+def _decide(database, marker_files: Sequence[Path], sizes: list[int], deleted: np.ndarray, snapshot: bool,  # noqa: ANN001
+            index: StateIndex | None, index_delta: Path) -> Decision:
+    total = len(deleted)
+    con = database.cursor()
     try:
         offsets = np.concatenate([[0], np.cumsum(sizes)])[:-1]
         rows = " UNION ALL ".join(

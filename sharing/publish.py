@@ -139,7 +139,7 @@ def write_version_files(run: Run, keystore: Keystore) -> dict[str, Any]:
     kind = "snapshot" if run.full or latest is None else "delta"
     parts = run.parts
     decision = decide([run.file(MARKERS.format(part=p)) for p in parts], kind == "snapshot",
-                      StateIndex(run.home.state, ds.id), run.file(INDEX_DELTA), run.file("scratch"))
+                      StateIndex(run.home.state, ds.id), run.file(INDEX_DELTA))
     publish_live = decision.publish[~decision.deleted]
     candidates = [run.file(CANDIDATES.format(part=p)) for p in parts]
     schema = upsert_schema(ds)
