@@ -145,7 +145,13 @@ def _join_state(con, index: StateIndex) -> str:  # noqa: ANN001 - a DuckDB conne
     deltas = " UNION ALL ".join(
         f"SELECT {KEY_REF} AS ref, {FINGERPRINT} AS ifp, {CHANGE} AS ch, {version} AS v FROM read_parquet('{_sql_path(path)}')"
         for version, path in index.deltas())
-    con.execute(f"CREATE TEMP TABLE b AS SELECT i.* FROM ({base}) i SEMI JOIN w ON i.ref = w.{KEY_REF}")
+    if index.base.is_file() and pq.read_schema(index.base).field(KEY_REF).type == pa.uuid():
+        # the base's UUIDs are scanned as they are; only the run's few keys are converted, both ways
+        con.execute(f"""CREATE TEMP TABLE b AS
+            SELECT {_blob('i.ref')} AS ref, {_blob('i.ifp')} AS ifp
+            FROM ({base}) i SEMI JOIN (SELECT CAST(hex({KEY_REF}) AS UUID) AS u FROM w) k ON i.ref = k.u""")
+    else:
+        con.execute(f"CREATE TEMP TABLE b AS SELECT i.* FROM ({base}) i SEMI JOIN w ON i.ref = w.{KEY_REF}")
     if deltas:
         con.execute(f"CREATE TEMP TABLE c AS SELECT ref, arg_max(ifp, v) AS ifp, arg_max(ch, v) AS ch FROM ({deltas}) GROUP BY ref")
     else:
@@ -155,6 +161,11 @@ def _join_state(con, index: StateIndex) -> str:  # noqa: ANN001 - a DuckDB conne
                    CASE WHEN c.ref IS NOT NULL THEN c.ch = 'upsert' AND c.ifp = w.fp
                         ELSE coalesce(b.ifp = w.fp, false) END AS same
                FROM w LEFT JOIN c ON c.ref = w.{KEY_REF} LEFT JOIN b ON b.ref = w.{KEY_REF}"""
+
+
+def _blob(uuid: str) -> str:
+    """SQL: a UUID's 16 bytes as a blob (the inverse of CAST(hex(blob) AS UUID))."""
+    return f"unhex(replace(CAST({uuid} AS VARCHAR), '-', ''))"
 
 
 def _sql_path(path: Path) -> str:

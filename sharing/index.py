@@ -2,7 +2,7 @@
 the version that published it (``GOVSHARE_HOME/state/<dataset>/``). No identifier in clear.
 
 A publish writes what it changed, not the whole state: the index is a base file
-(``index.parquet``: key_ref, fingerprint, version) plus one delta file per version since the base
+(``index.parquet``: key_ref, fingerprint as UUIDs, version) plus one delta file per version since the base
 (``index.d/<version>.parquet``: the version's index delta as the publish decision wrote it:
 key_ref, fingerprint, change). A key's latest delta row wins over the base; a delete removes it.
 When the deltas hold more than COMPACT_SHARE of the base's rows, or MAX_DELTAS files, they are
@@ -35,6 +35,23 @@ COMPACT_SHARE = 0.1  # fold the deltas into the base once they hold this share o
 MAX_DELTAS = 32
 CHANGE = "change"
 _SCAN_ROWS = 1_000_000
+# The base stores its 16-byte hashes as Parquet UUIDs: the same bytes, which DuckDB reads as a
+# fixed-width type, three times faster than as blobs (the publish decision scans the whole base).
+BASE_SCHEMA = pa.schema([(KEY_REF, pa.uuid()), (FINGERPRINT, pa.uuid()), (VERSION, pa.int64())])
+
+
+def _plain(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """A base column as binary(16), whether the file stores UUIDs or (older bases) plain bytes."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    return array.storage if isinstance(array, pa.ExtensionArray) else array
+
+
+def _as_base(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
+    """key_ref, fingerprint (binary(16)) and version as a batch of the base's schema."""
+    columns = [pa.ExtensionArray.from_storage(pa.uuid(), _plain(batch.column(KEY_REF)).cast(pa.binary(16))),
+               pa.ExtensionArray.from_storage(pa.uuid(), _plain(batch.column(FINGERPRINT)).cast(pa.binary(16))),
+               _plain(batch.column(VERSION)).cast(pa.int64())]
+    return pa.RecordBatch.from_arrays(columns, schema=BASE_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -91,7 +108,7 @@ class StateIndex:
         kept: list[pa.Array] = []
         if self.base.is_file():
             for batch in pq.ParquetFile(self.base).iter_batches(batch_size=_SCAN_ROWS, columns=[KEY_REF]):
-                refs = batch.column(0)
+                refs = _plain(batch.column(0))
                 kept.append(refs.filter(pc.invert(pc.is_in(refs, value_set=touched))) if len(touched) else refs)
         kept.append(changes.filter(pc.equal(changes.column(CHANGE), "upsert")).column(KEY_REF).combine_chunks())
         return pa.concat_arrays([k.cast(pa.binary(16)) for k in kept])
@@ -106,8 +123,12 @@ class StateIndex:
             return hit.column(FINGERPRINT)[0].as_py(), hit.column(VERSION)[0].as_py()
         if not self.base.is_file():
             return None
-        found = pq.read_table(self.base, filters=[(KEY_REF, "=", ref)])
-        return (found.column(FINGERPRINT)[0].as_py(), found.column(VERSION)[0].as_py()) if found.num_rows else None
+        wanted = pa.scalar(ref, pa.binary(16))
+        for batch in pq.ParquetFile(self.base).iter_batches(batch_size=_SCAN_ROWS):
+            hit = batch.filter(pc.equal(_plain(batch.column(KEY_REF)), wanted))
+            if hit.num_rows:
+                return _plain(hit.column(FINGERPRINT))[0].as_py(), hit.column(VERSION)[0].as_py()
+        return None
 
     def add(self, delta: Path, version: int, replace: bool, growth: int | None = None) -> None:
         """Index a published version from its index delta (key_ref, fingerprint, change).
@@ -155,7 +176,8 @@ class StateIndex:
         in_base: list[pa.Array] = []
         if self.base.is_file():
             for batch in pq.ParquetFile(self.base).iter_batches(batch_size=_SCAN_ROWS, columns=[KEY_REF]):
-                in_base.append(batch.column(0).filter(pc.is_in(batch.column(0), value_set=refs)))
+                base_refs = _plain(batch.column(0))
+                in_base.append(base_refs.filter(pc.is_in(base_refs, value_set=refs)))
         base_refs = pa.concat_arrays(in_base) if in_base else pa.array([], pa.binary(16))
         changed = pc.is_in(refs, value_set=earlier.column(KEY_REF).combine_chunks())
         upserted = earlier.filter(pc.equal(earlier.column(CHANGE), "upsert")).column(KEY_REF).combine_chunks()
@@ -168,24 +190,25 @@ class StateIndex:
     def _write_base(self, snapshot: Path | None, version: int | None, keep_base: bool) -> None:
         tmp = self.base.with_suffix(f".{os.getpid()}.tmp")
         rows = 0
-        with pq.ParquetWriter(tmp, INDEX_SCHEMA, compression="none", use_dictionary=[VERSION]) as writer:
+        with pq.ParquetWriter(tmp, BASE_SCHEMA, compression="none", use_dictionary=[VERSION]) as writer:
             if keep_base:
                 changes = self.latest_changes()
                 touched = changes.column(KEY_REF).combine_chunks()
                 if self.base.is_file():
                     for batch in pq.ParquetFile(self.base).iter_batches(batch_size=_SCAN_ROWS):
-                        kept = batch.filter(pc.invert(pc.is_in(batch.column(KEY_REF), value_set=touched)))
-                        writer.write_batch(kept)
+                        kept = batch.filter(pc.invert(pc.is_in(_plain(batch.column(KEY_REF)), value_set=touched)))
+                        writer.write_batch(_as_base(kept))
                         rows += kept.num_rows
-                upserts = changes.filter(pc.equal(changes.column(CHANGE), "upsert")).select(INDEX_SCHEMA.names)
-                writer.write_table(upserts.cast(INDEX_SCHEMA))
+                upserts = changes.filter(pc.equal(changes.column(CHANGE), "upsert"))
+                if upserts.num_rows:
+                    writer.write_batch(_as_base(upserts))
                 rows += upserts.num_rows
             if snapshot is not None:
                 for batch in pq.ParquetFile(snapshot).iter_batches(batch_size=_SCAN_ROWS):
                     upserts = batch.filter(pc.equal(batch.column(CHANGE), "upsert"))
                     versions = pa.repeat(pa.scalar(version, pa.int64()), upserts.num_rows)
-                    writer.write_batch(pa.RecordBatch.from_arrays(
-                        [upserts.column(KEY_REF), upserts.column(FINGERPRINT), versions], schema=INDEX_SCHEMA))
+                    writer.write_batch(_as_base(pa.RecordBatch.from_arrays(
+                        [upserts.column(KEY_REF), upserts.column(FINGERPRINT), versions], schema=INDEX_SCHEMA)))
                     rows += upserts.num_rows
         os.replace(tmp, self.base)
         if snapshot is not None:

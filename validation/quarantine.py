@@ -124,7 +124,9 @@ class Quarantine:
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.cases_path.with_suffix(f".{os.getpid()}.tmp")
         cases = cases.cast(CASES_SCHEMA)
-        pq.write_table(cases, tmp, compression="zstd")
+        # dictionaries where values repeat (statuses, rule lists, runs, times); refs and masked keys are unique
+        pq.write_table(cases, tmp, compression="zstd", use_dictionary=[
+            "rules", "status", "first_run", "last_run", "first_seen", "last_seen", "closed_at", "closed_by", "note"])
         os.replace(tmp, self.cases_path)
         self._cases = cases
 
