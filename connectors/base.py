@@ -68,22 +68,24 @@ class prefetch:  # noqa: N801 - used like a function: ``with prefetch(source.rea
 
     The thread starts at once, and the whole source iterator runs in it (drivers keep their
     connection in the thread that opened it). Its exceptions reach the caller at the batch where
-    they happened. close() (or leaving the ``with`` block) tells the thread to stop, waits for it
-    and so closes the source, also when the caller stops early or never iterated.
+    they happened. close() (or leaving the ``with`` block, or dropping the object) tells the
+    thread to stop, waits for it and so closes the source, also when the caller stops early or
+    never iterated.
     """
-
-    _END = object()
 
     def __init__(self, batches: Iterator[pa.RecordBatch], depth: int = 2) -> None:
         import queue
         import threading
+        import weakref
 
-        self._source = batches
         self._ahead: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._done = False
-        self._thread = threading.Thread(target=self._read, name="govshare-source-prefetch", daemon=True)
-        self._thread.start()
+        # The thread holds the queue and the event, not this object: dropping it stops the thread.
+        thread = threading.Thread(target=_read_ahead, args=(batches, self._ahead, self._stop),
+                                  name="govshare-source-prefetch", daemon=True)
+        thread.start()
+        self._closer = weakref.finalize(self, _stop_reading, self._stop, thread)
 
     def __enter__(self) -> prefetch:
         return self
@@ -107,30 +109,35 @@ class prefetch:  # noqa: N801 - used like a function: ``with prefetch(source.rea
 
     def close(self) -> None:
         self._done = True
-        self._stop.set()
-        self._thread.join()
+        self._closer()
 
-    def _put(self, item: tuple[str, object]) -> bool:
-        import queue
 
-        while not self._stop.is_set():
+def _stop_reading(stop, thread) -> None:  # noqa: ANN001 - a threading.Event and Thread
+    stop.set()
+    thread.join()
+
+
+def _read_ahead(source: Iterator[pa.RecordBatch], ahead, stop) -> None:  # noqa: ANN001 - a queue and an event
+    import queue
+
+    def put(item: tuple[str, object]) -> bool:
+        while not stop.is_set():
             try:
-                self._ahead.put(item, timeout=0.1)
+                ahead.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def _read(self) -> None:
-        try:
-            for batch in self._source:
-                if not self._put(("batch", batch)):
-                    break
-            else:
-                self._put(("end", self._END))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
-            self._put(("error", exc))
-        finally:
-            close = getattr(self._source, "close", None)
-            if close is not None:
-                close()
+    try:
+        for batch in source:
+            if not put(("batch", batch)):
+                break
+        else:
+            put(("end", None))
+    except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
+        put(("error", exc))
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()

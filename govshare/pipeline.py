@@ -114,6 +114,7 @@ def start(dataset_id: str, run_id: str | None = None, full: bool = False,
     """Open a run (a fresh one, or the run with this id whose plan fixed its mode)."""
     catalog = catalog or load_catalog()
     home = (home or default_home()).require_initialised()
+    gx_mode(0)  # a wrong GOVSHARE_GX fails here, before anything is planned
     run = Run(catalog.dataset(dataset_id), home, new_run_id(run_id), full)
     run.folder.mkdir(parents=True, exist_ok=True)
     planned = run.stage("plan")

@@ -28,6 +28,7 @@ from sharing.changes import FINGERPRINT, KEY_REF
 from sharing.index import CHANGE, StateIndex
 
 MEMORY_LIMIT = "256MB"
+PASS_ROWS = 1_000_000  # good rows per pass of the decision: what MEMORY_LIMIT holds with room to spare
 _POS = "_pos"
 _BATCH = 250_000
 
@@ -93,45 +94,53 @@ def _decisions_database():  # noqa: ANN202 - a DuckDB connection
 
 def _decide(database, marker_files: Sequence[Path], sizes: list[int], deleted: np.ndarray, snapshot: bool,  # noqa: ANN001
             index: StateIndex | None, index_delta: Path) -> Decision:
+    """The decision in passes of about PASS_ROWS rows each, the keys split by a hash of their ref:
+    a pass groups its keys, joins them with the state and writes their part of the index delta,
+    so memory is bounded by the pass, whatever the run's size (DuckDB's grouping of 10 million
+    keys does not fit its limit, spilling or not)."""
     total = len(deleted)
-    con = database.cursor()
-    try:
-        offsets = np.concatenate([[0], np.cumsum(sizes)])[:-1]
-        rows = " UNION ALL ".join(
-            f"SELECT *, file_row_number + {int(start)} AS {_POS} FROM read_parquet(?, file_row_number = true)"
-            for start in offsets) if marker_files else (
-            f"SELECT NULL::BLOB AS {KEY_REF}, NULL::BLOB AS {FINGERPRINT}, NULL::TIMESTAMP AS {UPDATED_AT}, "
-            f"NULL::BIGINT AS {IS_DELETED}, NULL::BIGINT AS {_POS} WHERE false")
-        con.execute(f"""
-            CREATE TEMP TABLE w AS
-            SELECT {KEY_REF}, arg_max({_POS}, o) AS pos, arg_max({IS_DELETED}, o) AS del,
-                   arg_max({FINGERPRINT}, o) AS fp
-            FROM (SELECT *, epoch_us({UPDATED_AT})::HUGEINT * 4294967296 + {_POS} AS o FROM ({rows}))
-            GROUP BY {KEY_REF}""", [str(f) for f in marker_files])
-        if index is not None and index.exists() and not snapshot:
-            joined = _join_state(con, index)
-        else:
-            joined = "SELECT w.*, false AS known, false AS same FROM w"
-        rule = "del = 0" if snapshot else "(del = 1 AND known) OR (del = 0 AND NOT same)"
-        con.execute(f"CREATE TEMP TABLE d AS SELECT *, ({rule}) AS pub FROM ({joined})")
-        counts = con.execute("""
-            SELECT count(*), count(*) FILTER (WHERE NOT pub AND del = 0), count(*) FILTER (WHERE NOT pub AND del = 1),
-                   count(*) FILTER (WHERE pub AND del = 0), count(*) FILTER (WHERE pub AND del = 1),
-                   count(*) FILTER (WHERE pub AND del = 0 AND NOT known) FROM d""").fetchall()[0]
-        publish = np.zeros(total, dtype=bool)
-        result = con.sql(f"""SELECT pos, {KEY_REF}, fp AS {FINGERPRINT},
-                                    CASE WHEN del = 1 THEN 'delete' ELSE 'upsert' END AS change
-                             FROM d WHERE pub""").to_arrow_reader(_BATCH)
-        schema = pa.schema([(KEY_REF, pa.binary(16)), (FINGERPRINT, pa.binary(16)), ("change", pa.string())])
-        with pq.ParquetWriter(index_delta, schema, compression="none", use_dictionary=["change"]) as writer:  # hashes neither compress nor repeat
-            for batch in result:
-                publish[batch.column("pos").to_numpy()] = True
-                writer.write_batch(pa.RecordBatch.from_arrays(
-                    [batch.column(KEY_REF).cast(pa.binary(16)), batch.column(FINGERPRINT).cast(pa.binary(16)),
-                     batch.column("change")], schema=schema))
-    finally:
-        con.close()
-    groups, unchanged, deletes_unpublished, upserts, deletes, new_keys = (int(c or 0) for c in counts)
+    passes = max(1, -(-total // PASS_ROWS))
+    offsets = np.concatenate([[0], np.cumsum(sizes)])[:-1]
+    rows = " UNION ALL ".join(
+        f"SELECT *, file_row_number + {int(start)} AS {_POS} FROM read_parquet(?, file_row_number = true)"
+        for start in offsets) if marker_files else (
+        f"SELECT NULL::BLOB AS {KEY_REF}, NULL::BLOB AS {FINGERPRINT}, NULL::TIMESTAMP AS {UPDATED_AT}, "
+        f"NULL::BIGINT AS {IS_DELETED}, NULL::BIGINT AS {_POS} WHERE false")
+    rule = "del = 0" if snapshot else "(del = 1 AND known) OR (del = 0 AND NOT same)"
+    publish = np.zeros(total, dtype=bool)
+    counts = np.zeros(6, dtype=np.int64)
+    schema = pa.schema([(KEY_REF, pa.binary(16)), (FINGERPRINT, pa.binary(16)), ("change", pa.string())])
+    with pq.ParquetWriter(index_delta, schema, compression="none", use_dictionary=["change"]) as writer:  # hashes neither compress nor repeat
+        for part in range(passes):
+            con = database.cursor()
+            try:
+                in_pass = f"WHERE hash({KEY_REF}) % {passes} = {part}" if passes > 1 else ""
+                con.execute(f"""
+                    CREATE TEMP TABLE w AS
+                    SELECT {KEY_REF}, arg_max({_POS}, o) AS pos, arg_max({IS_DELETED}, o) AS del,
+                           arg_max({FINGERPRINT}, o) AS fp
+                    FROM (SELECT *, epoch_us({UPDATED_AT})::HUGEINT * 4294967296 + {_POS} AS o FROM ({rows}) {in_pass})
+                    GROUP BY {KEY_REF}""", [str(f) for f in marker_files])
+                if index is not None and index.exists() and not snapshot:
+                    joined = _join_state(con, index)
+                else:
+                    joined = "SELECT w.*, false AS known, false AS same FROM w"
+                con.execute(f"CREATE TEMP TABLE d AS SELECT *, ({rule}) AS pub FROM ({joined})")
+                counts += np.array([int(c or 0) for c in con.execute("""
+                    SELECT count(*), count(*) FILTER (WHERE NOT pub AND del = 0), count(*) FILTER (WHERE NOT pub AND del = 1),
+                           count(*) FILTER (WHERE pub AND del = 0), count(*) FILTER (WHERE pub AND del = 1),
+                           count(*) FILTER (WHERE pub AND del = 0 AND NOT known) FROM d""").fetchall()[0]])
+                result = con.sql(f"""SELECT pos, {KEY_REF}, fp AS {FINGERPRINT},
+                                            CASE WHEN del = 1 THEN 'delete' ELSE 'upsert' END AS change
+                                     FROM d WHERE pub""").to_arrow_reader(_BATCH)
+                for batch in result:
+                    publish[batch.column("pos").to_numpy()] = True
+                    writer.write_batch(pa.RecordBatch.from_arrays(
+                        [batch.column(KEY_REF).cast(pa.binary(16)), batch.column(FINGERPRINT).cast(pa.binary(16)),
+                         batch.column("change")], schema=schema))
+            finally:
+                con.close()  # its temp tables go with it
+    groups, unchanged, deletes_unpublished, upserts, deletes, new_keys = (int(c) for c in counts)
     return Decision(publish, deleted, total, total - groups, unchanged if not snapshot else 0, deletes_unpublished,
                     upserts, deletes, new_keys)
 

@@ -5,6 +5,7 @@ and soft deletes. Runs against every source engine the `source_db` fixture offer
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -48,6 +49,11 @@ def source_db(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> sa.En
         uri = f"sqlite:///{tmp_path / 'population.db'}"
     else:
         uri = request.getfixturevalue("scratch_database")(request.param)
+    yield from population_view(uri, monkeypatch)
+
+
+def population_view(uri: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[sa.Engine]:
+    """An empty population view at uri, the population connection pointing at it (for a fixture)."""
     engine = sa.create_engine(to_url("population_db", parse_connection("population_db", uri)), poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
         conn.exec_driver_sql(create_table_sql("population_person"))

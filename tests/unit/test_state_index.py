@@ -93,3 +93,30 @@ def test_a_snapshot_replaces_base_and_deltas(tmp_path: Path) -> None:
 def test_no_state_before_the_first_version(tmp_path: Path) -> None:
     index = StateIndex(tmp_path / "state", "population")
     assert not index.exists() and index.rows() == 0 and len(index.refs()) == 0 and index.lookup(ref(1)) is None
+
+
+def test_a_decision_in_several_passes_decides_like_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decision's passes split the keys by hash: every key is decided once, whatever the split."""
+    from datetime import datetime, timedelta
+
+    from sharing import decide as decide_module
+    from sharing.decide import MARKERS_SCHEMA, decide
+
+    keys = [ref(n % 700) for n in range(1000)]  # 300 keys twice: the later row wins
+    markers = tmp_path / "markers-0.parquet"
+    pq.write_table(pa.table({
+        KEY_REF: pa.array(keys, pa.binary(16)), FINGERPRINT: pa.array([fp(n, 0) for n in range(1000)], pa.binary(16)),
+        "updated_at": pa.array([datetime(2026, 11, 1) + timedelta(seconds=n) for n in range(1000)], pa.timestamp("us")),
+        "is_deleted": pa.array([1 if n % 97 == 0 else 0 for n in range(1000)], pa.int8()),
+    }, schema=MARKERS_SCHEMA), markers)
+    index = build(tmp_path, HISTORY)
+    results = []
+    for pass_rows in (10_000, 150):
+        monkeypatch.setattr(decide_module, "PASS_ROWS", pass_rows)
+        delta = tmp_path / f"delta-{pass_rows}.parquet"
+        decision = decide([markers], False, index, delta)
+        changes = pq.read_table(delta).sort_by(KEY_REF).to_pylist()
+        results.append((decision.publish.tolist(), decision.upserts, decision.deletes, decision.new_keys,
+                        decision.superseded, decision.unchanged, changes))
+    assert results[0] == results[1]
+    assert results[0][4] == 300 and sum(results[0][0]) == results[0][1] + results[0][2]
