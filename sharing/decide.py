@@ -28,7 +28,7 @@ from sharing.changes import FINGERPRINT, KEY_REF
 from sharing.index import CHANGE, StateIndex
 
 MEMORY_LIMIT = "256MB"
-PASS_ROWS = 1_000_000  # good rows per pass of the decision: what MEMORY_LIMIT holds with room to spare
+PASS_ROWS = 20_000_000  # good rows per pass of the decision: what MEMORY_LIMIT holds with room to spare
 _POS = "_pos"
 _BATCH = 250_000
 
@@ -73,7 +73,8 @@ def decide(marker_files: Sequence[Path], snapshot: bool, index: StateIndex | Non
 
 
 _decisions: tuple[int, object] | None = None  # (pid, DuckDB connection): one per process, see _decisions_database
-_decisions_lock = threading.Lock()  # decisions take turns: one memory limit for them all
+_decisions_lock = threading.Lock()
+_CONFIG: dict[str, object] = {"memory_limit": MEMORY_LIMIT, "threads": 2, "preserve_insertion_order": False}  # decisions take turns: one memory limit for them all
 
 
 def _decisions_database():  # noqa: ANN202 - a DuckDB connection
@@ -87,8 +88,8 @@ def _decisions_database():  # noqa: ANN202 - a DuckDB connection
         # Spills hold key refs, fingerprints and times only; the folder goes when the process does.
         spill = tempfile.mkdtemp(prefix="govshare-decide-")
         atexit.register(shutil.rmtree, spill, True)
-        _decisions = (os.getpid(), duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "threads": 2, "temp_directory": spill,
-                                                          "preserve_insertion_order": False}))
+        _CONFIG["temp_directory"] = spill
+        _decisions = (os.getpid(), duckdb.connect(config=_CONFIG))
     return _decisions[1]
 
 
@@ -98,29 +99,32 @@ def _decide(database, marker_files: Sequence[Path], sizes: list[int], deleted: n
     a pass groups its keys, joins them with the state and writes their part of the index delta,
     so memory is bounded by the pass, whatever the run's size (DuckDB's grouping of 10 million
     keys does not fit its limit, spilling or not)."""
+    import duckdb
+
     total = len(deleted)
     passes = max(1, -(-total // PASS_ROWS))
-    offsets = np.concatenate([[0], np.cumsum(sizes)])[:-1]
-    rows = " UNION ALL ".join(
-        f"SELECT *, file_row_number + {int(start)} AS {_POS} FROM read_parquet(?, file_row_number = true)"
-        for start in offsets) if marker_files else (
-        f"SELECT NULL::BLOB AS {KEY_REF}, NULL::BLOB AS {FINGERPRINT}, NULL::TIMESTAMP AS {UPDATED_AT}, "
-        f"NULL::BIGINT AS {IS_DELETED}, NULL::BIGINT AS {_POS} WHERE false")
+    rows = "SELECT * FROM m"
     rule = "del = 0" if snapshot else "(del = 1 AND known) OR (del = 0 AND NOT same)"
     publish = np.zeros(total, dtype=bool)
     counts = np.zeros(6, dtype=np.int64)
     schema = pa.schema([(KEY_REF, pa.binary(16)), (FINGERPRINT, pa.binary(16)), ("change", pa.string())])
     with pq.ParquetWriter(index_delta, schema, compression="none", use_dictionary=["change"]) as writer:  # hashes neither compress nor repeat
         for part in range(passes):
-            con = database.cursor()
+            # One pass: this process's database. Several: a database per pass, closed after it, so
+            # that nothing a pass held (DuckDB keeps freed blocks) is left for the next one.
+            own = passes > 1
+            con = duckdb.connect(config=_CONFIG) if own else database.cursor()
             try:
                 in_pass = f"WHERE hash({KEY_REF}) % {passes} = {part}" if passes > 1 else ""
+                # An Arrow stream, not read_parquet: DuckDB sizes its grouping by the input's row
+                # count when it knows it, and that does not fit its memory limit at 10M rows.
+                con.register("m", _markers_stream(marker_files))
                 con.execute(f"""
                     CREATE TEMP TABLE w AS
                     SELECT {KEY_REF}, arg_max({_POS}, o) AS pos, arg_max({IS_DELETED}, o) AS del,
                            arg_max({FINGERPRINT}, o) AS fp
                     FROM (SELECT *, epoch_us({UPDATED_AT})::HUGEINT * 4294967296 + {_POS} AS o FROM ({rows}) {in_pass})
-                    GROUP BY {KEY_REF}""", [str(f) for f in marker_files])
+                    GROUP BY {KEY_REF}""")
                 if index is not None and index.exists() and not snapshot:
                     joined = _join_state(con, index)
                 else:
@@ -139,10 +143,25 @@ def _decide(database, marker_files: Sequence[Path], sizes: list[int], deleted: n
                         [batch.column(KEY_REF).cast(pa.binary(16)), batch.column(FINGERPRINT).cast(pa.binary(16)),
                          batch.column("change")], schema=schema))
             finally:
-                con.close()  # its temp tables go with it
+                con.close()  # its temp tables go with it (and with its own database, all it held)
     groups, unchanged, deletes_unpublished, upserts, deletes, new_keys = (int(c) for c in counts)
     return Decision(publish, deleted, total, total - groups, unchanged if not snapshot else 0, deletes_unpublished,
                     upserts, deletes, new_keys)
+
+
+def _markers_stream(marker_files: Sequence[Path]) -> pa.RecordBatchReader:
+    """The markers of the run's parts in order, each row with its position (_pos) among them all."""
+    schema = MARKERS_SCHEMA.append(pa.field(_POS, pa.int64()))
+
+    def batches():  # noqa: ANN202 - an iterator of record batches
+        offset = 0
+        for path in marker_files:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=_BATCH):
+                position = pa.array(np.arange(offset, offset + batch.num_rows, dtype=np.int64))
+                offset += batch.num_rows
+                yield pa.RecordBatch.from_arrays([*batch.columns, position], schema=schema)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def _join_state(con, index: StateIndex) -> str:  # noqa: ANN001 - a DuckDB connection
