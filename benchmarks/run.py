@@ -103,7 +103,12 @@ def peak_rss(work: Path, source: Source) -> Peak:
     before = doc.get("rss_before_sync_kib")
     stage_peaks = {k: (v / 1024 if v else None) for k, v in doc.get("stage_peak_kib", {}).items()}
     # Resetting VmHWM per stage resets ru_maxrss too: the sync's peak is the largest stage peak.
-    peak = max([doc["ru_maxrss_kib"] / 1024, *(v for v in stage_peaks.values() if v)])
+    # The GX worker runs beside ingest: its peak is added to ingest's (an upper bound of the two).
+    worker = doc.get("gx_worker_peak_kib", 0) / 1024
+    stage_peaks["GX"] = worker or None
+    if stage_peaks.get("ingest"):
+        stage_peaks["ingest+GX"] = stage_peaks["ingest"] + worker
+    peak = max([doc["ru_maxrss_kib"] / 1024, *(v for k, v in stage_peaks.items() if v and k != "GX worker")])
     return Peak(source.rows, doc["seconds"], peak, before / 1024 if before else None, stage_peaks)
 
 
@@ -302,7 +307,8 @@ def report(args: argparse.Namespace, lines: list[Timing], peaks: list[Peak], fig
         print(f"{t.step:<58} {t.seconds:>9.3f} {rows:>12} {rate:>12}  {t.note}")
     print()
     stages = [k for k in peaks[0].stage_peak_mib if k != "start"]
-    print("peak RSS of a full sync, each in a fresh child process (MiB; per stage: VmHWM reset before the stage)")
+    print("peak RSS of a full sync, each in a fresh child process (MiB; per stage: VmHWM reset before the stage;")
+    print("the GX worker's own peak, and added to ingest's)")
     print(f"{'rows':>12} {'sync s':>8} {'peak':>10} {'pre-sync':>9} " + " ".join(f"{k:>9}" for k in stages))
     for p in peaks:
         per_stage = " ".join(f"{_mib(p.stage_peak_mib.get(k)):>9}" for k in stages)

@@ -28,6 +28,7 @@ from sharing.changes import FINGERPRINT, KEY_REF
 from sharing.index import CHANGE, StateIndex
 
 MEMORY_LIMIT = "256MB"
+SHARED_ROWS = 200_000  # decisions up to this many rows use the process's database
 PASS_ROWS = 20_000_000  # good rows per pass of the decision: what MEMORY_LIMIT holds with room to spare
 _POS = "_pos"
 _BATCH = 250_000
@@ -110,9 +111,10 @@ def _decide(database, marker_files: Sequence[Path], sizes: list[int], deleted: n
     schema = pa.schema([(KEY_REF, pa.binary(16)), (FINGERPRINT, pa.binary(16)), ("change", pa.string())])
     with pq.ParquetWriter(index_delta, schema, compression="none", use_dictionary=["change"]) as writer:  # hashes neither compress nor repeat
         for part in range(passes):
-            # One pass: this process's database. Several: a database per pass, closed after it, so
-            # that nothing a pass held (DuckDB keeps freed blocks) is left for the next one.
-            own = passes > 1
+            # A small run: this process's database (opening one costs about what such a decision
+            # does). A large one: a database of its own per pass, closed after it, so that the
+            # blocks DuckDB keeps once it has them are not held through publish or the next pass.
+            own = passes > 1 or total > SHARED_ROWS
             con = duckdb.connect(config=_CONFIG) if own else database.cursor()
             try:
                 in_pass = f"WHERE hash({KEY_REF}) % {passes} = {part}" if passes > 1 else ""

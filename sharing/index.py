@@ -34,7 +34,7 @@ META = "index.json"
 COMPACT_SHARE = 0.1  # fold the deltas into the base once they hold this share of its rows
 MAX_DELTAS = 32
 CHANGE = "change"
-_SCAN_ROWS = 1_000_000
+_SCAN_ROWS = 250_000
 # The base stores its 16-byte hashes as Parquet UUIDs: the same bytes, which DuckDB reads as a
 # fixed-width type, three times faster than as blobs (the publish decision scans the whole base).
 BASE_SCHEMA = pa.schema([(KEY_REF, pa.uuid()), (FINGERPRINT, pa.uuid()), (VERSION, pa.int64())])

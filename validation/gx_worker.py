@@ -556,7 +556,7 @@ def _serve(stdin: IO[bytes], header: tuple[Dataset, tuple[Rule, ...], date, int]
     gx = InlineGx(dataset, rules, today, chunk_rows, runner=_last_runner[1])
     built = time.perf_counter() - started
     stage[0] = "stream"
-    arrived: queue.Queue[Any] = queue.Queue()
+    arrived: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_BATCHES)  # bounded: the pipe, then the parent, wait
     reader = threading.Thread(target=_receive, args=(stdin, arrived), name="gx-receiver", daemon=True)
     reader.start()
     while (batch := arrived.get()) is not _END:  # after a failure the child exits: the reader is not waited for
