@@ -114,7 +114,7 @@ def start(dataset_id: str, run_id: str | None = None, full: bool = False,
     """Open a run (a fresh one, or the run with this id whose plan fixed its mode)."""
     catalog = catalog or load_catalog()
     home = (home or default_home()).require_initialised()
-    gx_mode(0)  # a wrong GOVSHARE_GX fails here, before anything is planned
+    gx_setting()  # a wrong GOVSHARE_GX fails here, before anything is planned
     run = Run(catalog.dataset(dataset_id), home, new_run_id(run_id), full)
     run.folder.mkdir(parents=True, exist_ok=True)
     planned = run.stage("plan")
@@ -134,15 +134,21 @@ def gx_mode(rows: int) -> str:
     - ``auto`` (the default): ``worker`` from GX_WORKER_ROWS rows on, or when this process holds a
       warm worker (one that served an earlier part, or was prestarted: ``warm_up``), else ``inline``.
     """
-    mode = os.environ.get(GX_ENV, "auto")
-    if mode not in ("auto", "worker", "inline"):
-        raise ConfigError(f"{GX_ENV}={mode!r} is not a way to run Great Expectations",
-                          problems=["use 'auto' (the default), 'worker' (a child process) or 'inline'"])
+    mode = gx_setting()
     if mode == "auto":
         from validation.gx_worker import warm_worker_available
 
         large = rows >= GX_WORKER_ROWS and (os.cpu_count() or 1) > 1
         return "worker" if large or warm_worker_available() else "inline"
+    return mode
+
+
+def gx_setting() -> str:
+    """GOVSHARE_GX as set ('auto' when unset), checked: a ConfigError names a wrong value."""
+    mode = os.environ.get(GX_ENV, "auto")
+    if mode not in ("auto", "worker", "inline"):
+        raise ConfigError(f"{GX_ENV}={mode!r} is not a way to run Great Expectations",
+                          problems=["use 'auto' (the default), 'worker' (a child process) or 'inline'"])
     return mode
 
 
@@ -329,7 +335,7 @@ def warm_up() -> None:
     GX's import (~3 s) runs on the other core while plan and the source's first batches run here.
     The ingest of the first part takes it (GOVSHARE_GX auto or worker); unused, it is stopped when
     the process exits. Airflow's tasks are separate processes: there ingest starts its own."""
-    if os.environ.get(GX_ENV, "auto") in ("auto", "worker"):
+    if gx_setting() in ("auto", "worker"):
         from validation.gx_worker import prestart
 
         prestart()
@@ -476,7 +482,7 @@ def _update_cases(run: Run, files: list[str], published: bool, version: int | No
     import pyarrow.parquet as pq
 
     from keys.protection import decryption_properties
-    from sharing.changes import KEY_REF
+    from sharing.changes import KEY_REF, last_per_ref
     from sharing.publish import MARKERS
     from validation.quality import mask_keys
     from validation.quarantine import RULES, Quarantine
@@ -490,7 +496,7 @@ def _update_cases(run: Run, files: list[str], published: bool, version: int | No
         rows = rows.filter(pc.is_valid(rows.column(KEY_REF)))
         cases = pa.table({KEY_REF: rows.column(KEY_REF), "masked_key": mask_keys(rows.column(run.dataset.key)),
                           "rules": pc.binary_join(rows.column(RULES), "|")})
-        cases = _last_per_ref(cases)
+        cases = last_per_ref(cases)  # a key rejected twice in a run keeps its latest rules
     quarantine = Quarantine(folder, decrypt)  # reads the cases once, for this and update()
     good: list = []
     open_refs = quarantine.open_cases().column(KEY_REF).combine_chunks()
@@ -500,18 +506,6 @@ def _update_cases(run: Run, files: list[str], published: bool, version: int | No
                 good.append(batch.column(0).filter(pc.is_in(batch.column(0), value_set=open_refs)))
     good_refs = pa.concat_arrays(good) if good else pa.array([], pa.binary(16))
     run.save("quarantine", quarantine.update(run.run_id, cases, good_refs, version))
-
-
-def _last_per_ref(cases):  # noqa: ANN001, ANN202 - a pyarrow table
-    """One row per key ref: the last one (a key rejected twice in a run keeps its latest rules)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from sharing.changes import KEY_REF
-
-    positions = pa.array(range(cases.num_rows), pa.int64())
-    last = cases.append_column("_p", positions).group_by(KEY_REF).aggregate([("_p", "max")]).column("_p_max")
-    return cases.take(pc.take(last, pc.array_sort_indices(last)))
 
 
 def _keep_quarantine(run: Run, version: int | None) -> None:

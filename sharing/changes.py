@@ -110,6 +110,15 @@ def key_refs(keys: pa.Array, secret: bytes) -> pa.Array:
         return hasher.key_refs(keys)
 
 
+def last_per_ref(rows: pa.Table) -> pa.Table:
+    """One row per _key_ref: its last one, in the order of those last rows."""
+    import pyarrow.compute as pc
+
+    positions = pa.array(range(rows.num_rows), pa.int64())
+    last = rows.append_column("_p", positions).group_by(KEY_REF).aggregate([("_p", "max")]).column("_p_max")
+    return rows.take(pc.take(last, pc.array_sort_indices(last)))
+
+
 def _binary16(column: pa.ChunkedArray) -> pa.Array:
     return column.combine_chunks().cast(pa.binary(16))
 

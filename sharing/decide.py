@@ -61,41 +61,38 @@ def markers(batch: pa.RecordBatch) -> pa.RecordBatch:
 def decide(marker_files: Sequence[Path], snapshot: bool, index: StateIndex | None, index_delta: Path) -> Decision:
     """Decide over the run's markers files (see ``markers``; the parts in order), and write the
     version's index delta (key_ref, fingerprint, change) to ``index_delta``."""
-    sizes = [pq.ParquetFile(f).metadata.num_rows for f in marker_files]
-    total = sum(sizes)
-    deleted = np.zeros(total, dtype=bool)
-    offset = 0
-    for path, size in zip(marker_files, sizes):
-        flags = pq.read_table(path, columns=[IS_DELETED]).column(IS_DELETED).to_numpy()
-        deleted[offset:offset + size] = flags == 1
-        offset += size
+    flags = [pq.read_table(path, columns=[IS_DELETED]).column(IS_DELETED).to_numpy() == 1 for path in marker_files]
+    deleted = np.concatenate(flags) if flags else np.zeros(0, dtype=bool)
     with _decisions_lock:
-        return _decide(_decisions_database(), marker_files, sizes, deleted, snapshot, index, index_delta)
+        return _decide(marker_files, deleted, snapshot, index, index_delta)
 
 
-_decisions: tuple[int, object] | None = None  # (pid, DuckDB connection): one per process, see _decisions_database
-_decisions_lock = threading.Lock()
-_CONFIG: dict[str, object] = {"memory_limit": MEMORY_LIMIT, "threads": 2, "preserve_insertion_order": False}  # decisions take turns: one memory limit for them all
+_decisions: tuple[int, object, str] | None = None  # (pid, DuckDB connection, spill folder): see _shared
+_decisions_lock = threading.Lock()  # decisions take turns on the shared database
 
 
-def _decisions_database():  # noqa: ANN202 - a DuckDB connection
-    """This process's database for publish decisions (opening one costs 10-20 ms, a small run's
-    decision about as much): bounded memory, spilling, no insertion order (never used for hashes,
-    whose order matters: sharing.changes keeps its own). A forked process opens its own."""
+def _shared() -> tuple[object, str]:
+    """This process's database for small publish decisions (opening one costs 10-20 ms, about what
+    a small run's decision does), and its spill folder, which large decisions' own databases use
+    too. Bounded memory, no insertion order (never used for hashes, whose order matters:
+    sharing.changes keeps its own). Spills hold key refs, fingerprints and times only; the folder
+    goes with the process. A forked process opens its own."""
     import duckdb
 
     global _decisions
     if _decisions is None or _decisions[0] != os.getpid():
-        # Spills hold key refs, fingerprints and times only; the folder goes when the process does.
         spill = tempfile.mkdtemp(prefix="govshare-decide-")
         atexit.register(shutil.rmtree, spill, True)
-        _CONFIG["temp_directory"] = spill
-        _decisions = (os.getpid(), duckdb.connect(config=_CONFIG))
-    return _decisions[1]
+        _decisions = (os.getpid(), duckdb.connect(config=_config(spill)), spill)
+    return _decisions[1], _decisions[2]
 
 
-def _decide(database, marker_files: Sequence[Path], sizes: list[int], deleted: np.ndarray, snapshot: bool,  # noqa: ANN001
-            index: StateIndex | None, index_delta: Path) -> Decision:
+def _config(spill: str) -> dict[str, object]:
+    return {"memory_limit": MEMORY_LIMIT, "threads": 2, "preserve_insertion_order": False, "temp_directory": spill}
+
+
+def _decide(marker_files: Sequence[Path], deleted: np.ndarray, snapshot: bool, index: StateIndex | None,
+            index_delta: Path) -> Decision:
     """The decision in passes of about PASS_ROWS rows each, the keys split by a hash of their ref:
     a pass groups its keys, joins them with the state and writes their part of the index delta,
     so memory is bounded by the pass, whatever the run's size (DuckDB's grouping of 10 million
@@ -115,7 +112,8 @@ def _decide(database, marker_files: Sequence[Path], sizes: list[int], deleted: n
             # does). A large one: a database of its own per pass, closed after it, so that the
             # blocks DuckDB keeps once it has them are not held through publish or the next pass.
             own = passes > 1 or total > SHARED_ROWS
-            con = duckdb.connect(config=_CONFIG) if own else database.cursor()
+            shared, spill = _shared()
+            con = duckdb.connect(config=_config(spill)) if own else shared.cursor()
             try:
                 in_pass = f"WHERE hash({KEY_REF}) % {passes} = {part}" if passes > 1 else ""
                 # An Arrow stream, not read_parquet: DuckDB sizes its grouping by the input's row

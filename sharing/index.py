@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sharing.changes import FINGERPRINT, INDEX_SCHEMA, KEY_REF, VERSION
+from sharing.changes import FINGERPRINT, INDEX_SCHEMA, KEY_REF, VERSION, last_per_ref
 
 BASE = "index.parquet"
 DELTAS = "index.d"
@@ -96,10 +96,7 @@ class StateIndex:
         if not tables:
             return pa.table({KEY_REF: pa.array([], pa.binary(16)), FINGERPRINT: pa.array([], pa.binary(16)),
                              VERSION: pa.array([], pa.int64()), CHANGE: pa.array([], pa.string())})
-        changes = pa.concat_tables(tables)
-        positions = pa.array(range(changes.num_rows), pa.int64())
-        last = changes.append_column("_p", positions).group_by(KEY_REF).aggregate([("_p", "max")]).column("_p_max")
-        return changes.take(last)
+        return last_per_ref(pa.concat_tables(tables))
 
     def refs(self) -> pa.Array:
         """Every key ref of the current published state (empty before the first version)."""
@@ -130,12 +127,12 @@ class StateIndex:
                 return _plain(hit.column(FINGERPRINT))[0].as_py(), hit.column(VERSION)[0].as_py()
         return None
 
-    def add(self, delta: Path, version: int, replace: bool, growth: int | None = None) -> None:
+    def add(self, delta: Path, version: int, replace: bool, growth: int = 0) -> None:
         """Index a published version from its index delta (key_ref, fingerprint, change).
 
-        ``replace``: the version is a snapshot, its upserts are the whole state. ``growth``: how
-        the state's row count changes (new keys minus deletes), as the publish decision counted
-        it; without it the delta's keys are looked up in the state (a scan of the base).
+        ``replace``: the version is a snapshot, its upserts are the whole state. Otherwise
+        ``growth`` is how the state's row count changes (new keys minus deletes), as the publish
+        decision counted them (Decision.new_keys, Decision.deletes).
         """
         self.folder.mkdir(parents=True, exist_ok=True)
         if replace:
@@ -143,7 +140,7 @@ class StateIndex:
             self._clear_deltas()
             return
         meta = self.meta()
-        rows = int(meta["rows"]) + (self._growth(delta) if growth is None else growth)
+        rows = int(meta["rows"]) + growth
         target = self.folder / DELTAS / f"{version:08d}.parquet"
         target.parent.mkdir(exist_ok=True)
         tmp = target.with_suffix(f".{os.getpid()}.tmp")
@@ -164,28 +161,6 @@ class StateIndex:
         self._write_base(None, None, keep_base=True)
         self._write_meta(rows, [])
         self._clear_deltas()
-
-    def _growth(self, delta: Path) -> int:
-        """How the state's row count changes with this delta: new keys minus deleted known keys.
-        Streams over the base; memory grows with the deltas only."""
-        changes = pq.read_table(delta, columns=[KEY_REF, CHANGE])
-        if changes.num_rows == 0:
-            return 0
-        refs = changes.column(KEY_REF).combine_chunks()
-        earlier = self.latest_changes()
-        in_base: list[pa.Array] = []
-        if self.base.is_file():
-            for batch in pq.ParquetFile(self.base).iter_batches(batch_size=_SCAN_ROWS, columns=[KEY_REF]):
-                base_refs = _plain(batch.column(0))
-                in_base.append(base_refs.filter(pc.is_in(base_refs, value_set=refs)))
-        base_refs = pa.concat_arrays(in_base) if in_base else pa.array([], pa.binary(16))
-        changed = pc.is_in(refs, value_set=earlier.column(KEY_REF).combine_chunks())
-        upserted = earlier.filter(pc.equal(earlier.column(CHANGE), "upsert")).column(KEY_REF).combine_chunks()
-        known = pc.if_else(changed, pc.is_in(refs, value_set=upserted), pc.is_in(refs, value_set=base_refs))
-        upsert = pc.equal(changes.column(CHANGE), "upsert")
-        new = pc.sum(pc.and_(upsert, pc.invert(known)).cast(pa.int64())).as_py() or 0
-        gone = pc.sum(pc.and_(pc.invert(upsert), known).cast(pa.int64())).as_py() or 0
-        return new - gone
 
     def _write_base(self, snapshot: Path | None, version: int | None, keep_base: bool) -> None:
         tmp = self.base.with_suffix(f".{os.getpid()}.tmp")

@@ -18,7 +18,7 @@ from govshare.catalog import Dataset
 from govshare.schema import IS_DELETED, arrow_type, fields_schema
 from keys.keystore import Keystore
 from govshare.errors import IntegrityError
-from keys.protection import column_encryption, encrypted_batches
+from keys.protection import Protection, column_encryption, encrypted_batches
 from sharing.changes import FINGERPRINT, INDEX_SCHEMA, KEY_REF
 from sharing.index import StateIndex
 from sharing.decide import MARKERS_SCHEMA, decide, markers
@@ -45,6 +45,17 @@ def protection_plan(dataset: Dataset, columns: list[str]) -> dict[str, list[str]
     """Master key name -> the given columns it encrypts: every 有条件共享 column among them."""
     conditional = [c for c in columns if dataset.field(c).sharing == "conditional"]
     return {dataset.conditional_key: conditional} if conditional else {}
+
+
+def upsert_protection(keystore: Keystore, dataset: Dataset) -> Protection:
+    """Fresh data keys for an upserts file (staged candidates, or the version's own)."""
+    published = [f.name for f in dataset.published_fields]
+    return column_encryption(keystore, dataset.footer_key, protection_plan(dataset, published))
+
+
+def delete_protection(keystore: Keystore, dataset: Dataset) -> Protection:
+    """Fresh data keys for a file of deleted keys: protected like the key field."""
+    return column_encryption(keystore, dataset.footer_key, protection_plan(dataset, [dataset.key]))
 
 
 # Dictionary encoding pays only where values repeat (code lists, divisions). On identifiers, names
@@ -80,7 +91,7 @@ class PartFiles:
         ds = self.dataset = run.dataset
         self._run, self._part, self._keystore = run, part, keystore
         self.schema = upsert_schema(ds)
-        self.protection = column_encryption(keystore, ds.footer_key, protection_plan(ds, list(self.schema.names[:-2])))
+        self.protection = upsert_protection(keystore, ds)
         self.candidates = self.markers = self.deletes = 0
         self._candidates = pq.ParquetWriter(run.file(CANDIDATES.format(part=part)), self.schema, compression="zstd",
                                             use_dictionary=dictionary_columns(ds, self.schema.names),
@@ -106,7 +117,7 @@ class PartFiles:
         if self._deleted is None:
             key = self.dataset.key
             schema = pa.schema([pa.field(key, arrow_type(self.dataset.field(key)), nullable=False), REF_FIELDS[0]])
-            protection = column_encryption(self._keystore, self.dataset.footer_key, protection_plan(self.dataset, [self.dataset.key]))
+            protection = delete_protection(self._keystore, self.dataset)
             self._deleted = pq.ParquetWriter(self._run.file(DELETED.format(part=self._part)), schema, compression="zstd",
                                              encryption_properties=protection.file_encryption_properties)
         self._deleted.write_batch(rows.select([self.dataset.key, KEY_REF]))
@@ -145,10 +156,10 @@ def write_version_files(run: Run, keystore: Keystore) -> dict[str, Any]:
     schema = upsert_schema(ds)
     if len(parts) == 1 and publish_live.all():
         shutil.move(candidates[0], staged / UPSERTS)
-        upserts, upsert_protection = len(publish_live), run.stage("staged.0")["protection"]
+        upserts, described = len(publish_live), run.stage("staged.0")["protection"]
     else:
-        protection = column_encryption(keystore, ds.footer_key, protection_plan(ds, list(schema.names[:-2])))
-        upserts, upsert_protection = 0, protection.description
+        protection = upsert_protection(keystore, ds)
+        upserts, described = 0, protection.description
         with pq.ParquetWriter(staged / UPSERTS, schema, compression="zstd", use_dictionary=dictionary_columns(ds, schema.names),
                               encryption_properties=protection.file_encryption_properties) as writer:
             for batch, keep in _selected(candidates, keystore, schema.names, publish_live):
@@ -174,8 +185,8 @@ def write_version_files(run: Run, keystore: Keystore) -> dict[str, Any]:
         "deletes_of_unpublished": decision.deletes_of_unpublished,
         "new_keys": decision.new_keys,
         "protection": {
-            "fields": {f.name: _field_protection(ds, f.name, upsert_protection["column_keys"]) for f in ds.fields},
-            "upserts": upsert_protection,
+            "fields": {f.name: _field_protection(ds, f.name, described["column_keys"]) for f in ds.fields},
+            "upserts": described,
             "deletes": delete_protection,
         },
     }
@@ -207,7 +218,7 @@ def _vanished(run: Run, store: SharingStore, keystore: Keystore, latest: int | N
 
 def _write_deletes(path, keystore: Keystore, ds: Dataset, keys: pa.Array) -> dict[str, Any]:  # noqa: ANN001
     """The deleted keys, protected like the key field; returns the protection's description."""
-    protection = column_encryption(keystore, ds.footer_key, protection_plan(ds, [ds.key]))
+    protection = delete_protection(keystore, ds)
     schema = pa.schema([pa.field(ds.key, arrow_type(ds.field(ds.key)), nullable=False)])
     with pq.ParquetWriter(path, schema, compression="zstd", encryption_properties=protection.file_encryption_properties) as writer:
         writer.write_table(pa.table({ds.key: keys}, schema=schema))

@@ -17,26 +17,14 @@ import pytest
 import sqlalchemy as sa
 
 import sharing.deliver as deliver_module
-from govshare.catalog import Dataset, Field
 from govshare.errors import ConfigError
 from govshare.schema import fields_schema
 from sharing.deliver import deliver, target_table_for
+from tests.unit.test_deliver_statements import DATASET, FIELDS
 
 pytestmark = pytest.mark.integration
 
 
-def field(name: str, type_: str, decimal: tuple[int, int] | None = None) -> Field:
-    return Field(name=name, type=type_, sharing="unconditional", sensitivity="public", column=name, decimal=decimal)  # type: ignore[arg-type]
-
-
-DATASET = Dataset(
-    id="permit", title="permits", provider="test", connection_id="permit_db", source_table="permit",
-    key="permit_id", watermark_column="updated_at", deleted_column="is_deleted", schedule=None,
-    fields=(field("permit_id", "string"), field("holder", "string"), field("issued_on", "date"),
-            field("changed_at", "timestamp"), field("fee", "decimal", (18, 4)), field("pages", "int")),
-    checks=(), footer_key="permit.footer", conditional_key="permit.conditional",
-)
-FIELDS = DATASET.field_names
 NULLS = {"holder": None, "issued_on": None, "changed_at": None, "fee": None, "pages": None}
 
 

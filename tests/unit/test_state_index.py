@@ -52,10 +52,16 @@ HISTORY = [
 ]
 
 
+def growth(history: list[list[tuple[int, str, int]]], version: int) -> int:
+    """New keys minus deleted keys of a version, as the publish decision counts them."""
+    return len(expected(history[:version])) - len(expected(history[:version - 1]))
+
+
 def build(tmp_path: Path, history: list[list[tuple[int, str, int]]]) -> StateIndex:
     index = StateIndex(tmp_path / "state", "population")
     for version, changes in enumerate(history, start=1):
-        index.add(delta(tmp_path / f"d{version}.parquet", changes), version, replace=version == 1)
+        index.add(delta(tmp_path / f"d{version}.parquet", changes), version, replace=version == 1,
+                  growth=growth(history, version))
     return index
 
 
@@ -85,7 +91,8 @@ def test_a_snapshot_replaces_base_and_deltas(tmp_path: Path) -> None:
     history = [*HISTORY, [(n, "upsert", 9) for n in range(50, 60)]]
     index = StateIndex(tmp_path / "state", "population")
     for version, changes in enumerate(history, start=1):
-        index.add(delta(tmp_path / f"d{version}.parquet", changes), version, replace=version in (1, 5))
+        index.add(delta(tmp_path / f"d{version}.parquet", changes), version, replace=version in (1, 5),
+                  growth=growth(history, version))
     assert index.deltas() == [] and index.rows() == 10
     assert answers(index) == {ref(n): (fp(n, 9), 5) for n in range(50, 60)}
 
