@@ -22,9 +22,9 @@ import time
 
 
 def main() -> int:
-    from govshare.catalog import load_catalog
+    from common.catalog import load_catalog
     from govshare.cli import main as cli
-    from govshare.home import home
+    from common.home import home
 
     from benchmarks.stages import run_stages, vm_kib
 

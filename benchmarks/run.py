@@ -247,9 +247,9 @@ def measure(args: argparse.Namespace, work: Path) -> int:
         shutil.rmtree(large.path.parent, ignore_errors=True)
 
     os.environ.update(environment(work / "home", source.url))
-    from govshare.catalog import load_catalog
+    from common.catalog import load_catalog
     from govshare.cli import main as cli
-    from govshare.home import home as current_home
+    from common.home import home as current_home
 
     with contextlib.redirect_stdout(io.StringIO()):
         if cli(["init"]) != 0:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from govshare.catalog import Dataset
+    from common.catalog import Dataset
 
 DEFAULT_BATCH_ROWS = 100_000
 
@@ -25,7 +25,7 @@ KeyRange = tuple[str | None, str | None]
 class Source(Protocol):
     """One dataset's source view, read in canonical form.
 
-    Batches carry ``govshare.schema.source_schema(dataset)`` exactly: the dataset's fields under
+    Batches carry ``common.schema.source_schema(dataset)`` exactly: the dataset's fields under
     their canonical names (whatever the source calls its columns), then ``updated_at``
     (timestamp[us], naive local time) and ``is_deleted`` (int8).
     """

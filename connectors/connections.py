@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from sqlalchemy.engine import URL
 
-from govshare.errors import ConfigError
+from common.errors import ConfigError
 
 # Airflow conn_type -> SQLAlchemy drivername. A conn_type that already names a driver
 # ("postgresql+psycopg2") is taken as is.

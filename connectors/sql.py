@@ -54,11 +54,11 @@ from sqlalchemy.pool import NullPool
 
 from connectors.base import DEFAULT_BATCH_ROWS, KeyRange
 from connectors.connections import resolve_url
-from govshare.errors import ConfigError, GovshareError, SourceUnavailable
-from govshare.schema import IS_DELETED, UPDATED_AT, arrow_type, source_schema
+from common.errors import ConfigError, GovshareError, SourceUnavailable
+from common.schema import IS_DELETED, UPDATED_AT, arrow_type, source_schema
 
 if TYPE_CHECKING:
-    from govshare.catalog import Dataset
+    from common.catalog import Dataset
 
 Driver = Literal["auto", "adbc", "sqlalchemy"]
 

@@ -19,7 +19,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, dag, get_current_context, task
 
-from govshare.catalog import Dataset, load_catalog
+from common.catalog import Dataset, load_catalog
 
 DEFAULT_ARGS = {
     "owner": "data-resource-bureau",

@@ -15,7 +15,7 @@ def run_stage(stage: str, dataset_id: str, airflow_run_id: str, *, part: int | N
 
     from govshare import pipeline
     from govshare.cli import quiet_libraries
-    from govshare.errors import GovshareError
+    from common.errors import GovshareError
 
     quiet_libraries()
     try:

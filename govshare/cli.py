@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from govshare.errors import ConfigError, GovshareError
+from common.errors import ConfigError, GovshareError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -110,9 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from govshare.home import home
+    from common.home import home
     from keys.keystore import Keystore
-    from govshare.catalog import load_catalog
+    from common.catalog import load_catalog
 
     catalog = load_catalog()
     h = home()
@@ -126,7 +126,7 @@ def _init(args: argparse.Namespace) -> int:
 
 def _demo_data(args: argparse.Namespace) -> int:
     from govshare.demo import write_demo_sources
-    from govshare.home import home
+    from common.home import home
 
     if args.rows < 10:
         raise ConfigError("--rows must be at least 10")
@@ -153,8 +153,8 @@ def _sync(args: argparse.Namespace) -> int:
 
 
 def _versions(args: argparse.Namespace) -> int:
-    from govshare.catalog import load_catalog
-    from govshare.home import home
+    from common.catalog import load_catalog
+    from common.home import home
     from sharing.store import SharingStore
 
     ds = load_catalog().dataset(args.dataset)
@@ -182,8 +182,8 @@ def _versions(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from govshare.catalog import load_catalog
-    from govshare.home import home
+    from common.catalog import load_catalog
+    from common.home import home
     from keys.keystore import Keystore
     from sharing.store import SharingStore
     from sharing.verify import verify_dataset
@@ -197,8 +197,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _pull(args: argparse.Namespace) -> int:
-    from govshare.catalog import load_catalog
-    from govshare.home import home
+    from common.catalog import load_catalog
+    from common.home import home
     from sharing.pull import pull
 
     result = pull(load_catalog(), home().require_initialised(), args.dataset, args.subscriber, args.purpose, args.out,
@@ -210,8 +210,8 @@ def _pull(args: argparse.Namespace) -> int:
 
 
 def _lineage(args: argparse.Namespace) -> int:
-    from govshare.catalog import load_catalog
-    from govshare.home import home
+    from common.catalog import load_catalog
+    from common.home import home
     from lineage.report import build_report, write_report
 
     fmt = args.format or ("json" if args.out.suffix.lower() == ".json" else "html")
@@ -222,8 +222,8 @@ def _lineage(args: argparse.Namespace) -> int:
 
 
 def _dispute(args: argparse.Namespace) -> int:
-    from govshare.catalog import load_catalog
-    from govshare.home import home
+    from common.catalog import load_catalog
+    from common.home import home
     from sharing.disputes import DisputeLog, raise_dispute, resolve_dispute
 
     catalog, h = load_catalog(), home().require_initialised()
@@ -254,8 +254,8 @@ def _dispute(args: argparse.Namespace) -> int:
 def _quarantine(args: argparse.Namespace) -> int:
     import pyarrow as pa
 
-    from govshare.catalog import load_catalog
-    from govshare.home import home
+    from common.catalog import load_catalog
+    from common.home import home
     from keys.keystore import Keystore
     from sharing.changes import KEY_REF, key_refs
     from sharing.disputes import normalise_key
@@ -285,7 +285,7 @@ def _quarantine(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from govshare.home import home
+    from common.home import home
     from keys.keystore import Keystore
     from lineage.audit import AccessLog
 

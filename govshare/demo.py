@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from govshare.errors import ConfigError
+from common.errors import ConfigError
 
 if TYPE_CHECKING:
     import numpy as np

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from govshare.catalog import Catalog, Dataset, load_catalog
-from govshare.errors import ConfigError, GateBlocked
-from govshare.home import Home, home as default_home
+from common.catalog import Catalog, Dataset, load_catalog
+from common.errors import ConfigError, GateBlocked
+from common.home import Home, home as default_home
 
 SOURCE_ZONE = ZoneInfo("Asia/Shanghai")  # source timestamps are local time without a zone
 BATCH_ROWS = 100_000
@@ -205,7 +205,7 @@ def ingest(run: Run, part: int = 0) -> dict[str, Any]:
 
     from connectors.base import prefetch
     from connectors.sql import open_source
-    from govshare.schema import IS_DELETED
+    from common.schema import IS_DELETED
     from keys.protection import quarantine_encryption
     from sharing.changes import RowHasher
     from sharing.publish import PartFiles

@@ -41,7 +41,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from govshare.errors import ConfigError, IntegrityError
+from common.errors import ConfigError, IntegrityError
 
 Algorithm = Literal["AES-256-GCM", "HMAC-SHA256", "Ed25519"]
 Purpose = Literal["master", "hmac", "signing"]

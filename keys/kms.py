@@ -28,7 +28,7 @@ import pyarrow.parquet.encryption as pe
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from govshare.errors import ConfigError, IntegrityError
+from common.errors import ConfigError, IntegrityError
 from keys.keystore import Keystore
 
 KMS_INSTANCE_ID = "govshare-keystore"

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pyarrow.parquet.encryption as pe
 
-from govshare.errors import ConfigError
+from common.errors import ConfigError
 from keys.keystore import QUARANTINE, STAGING, Keystore
 from keys.kms import CACHE_LIFETIME, KMS_INSTANCE_ID, crypto_factory, kms_connection_config
 

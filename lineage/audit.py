@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from govshare.errors import IntegrityError
+from common.errors import IntegrityError
 from keys.keystore import Keystore
 from sharing.store import canonical_json
 

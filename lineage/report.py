@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from govshare.catalog import SHARING_LABELS, Catalog
-from govshare.home import Home
+from common.catalog import SHARING_LABELS, Catalog
+from common.home import Home
 from keys.keystore import Keystore
 from lineage import openlineage
 from lineage.audit import AccessLog

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from govshare.home import Home
+from common.home import Home
 
 
 def runs_dir(home: Home, dataset_id: str) -> Path:

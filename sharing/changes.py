@@ -24,7 +24,7 @@ import threading
 
 import pyarrow as pa
 
-from govshare.catalog import Dataset
+from common.catalog import Dataset
 
 KEY_REF = "_key_ref"
 FINGERPRINT = "_fingerprint"

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from govshare.schema import IS_DELETED, UPDATED_AT
+from common.schema import IS_DELETED, UPDATED_AT
 from sharing.changes import FINGERPRINT, KEY_REF
 from sharing.index import CHANGE, StateIndex
 

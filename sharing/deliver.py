@@ -32,9 +32,9 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.pool import NullPool
 
-from govshare.catalog import Dataset, Field
-from govshare.errors import ConfigError, SourceUnavailable
-from govshare.schema import CHANGE_TYPE, COMMIT_VERSION, DISPUTED
+from common.catalog import Dataset, Field
+from common.errors import ConfigError, SourceUnavailable
+from common.schema import CHANGE_TYPE, COMMIT_VERSION, DISPUTED
 from sharing.feed import DELETE, UPSERT
 
 CHUNK_ROWS = 10_000

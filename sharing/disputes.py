@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from govshare.catalog import Catalog, Dataset
-from govshare.errors import AccessDenied, ConfigError, IntegrityError
-from govshare.home import Home
+from common.catalog import Catalog, Dataset
+from common.errors import AccessDenied, ConfigError, IntegrityError
+from common.home import Home
 from sharing.store import canonical_json
 
 MAX_REASON = 500

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from govshare.schema import CHANGE_TYPE, COMMIT_VERSION
+from common.schema import CHANGE_TYPE, COMMIT_VERSION
 
 UPSERT = "upsert"
 DELETE = "delete"

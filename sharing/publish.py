@@ -14,10 +14,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from govshare.catalog import Dataset
-from govshare.schema import IS_DELETED, arrow_type, fields_schema
+from common.catalog import Dataset
+from common.schema import IS_DELETED, arrow_type, fields_schema
 from keys.keystore import Keystore
-from govshare.errors import IntegrityError
+from common.errors import IntegrityError
 from keys.protection import Protection, column_encryption, encrypted_batches
 from sharing.changes import FINGERPRINT, INDEX_SCHEMA, KEY_REF
 from sharing.index import StateIndex

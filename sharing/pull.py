@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from govshare.catalog import Catalog, Grant, Subscriber
-from govshare.errors import AccessDenied, ConfigError
-from govshare.home import Home
-from govshare.schema import CHANGE_TYPE, COMMIT_VERSION, DISPUTED
+from common.catalog import Catalog, Grant, Subscriber
+from common.errors import AccessDenied, ConfigError
+from common.home import Home
+from common.schema import CHANGE_TYPE, COMMIT_VERSION, DISPUTED
 from keys.keystore import Keystore
 from lineage.audit import AccessLog
 from sharing.changes import FINGERPRINT, KEY_REF

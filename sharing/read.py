@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from govshare.catalog import Dataset
-from govshare.schema import fields_schema
+from common.catalog import Dataset
+from common.schema import fields_schema
 from keys.keystore import Keystore
 from keys.protection import decryption_properties
 from sharing.feed import VersionChanges, fold

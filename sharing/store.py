@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from govshare.errors import ConfigError, IntegrityError, PublishConflict
+from common.errors import ConfigError, IntegrityError, PublishConflict
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from govshare.errors import IntegrityError
+from common.errors import IntegrityError
 from keys.keystore import Keystore
 from sharing.store import MANIFEST, SIGNATURE, Manifest, SharingStore, sha256_file
 

@@ -31,7 +31,7 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
 def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """An initialised GOVSHARE_HOME in a temporary folder (real keys, generated now)."""
     from govshare.cli import main
-    from govshare.home import home as current_home
+    from common.home import home as current_home
 
     monkeypatch.setenv("GOVSHARE_HOME", str(tmp_path / "home"))
     assert main(["init"]) == 0

@@ -1,4 +1,4 @@
-"""Code lists named in validation.checks.CODE_LISTS, and GB/T 2260 division codes.
+"""Code lists named in common.checks.CODE_LISTS, and GB/T 2260 division codes.
 
 Division codes come from python-stdnum's history file (stdnum/cn/loc.dat): a code is valid if
 it was ever listed, because records keep the code that was current when they were made.
@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from govshare.errors import ConfigError
-from validation.checks import CODE_LISTS as CODE_LIST_NAMES
+from common.errors import ConfigError
+from common.checks import CODE_LISTS as CODE_LIST_NAMES
 from validation.identifiers import as_strings
 
 CODE_LISTS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
@@ -34,7 +34,7 @@ CODE_LISTS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
     }
 )
 
-assert set(CODE_LISTS) == set(CODE_LIST_NAMES), "validation.codes and validation.checks disagree on code lists"
+assert set(CODE_LISTS) == set(CODE_LIST_NAMES), "validation.codes and common.checks disagree on code lists"
 
 
 def code_list(name: str) -> tuple[str, ...]:

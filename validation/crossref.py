@@ -29,9 +29,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from govshare.catalog import Dataset
-from govshare.errors import ConfigError
-from govshare.schema import IS_DELETED
+from common.catalog import Dataset
+from common.errors import ConfigError
+from common.schema import IS_DELETED
 from validation import identifiers
 from validation.quality import mask_keys
 

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, Self
 import numpy as np
 import pyarrow as pa
 
-from govshare.catalog import Dataset
-from govshare.errors import ConfigError
-from govshare.schema import IS_DELETED, source_schema
+from common.catalog import Dataset
+from common.errors import ConfigError
+from common.schema import IS_DELETED, source_schema
 from validation.rules import Rule, dataset_rules, failures, live_rows, normalise
 
 if TYPE_CHECKING:

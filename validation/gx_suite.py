@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from govshare.catalog import Dataset
-from govshare.errors import GovshareError
-from govshare.schema import source_schema
+from common.catalog import Dataset
+from common.errors import GovshareError
+from common.schema import source_schema
 from validation.rules import REQUIRED, Rule, live_rows, record_fields
 
 if TYPE_CHECKING:

@@ -50,8 +50,8 @@ from datetime import date
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Self
 
-from govshare.catalog import Dataset
-from govshare.errors import ConfigError, GovshareError
+from common.catalog import Dataset
+from common.errors import ConfigError, GovshareError
 from validation.gx_suite import outcomes
 from validation.rules import Rule
 

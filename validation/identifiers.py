@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from govshare.errors import ConfigError
-from validation.checks import LICENSE_VARIANTS
+from common.errors import ConfigError
+from common.checks import LICENSE_VARIANTS
 
 # GB 11643 check character: ISO 7064 MOD 11-2.
 _ID_WEIGHTS = np.array([7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2], dtype=np.int64)

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from govshare.catalog import Dataset
-from govshare.errors import ConfigError
+from common.catalog import Dataset
+from common.errors import ConfigError
 
 if TYPE_CHECKING:
     from keys.keystore import Keystore

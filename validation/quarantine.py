@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from govshare.errors import ConfigError
+from common.errors import ConfigError
 from sharing.changes import KEY_REF
 
 RULES = "_rules"

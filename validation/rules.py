@@ -21,11 +21,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from govshare.catalog import Check, Dataset, Field
-from govshare.errors import ConfigError
-from govshare.schema import IS_DELETED
+from common.catalog import Dataset, Field
+from common.checks import Check
+from common.errors import ConfigError
+from common.schema import IS_DELETED
 from validation import codes, identifiers
-from validation.checks import CHECKS
+from common.checks import CHECKS
 
 REQUIRED = "required"
 ID_TYPE_PERSON = "111"  # 公民身份号码
@@ -35,7 +36,7 @@ ID_TYPE_ORGANISATION = "001"  # 统一社会信用代码
 @dataclass(frozen=True)
 class Rule:
     id: str
-    check: str  # a name from validation.checks.CHECKS, or "required"
+    check: str  # a name from common.checks.CHECKS, or "required"
     fields: tuple[str, ...]
     params: tuple[tuple[str, str], ...] = ()
     key: bool = False  # the dataset's key: checked on delete rows too, nulls fail

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from govshare.errors import SourceUnavailable
+from common.errors import SourceUnavailable
 
 pytestmark = pytest.mark.dags
 

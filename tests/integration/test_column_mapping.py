@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from govshare.catalog import PROJECT_ROOT
+from common.catalog import PROJECT_ROOT
 from govshare.cli import main
 
 pytestmark = pytest.mark.integration

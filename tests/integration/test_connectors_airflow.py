@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 SCRIPT = """
 from connectors.connections import resolve_url
-from govshare.errors import ConfigError
+from common.errors import ConfigError
 try:
     resolve_url("nowhere_db")
 except ConfigError as exc:

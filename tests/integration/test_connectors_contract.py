@@ -30,9 +30,9 @@ import sqlalchemy as sa
 from connectors import Source, open_source
 from connectors.connections import parse_connection, to_url
 from connectors.ddl import TABLES, create_table_sql
-from govshare.catalog import Dataset, load_catalog
-from govshare.errors import ConfigError, SourceUnavailable
-from govshare.schema import source_schema
+from common.catalog import Dataset, load_catalog
+from common.errors import ConfigError, SourceUnavailable
+from common.schema import source_schema
 from tests.integration.conftest import ScratchDatabase
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from connectors import open_source
-from govshare.catalog import load_catalog
-from govshare.errors import SourceUnavailable
+from common.catalog import load_catalog
+from common.errors import SourceUnavailable
 
 pytestmark = pytest.mark.integration
 

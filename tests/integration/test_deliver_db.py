@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from govshare.catalog import load_catalog
+from common.catalog import load_catalog
 from govshare.cli import main
 from sharing.deliver import target_table_for
 

@@ -17,8 +17,8 @@ import pytest
 import sqlalchemy as sa
 
 import sharing.deliver as deliver_module
-from govshare.errors import ConfigError
-from govshare.schema import fields_schema
+from common.errors import ConfigError
+from common.schema import fields_schema
 from sharing.deliver import deliver, target_table_for
 from tests.unit.test_deliver_statements import DATASET, FIELDS
 

@@ -257,7 +257,7 @@ def test_deterministic_per_seed(tmp_path: Path) -> None:
 
 
 def test_too_few_rows_is_a_config_error(tmp_path: Path) -> None:
-    from govshare.errors import ConfigError
+    from common.errors import ConfigError
 
     with pytest.raises(ConfigError, match="100"):
         write_demo_sources(tmp_path, rows=10)
@@ -265,7 +265,7 @@ def test_too_few_rows_is_a_config_error(tmp_path: Path) -> None:
 
 def test_demo_sources_read_through_their_connections(demo: DemoSources, monkeypatch: pytest.MonkeyPatch) -> None:
     from connectors import open_source
-    from govshare.catalog import load_catalog
+    from common.catalog import load_catalog
 
     for name, value in demo.environment().items():
         monkeypatch.setenv(name, value)

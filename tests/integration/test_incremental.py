@@ -156,7 +156,7 @@ def test_large_full_read_is_split_into_key_ranges_and_published_as_one_version(h
     import shutil
 
     from govshare import pipeline
-    from govshare.catalog import PROJECT_ROOT, load_catalog
+    from common.catalog import PROJECT_ROOT, load_catalog
 
     catalogs = tmp_path / "catalogs"
     shutil.copytree(PROJECT_ROOT / "catalogs", catalogs)

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from tests.integration.test_incremental import X_CHECK, person_id, population_view, row
 from govshare import pipeline
-from govshare.catalog import load_catalog
+from common.catalog import load_catalog
 from govshare.cli import main
 from keys.keystore import Keystore
 from keys.kms import CACHE_LIFETIME, KeystoreKmsClient, kms_connection_config

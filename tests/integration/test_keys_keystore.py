@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from govshare.errors import ConfigError, GovshareError, IntegrityError
+from common.errors import ConfigError, GovshareError, IntegrityError
 from keys.keystore import Keystore
 
 pytestmark = pytest.mark.integration

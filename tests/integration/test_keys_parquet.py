@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from govshare.errors import IntegrityError
+from common.errors import IntegrityError
 from keys import kms
 from keys.keystore import Keystore
 from keys.protection import Protection, column_encryption, decryption_properties, staging_encryption

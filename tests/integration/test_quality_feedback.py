@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from govshare.catalog import load_catalog
+from common.catalog import load_catalog
 from govshare.cli import main
 from keys.keystore import Keystore
 from keys.protection import staging_encryption

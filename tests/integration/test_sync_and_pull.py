@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from govshare.catalog import load_catalog
+from common.catalog import load_catalog
 from govshare.cli import main
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from govshare.catalog import PROJECT_ROOT, load_catalog
-from govshare.errors import ConfigError
+from common.catalog import PROJECT_ROOT, load_catalog
+from common.errors import ConfigError
 
 SHIPPED = PROJECT_ROOT / "catalogs"
 

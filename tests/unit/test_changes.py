@@ -8,8 +8,8 @@ from datetime import date
 
 import pyarrow as pa
 
-from govshare.catalog import load_catalog
-from govshare.schema import source_schema
+from common.catalog import load_catalog
+from common.schema import source_schema
 from sharing.changes import RowHasher, key_refs, with_fingerprints
 
 

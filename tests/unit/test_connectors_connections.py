@@ -7,7 +7,7 @@ import json
 import pytest
 
 from connectors.connections import describe, resolve_url
-from govshare.errors import ConfigError
+from common.errors import ConfigError
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from connectors.sql import SqlSource, _key_range, to_canonical
-from govshare.catalog import load_catalog
-from govshare.errors import ConfigError
+from common.catalog import load_catalog
+from common.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.schema import CreateTable
 
-from govshare.catalog import Dataset, Field
-from govshare.errors import ConfigError
+from common.catalog import Dataset, Field
+from common.errors import ConfigError
 from sharing.deliver import _DecimalText, _upsert_statement, deliver, target_table_for
 
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from stdnum.cn import ric, uscc
 from stdnum.iso7064 import mod_37_36
 
-from govshare.errors import ConfigError
+from common.errors import ConfigError
 from validation.identifiers import (
     USCC_ALPHABET,
     gb11714_check_char,

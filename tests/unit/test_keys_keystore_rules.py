@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from govshare.errors import ConfigError
+from common.errors import ConfigError
 from keys.keystore import KeyEntry, Keystore
 
 

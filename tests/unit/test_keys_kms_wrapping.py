@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from govshare.errors import ConfigError, IntegrityError
+from common.errors import ConfigError, IntegrityError
 from keys.kms import NONCE_BYTES, KeystoreKmsClient
 from keys.protection import _resolve_column_keys
 

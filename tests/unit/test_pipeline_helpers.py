@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from govshare import pipeline
-from govshare.errors import ConfigError, GovshareError
+from common.errors import ConfigError, GovshareError
 from govshare.pipeline import GX_WORKER_ROWS, _with_last, gx_mode
 from validation import gx_worker
 

@@ -21,8 +21,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from govshare.catalog import Dataset, load_catalog
-from govshare.schema import source_schema
+from common.catalog import Dataset, load_catalog
+from common.schema import source_schema
 from keys.keystore import Keystore
 from keys.protection import quarantine_encryption
 from validation import quality
@@ -260,7 +260,7 @@ def test_html_escapes_catalog_text(population: Dataset, keystore: Keystore, tmp_
 
 
 def test_unsafe_run_ids_are_refused_as_file_names(population: Dataset, keystore: Keystore, tmp_path: Path) -> None:
-    from govshare.errors import ConfigError
+    from common.errors import ConfigError
 
     report = quality_report(population, "../../etc/x", hand_summary(population), [], keystore)
     with pytest.raises(ConfigError):

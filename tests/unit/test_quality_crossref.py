@@ -13,9 +13,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from govshare.catalog import Catalog, load_catalog
-from govshare.errors import ConfigError
-from govshare.schema import source_schema
+from common.catalog import Catalog, load_catalog
+from common.errors import ConfigError
+from common.schema import source_schema
 from keys.keystore import Keystore
 from keys.protection import staging_encryption
 from sharing.changes import FINGERPRINT, KEY_REF, key_refs, with_fingerprints

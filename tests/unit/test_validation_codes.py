@@ -5,10 +5,10 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from govshare.catalog import Check
-from govshare.errors import ConfigError
-from validation.checks import CODE_LISTS as CHECK_CODE_LISTS
-from validation.checks import check_problems
+from common.checks import Check
+from common.errors import ConfigError
+from common.checks import CODE_LISTS as CHECK_CODE_LISTS
+from common.checks import check_problems
 from validation.codes import CODE_LISTS, code_list, division_codes, division_valid, in_code_list
 
 

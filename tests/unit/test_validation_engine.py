@@ -16,9 +16,10 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from govshare.catalog import Check, Dataset, load_catalog
-from govshare.errors import ConfigError
-from govshare.schema import source_schema
+from common.catalog import Dataset, load_catalog
+from common.checks import Check
+from common.errors import ConfigError
+from common.schema import source_schema
 from validation.engine import RULES_COLUMN, BatchVerdict, Validator
 from validation.gx_suite import SuiteRunner, build_suite
 from validation.rules import dataset_rules, normalise

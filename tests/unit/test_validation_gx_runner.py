@@ -14,8 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from govshare.catalog import load_catalog
-from govshare.errors import GovshareError
+from common.catalog import load_catalog
+from common.errors import GovshareError
 from validation import identifiers, rules
 from validation.engine import Validator
 from validation.gx_suite import ALL_ROWS, LIVE_ROWS, SuiteRunner, build_suite, outcomes

@@ -19,9 +19,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from govshare.catalog import load_catalog
-from govshare.errors import GovshareError
-from govshare.schema import IS_DELETED
+from common.catalog import load_catalog
+from common.errors import GovshareError
+from common.schema import IS_DELETED
 from tests.unit.test_validation_engine import (
     RAW_VALUES,
     ROWS,
@@ -308,7 +308,7 @@ def test_close_stops_a_running_worker(population) -> None:
 
 def test_an_idle_child_exits_with_the_interpreter_that_started_it() -> None:
     parent = """
-from govshare.catalog import load_catalog
+from common.catalog import load_catalog
 from validation.engine import Validator
 from validation.gx_worker import warm_worker_available
 from tests.unit.test_validation_engine import TODAY, make_batch, population_rows

@@ -20,7 +20,8 @@ from typing import Any, Literal, get_args
 
 import yaml
 
-from govshare.errors import ConfigError
+from common.checks import CHECKS, Check, check_problems
+from common.errors import ConfigError
 
 SharingClass = Literal["unconditional", "conditional", "none"]
 Sensitivity = Literal["public", "internal", "personal", "sensitive_personal"]
@@ -44,17 +45,6 @@ DEFAULT_LOOKBACK = timedelta(hours=1)
 DEFAULT_PART_ROWS = 2_000_000
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass(frozen=True)
-class Check:
-    """One named check from validation's vocabulary, with its parameters."""
-
-    name: str
-    params: tuple[tuple[str, str], ...] = ()
-
-    def param(self, key: str, default: str | None = None) -> str | None:
-        return dict(self.params).get(key, default)
 
 
 @dataclass(frozen=True)
@@ -384,8 +374,6 @@ class _Loader:
         return tuple(out)
 
     def _check(self, where: str, raw: Any, scope: str) -> Check:
-        from validation.checks import CHECKS, check_problems  # light: no pandas, no GX
-
         if isinstance(raw, str):
             check = Check(raw)
         elif isinstance(raw, dict) and len(raw) == 1:

@@ -7,12 +7,20 @@ Field checks apply to the field they are declared on; record checks name their f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
-
-if TYPE_CHECKING:
-    from govshare.catalog import Check
+from typing import Literal
 
 Scope = Literal["field", "record"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One named check from validation's vocabulary, with its parameters."""
+
+    name: str
+    params: tuple[tuple[str, str], ...] = ()
+
+    def param(self, key: str, default: str | None = None) -> str | None:
+        return dict(self.params).get(key, default)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from govshare.catalog import Dataset, Field
+    from common.catalog import Dataset, Field
 
 UPDATED_AT = "updated_at"
 IS_DELETED = "is_deleted"

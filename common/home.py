@@ -9,8 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from govshare.catalog import PROJECT_ROOT
-from govshare.errors import ConfigError
+from common.catalog import PROJECT_ROOT
+from common.errors import ConfigError
 
 
 @dataclass(frozen=True)
