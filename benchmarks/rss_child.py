@@ -45,7 +45,7 @@ def main() -> int:
         "rss_before_sync_kib": baseline,
         "stage_peak_kib": {name: fig.peak_kib for name, fig in figures.items()},
         # the GX worker is a process of its own (its peak so far, reported with its counts)
-        "gx_worker_peak_kib": max((r["gx"]["worker_peak_rss_kib"] or 0 for r in figures["ingest"].results), default=0),
+        "gx_worker_peak_kib": max((r.gx.worker_peak_rss_kib or 0 for r in figures["ingest"].results), default=0),
         "stage_seconds": {name: fig.seconds for name, fig in figures.items()},
     }))
     return 0

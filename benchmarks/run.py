@@ -144,7 +144,7 @@ def pull_and_plain_read(catalog: Any, home: Any, work: Path, repeat: int, versio
     """Best of repeat for each; with a profiler, the last pull is the profiled one."""
     import pyarrow.parquet as pq
 
-    from sharing.pull import pull
+    from govshare.delivery import pull
 
     out = work / f"pull-v{version or 'latest'}.parquet"
     pulls = []
@@ -207,9 +207,9 @@ class _Profiler:
 
 def _stage_rows(stage: str, results: list[Any]) -> int | None:
     if stage == "ingest":
-        return sum(r.get("rows", 0) for r in results)
+        return sum(r.rows for r in results)
     if stage == "protect":
-        return results[0].get("upserts")
+        return results[0].upserts if results[0] else 0
     return None
 
 
@@ -217,13 +217,14 @@ def _stage_note(stage: str, results: list[Any]) -> str:
     if stage == "plan":
         return f"{len(results[0])} part(s)"
     if stage == "ingest":
-        good, rejected = sum(r["good"] for r in results), sum(r["rejected"] for r in results)
+        good, rejected = sum(r.good for r in results), sum(r.rejected for r in results)
         parts = f"{len(results)} parts, " if len(results) > 1 else ""
-        gx = sum(r["gx"]["seconds"] for r in results)
-        where = "/".join(sorted({r["gx"]["where"] for r in results}))
+        gx = sum(r.gx.seconds for r in results)
+        where = "/".join(sorted({r.gx.where or "none" for r in results}))
         return f"{parts}good {good}, rejected {rejected}; GX {gx:.2f} s {where}"
     if stage == "protect":
-        return f"upserts {results[0].get('upserts')}, deletes {results[0].get('deletes')}"
+        protected = results[0]
+        return f"upserts {protected.upserts}, deletes {protected.deletes}" if protected else "nothing new"
     if stage == "publish":
         r = results[0]
         return f"version {r.version}, upserts {r.upserts}, deletes {r.deletes}, quarantined {r.quarantined}"

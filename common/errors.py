@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-ExitCode = Literal[0, 1, 2, 3, 4, 5]
+ExitCode = Literal[0, 1, 2, 3, 4, 5, 75]
+EX_TEMPFAIL = 75  # sysexits.h: a temporary failure, retrying later can succeed
 
 
 class GovshareError(Exception):
@@ -51,15 +52,30 @@ class GateBlocked(GovshareError):
     exit_code = 5
 
 
-class SourceUnavailable(GovshareError):
-    """A source could not be reached or timed out. Retriable: Airflow retries with backoff."""
+class InternalError(GovshareError):
+    """A bug: govshare found itself in a state its own code should never produce. Exit 1."""
 
     exit_code = 1
+
+    def lines(self) -> list[str]:
+        return [f"a bug: {self.message}", *(f"  - {p}" for p in self.problems)]
+
+
+class TemporaryFailure(GovshareError):
+    """Something needed is unreachable or busy for now; retrying later can succeed. Exit 75, and
+    Airflow retries the task with backoff."""
+
+    exit_code = EX_TEMPFAIL
     retriable = True
 
 
-class PublishConflict(GovshareError):
-    """Another publisher made the same version visible first. Retriable."""
+class SourceUnavailable(TemporaryFailure):
+    """A source database could not be reached or timed out."""
 
-    exit_code = 1
-    retriable = True
+
+class TargetUnavailable(TemporaryFailure):
+    """A subscriber's target database (where a pull applies its rows) could not be reached."""
+
+
+class PublishConflict(TemporaryFailure):
+    """Another publisher made the same version visible first."""

@@ -65,7 +65,8 @@ def build_sync_dag(ds: Dataset):  # noqa: ANN201 - an Airflow DAG
 
         @task(task_id="protect", trigger_rule="none_failed")
         def protect(parts: list[int]) -> dict:
-            return stage("protect")
+            protected = stage("protect")  # None: nothing new
+            return protected.to_json() if protected else {}
 
         @task(task_id="publish", outlets=[asset], trigger_rule="none_failed")
         def publish() -> dict:

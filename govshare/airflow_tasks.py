@@ -13,9 +13,9 @@ from typing import Any
 def run_stage(stage: str, dataset_id: str, airflow_run_id: str, *, part: int | None = None, full: bool = False) -> Any:
     from airflow.sdk.exceptions import AirflowFailException
 
+    from common.errors import GovshareError
     from govshare import pipeline
     from govshare.cli import quiet_libraries
-    from common.errors import GovshareError
 
     quiet_libraries()
     try:

@@ -110,9 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
+    from common.catalog import load_catalog
     from common.home import home
     from keys.keystore import Keystore
-    from common.catalog import load_catalog
 
     catalog = load_catalog()
     h = home()
@@ -125,8 +125,8 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from govshare.demo import write_demo_sources
     from common.home import home
+    from govshare.demo import write_demo_sources
 
     if args.rows < 10:
         raise ConfigError("--rows must be at least 10")
@@ -199,7 +199,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _pull(args: argparse.Namespace) -> int:
     from common.catalog import load_catalog
     from common.home import home
-    from sharing.pull import pull
+    from govshare.delivery import pull
 
     result = pull(load_catalog(), home().require_initialised(), args.dataset, args.subscriber, args.purpose, args.out,
                   version=args.version, since=args.since)
@@ -257,7 +257,7 @@ def _quarantine(args: argparse.Namespace) -> int:
     from common.catalog import load_catalog
     from common.home import home
     from keys.keystore import Keystore
-    from sharing.changes import KEY_REF, key_refs
+    from keys.pseudonyms import KEY_REF, key_refs
     from sharing.disputes import normalise_key
     from validation.quarantine import Quarantine
 

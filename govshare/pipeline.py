@@ -1,93 +1,47 @@
 """The sync of one dataset, as four stages: plan, ingest (per part), protect, publish.
 
 Airflow runs each stage as its own task; ``govshare sync`` runs the same functions in a row.
-Ingest reads, judges and stages each row in one streaming pass (extract and validate used to be
-two stages with an encrypted copy of the whole source between them). Stages hand over through
-files in the run's work folder (personal data in them encrypted at rest), so a retried task
-redoes only its own stage. The watermark advances only in publish, after the version is visible.
+Ingest reads, judges and stages each row in one streaming pass. Stages hand over through typed
+results (common.run) and files in the run's work folder (personal data in them encrypted at
+rest), so a retried task redoes only its own stage. The watermark advances only in publish,
+after the version is visible.
+
+This module is wiring: each rule it applies lives in the library below it (the gate in
+validation.gate, quarantine cases in validation.quarantine, the version's files in
+sharing.publish, lineage in lineage/).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import secrets
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
-from pathlib import Path
-from typing import Any, TypeVar
-from zoneinfo import ZoneInfo
+from typing import TypeVar
 
-from common.catalog import Catalog, Dataset, load_catalog
-from common.errors import ConfigError, GateBlocked
-from common.home import Home, home as default_home
+from common.catalog import Catalog, load_catalog
+from common.errors import GateBlocked, InternalError
+from common.home import Home
+from common.home import home as default_home
+from common.run import (
+    CrossrefResult,
+    Extracted,
+    GxUse,
+    Plan,
+    Protected,
+    Published,
+    Run,
+    Staged,
+    Validated,
+    new_run_id,
+)
+from common.times import today, utc_now
+from keys.keystore import Keystore
+from validation.gx_mode import gx_mode, gx_setting, warm_up
 
-SOURCE_ZONE = ZoneInfo("Asia/Shanghai")  # source timestamps are local time without a zone
 BATCH_ROWS = 100_000
-GX_ENV = "GOVSHARE_GX"
-GX_WORKER_ROWS = 200_000  # parts from this size on run GX in a worker process (GOVSHARE_GX=auto)
-_RUN_ID = re.compile(r"[^A-Za-z0-9_.-]+")
 T = TypeVar("T")
 
-
-@dataclass(frozen=True)
-class Run:
-    """One sync of one dataset. Each stage (and each part of a split stage) records its result in
-    its own JSON file in the run's folder, so parallel mapped tasks never write the same file."""
-
-    dataset: Dataset
-    home: Home
-    run_id: str
-    full: bool = False
-
-    @property
-    def folder(self) -> Path:
-        return self.home.work / self.dataset.id / self.run_id
-
-    def file(self, name: str) -> Path:
-        return self.folder / name
-
-    def stage(self, name: str) -> dict[str, Any]:
-        path = self.file(f"{name}.json")
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-    def save(self, stage: str, result: dict[str, Any]) -> None:
-        tmp = self.file(f"{stage}.json.tmp")
-        tmp.write_text(json.dumps(result, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
-        tmp.replace(self.file(f"{stage}.json"))
-
-    @property
-    def parts(self) -> list[int]:
-        return list(range(len(self.stage("plan").get("parts", []))))
-
-    def record(self) -> dict[str, Any]:
-        """Everything the run recorded, with the parts of extract and validate added up."""
-        doc: dict[str, Any] = {"dataset": self.dataset.id, "run_id": self.run_id, "full": self.full}
-        for path in sorted(self.folder.glob("*.json")):
-            if "." not in path.stem:
-                doc[path.stem] = json.loads(path.read_text(encoding="utf-8"))
-        plan = doc.get("plan", {})
-        extracts = [self.stage(f"extract.{i}") for i in self.parts]
-        validates = [self.stage(f"validate.{i}") for i in self.parts]
-        if plan and all(extracts):
-            doc["extract"] = {
-                "connection_id": plan["connection_id"], "source_table": plan["source_table"],
-                "watermark_from": plan["watermark_from"], "watermark_to": plan["watermark_to"],
-                "parts": len(extracts), "nothing_new": plan["nothing_new"],
-                **{k: sum(e[k] for e in extracts) for k in ("rows", "deletes", "batches")},
-            }
-        if validates and all(validates):
-            from validation.engine import merge_summaries
-
-            doc["validate"] = {
-                **{k: sum(v[k] for v in validates) for k in ("rows", "good", "good_deletes", "rejected")},
-                "summary": merge_summaries([v["summary"] for v in validates]),
-                "gate": doc.get("gate", {}),
-            }
-        return doc
+__all__ = ["SyncResult", "ingest", "new_run_id", "plan", "protect", "publish", "start", "sync", "warm_up"]
 
 
 @dataclass(frozen=True)
@@ -101,14 +55,6 @@ class SyncResult:
     reason: str = ""
 
 
-def new_run_id(hint: str | None = None) -> str:
-    """A file-safe run id: Airflow's run id when there is one, else a fresh one."""
-    if hint:
-        return _RUN_ID.sub("_", hint).strip("_")[:120]
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"cli_{stamp}_{secrets.token_hex(3)}"
-
-
 def start(dataset_id: str, run_id: str | None = None, full: bool = False,
           catalog: Catalog | None = None, home: Home | None = None) -> Run:
     """Open a run (a fresh one, or the run with this id whose plan fixed its mode)."""
@@ -117,43 +63,8 @@ def start(dataset_id: str, run_id: str | None = None, full: bool = False,
     gx_setting()  # a wrong GOVSHARE_GX fails here, before anything is planned
     run = Run(catalog.dataset(dataset_id), home, new_run_id(run_id), full)
     run.folder.mkdir(parents=True, exist_ok=True)
-    planned = run.stage("plan")
-    if planned:
-        run = Run(run.dataset, home, run.run_id, bool(planned.get("full")))
-    return run
-
-
-def gx_mode(rows: int) -> str:
-    """Where Great Expectations runs while a part of about ``rows`` rows is ingested (GOVSHARE_GX):
-
-    - ``worker``: a child process on another core. It imports GX (~3 s) and runs the suite while
-      this process reads, judges and writes: worth it when the part is large;
-    - ``inline``: in this process. Cheaper for a small part (no second GX import, no copy of the
-      rows to a child; a process that already imported GX pays nothing more), and the choice for
-      one-core machines and the tests;
-    - ``auto`` (the default): ``worker`` from GX_WORKER_ROWS rows on, or when this process holds a
-      warm worker (one that served an earlier part, or was prestarted: ``warm_up``), else ``inline``.
-    """
-    mode = gx_setting()
-    if mode == "auto":
-        from validation.gx_worker import warm_worker_available
-
-        large = rows >= GX_WORKER_ROWS and (os.cpu_count() or 1) > 1
-        return "worker" if large or warm_worker_available() else "inline"
-    return mode
-
-
-def gx_setting() -> str:
-    """GOVSHARE_GX as set ('auto' when unset), checked: a ConfigError names a wrong value."""
-    mode = os.environ.get(GX_ENV, "auto")
-    if mode not in ("auto", "worker", "inline"):
-        raise ConfigError(f"{GX_ENV}={mode!r} is not a way to run Great Expectations",
-                          problems=["use 'auto' (the default), 'worker' (a child process) or 'inline'"])
-    return mode
-
-
-def today() -> date:
-    return datetime.now(SOURCE_ZONE).date()
+    planned = run.plan
+    return Run(run.dataset, home, run.run_id, planned.full) if planned else run
 
 
 # -- stages ----------------------------------------------------------------------------------
@@ -174,26 +85,21 @@ def plan(run: Run) -> list[int]:
     source.check()
     high = source.high_watermark()
     nothing_new = high is None or (after is not None and high <= state.watermark)
-    parts: list[list[str | None]] = [[None, None]]
+    parts: list[tuple[str | None, str | None]] = [(None, None)]
     rows = 0
     if not nothing_new:
         rows = source.count(after, high, exact=False)  # an upper bound: sizes the parts and GX's place
         if after is None and rows > ds.part_rows:
-            parts = [list(r) for r in source.key_ranges(-(-rows // ds.part_rows), after, high)]
-    result = {
-        "at": _now(), "full": run.full, "connection_id": ds.connection_id, "source_table": ds.source_table,
-        "watermark_from": after.isoformat() if after else None,
-        "watermark_to": high.isoformat() if high else None,
-        "nothing_new": nothing_new, "parts": [] if nothing_new else parts,
-        "rows_estimate": rows,
-    }
-    run.save("plan", result)
+            parts = [tuple(r) for r in source.key_ranges(-(-rows // ds.part_rows), after, high)]
+    run.save(Plan(at=utc_now(), full=run.full, connection_id=ds.connection_id, source_table=ds.source_table,
+                  watermark_from=after, watermark_to=high, nothing_new=nothing_new,
+                  parts=() if nothing_new else tuple(parts), rows_estimate=rows))
     if not nothing_new:
-        openlineage.emit_start(run)
+        openlineage.emit_start(run.home.lineage, ds, run.record())
     return run.parts
 
 
-def ingest(run: Run, part: int = 0) -> dict[str, Any]:
+def ingest(run: Run, part: int = 0) -> Validated:
     """Read one part of the source and judge every row as it streams by, in one pass: rejected rows
     to the run's (encrypted) quarantine file, good rows fingerprinted and staged as the version
     needs them (sharing.publish.PartFiles), cross-dataset references checked on the way.
@@ -201,144 +107,122 @@ def ingest(run: Run, part: int = 0) -> dict[str, Any]:
     Great Expectations counts the same rows in a child process on the other core (its import
     alone takes seconds), so the suite's run costs this stage little beyond waiting for its result.
     """
-    import pyarrow.parquet as pq
-
     from connectors.base import prefetch
     from connectors.sql import open_source
-    from common.schema import IS_DELETED
-    from keys.protection import quarantine_encryption
-    from sharing.changes import RowHasher
+    from keys.pseudonyms import RowHasher
+    from sharing.index import published_refs
     from sharing.publish import PartFiles
     from validation.crossref import CrossrefCheck
     from validation.engine import Validator
 
     ds = run.dataset
-    planned = run.stage("plan")
-    lo, hi = planned["parts"][part]
-    after = datetime.fromisoformat(planned["watermark_from"]) if planned["watermark_from"] else None
-    upto = datetime.fromisoformat(planned["watermark_to"])
-    key_range = None if lo is None and hi is None else (lo, hi)
-    keystore = _keystore(run.home)
+    planned = run.require(Plan)
+    key_range = planned.parts[part]
+    keystore = Keystore(run.home.keystore)
     secret = keystore.hmac_key()
     day = today()
-    per_part = planned.get("rows_estimate", 0) // max(len(planned["parts"]), 1)
-    validator = Validator(ds, day, gx=gx_mode(per_part))  # a worker starts importing GX now
-    rows = deletes = batches = rejected = 0
-    rejected_writer = None
+    validator = Validator(ds, day, gx=gx_mode(planned.rows_per_part))  # a worker starts importing GX now
+    read = _Tally()
     try:
         # the source is read from now on, in a thread, while the rest is set up
-        with (prefetch(open_source(ds).read_batches(after, upto, batch_rows=BATCH_ROWS, key_range=key_range)) as batches_read,
-              RowHasher(secret, ds) as hasher):
-            cross = CrossrefCheck(ds, secret, run.home.state, day)
-            staged = PartFiles(run, part, keystore)
+        batches = open_source(ds).read_batches(planned.watermark_from, planned.watermark_to, batch_rows=BATCH_ROWS,
+                                               key_range=None if key_range == (None, None) else key_range)
+        with prefetch(batches) as batches_read, RowHasher(secret, ds) as hasher, \
+                _Rejected(run, part, keystore) as rejected:
+            cross = CrossrefCheck(ds, secret, published_refs(run.home.state), day)
+            staged = PartFiles(run.folder, part, ds, keystore)
             try:
                 for batch, last in _with_last(batches_read):
-                    rows += batch.num_rows
-                    deletes += _count_true(batch.column(IS_DELETED))
-                    batches += 1
+                    read.add(batch)
                     verdict = validator.check(batch)
                     if last:
                         validator.end_input()  # a GX worker runs its last chunk while this batch is staged
-                    good = verdict.good
-                    key_ref, fingerprint = hasher.hashes(good)
-                    staged.write(_append(good, key_ref, fingerprint))
-                    cross.add(good)
-                    if verdict.rejected.num_rows:
-                        refused = _with_key_ref(verdict.rejected, hasher.key_refs(verdict.rejected.column(ds.key)))
-                        if rejected_writer is None:
-                            rejected_writer = pq.ParquetWriter(
-                                run.file(f"rejected-{part}.parquet"), refused.schema, compression="zstd",
-                                encryption_properties=quarantine_encryption(keystore).file_encryption_properties)
-                        rejected_writer.write_batch(refused)
-                        rejected += refused.num_rows
+                    key_ref, fingerprint = hasher.hashes(verdict.good)
+                    staged.write(_append(verdict.good, key_ref, fingerprint))
+                    cross.add(verdict.good)
+                    rejected.write(verdict.rejected, hasher)
             finally:
                 staging = staged.close()
-        summary = validator.summary().to_dict()  # waits for the GX worker's counts
+        summary = validator.summary()  # waits for the GX worker's counts
     finally:
         validator.close()
-        if rejected_writer is not None:
-            rejected_writer.close()
-    run.save(f"staged.{part}", staging)
-    run.save(f"crossref.{part}", cross.result().to_dict())
-    run.save(f"extract.{part}", {"at": _now(), "part": part, "key_range": [lo, hi], "rows": rows, "deletes": deletes,
-                                 "batches": batches})
-    result = {"at": _now(), "part": part, "rows": rows, "good": rows - rejected, "good_deletes": staging["deletes"],
-              "rejected": rejected, "summary": summary,
-              "gx": {"where": validator.gx_where, "seconds": round(validator.gx_seconds, 3),
-                     "worker_peak_rss_kib": validator.gx_worker_peak_kib}}
-    run.save(f"validate.{part}", result)
+    run.save(staging, part)
+    run.save(cross.result(), part)
+    run.save(Extracted(utc_now(), part, key_range, read.rows, read.deletes, read.batches), part)
+    result = Validated(at=utc_now(), part=part, rows=read.rows, good=read.rows - rejected.rows,
+                       good_deletes=staging.deletes, rejected=rejected.rows, summary=summary,
+                       gx=GxUse(validator.gx_where, round(validator.gx_seconds, 3), validator.gx_worker_peak_kib))
+    run.save(result, part)
     return result
 
 
-def protect(run: Run) -> dict[str, Any]:
+def protect(run: Run) -> Protected | None:
     """Pass the gate, then shape good rows into the version's files: 不予共享 dropped,
-    有条件共享 encrypted, unchanged rows left out."""
-    from sharing.publish import write_version_files
+    有条件共享 encrypted, unchanged rows left out. None: nothing new, nothing to protect."""
+    from sharing.index import StateIndex
+    from sharing.publish import StagedRun, write_version_files
+    from sharing.store import SharingStore
+    from validation.crossref import merge_crossref
 
-    if run.stage("plan").get("nothing_new", True):
-        return _skip(run, "protect")
-    keystore = _keystore(run.home)
-    _crossref(run)
-    state_rows = _state_rows(run)  # before the version's files exist: the state they change
-    result = {"skipped": False, **write_version_files(run, keystore)}
-    _gate(run, result, state_rows)
-    run.save("protect", result)
-    return result
+    ds = run.dataset
+    if run.require(Plan).nothing_new:
+        return None
+    keystore = Keystore(run.home.keystore)
+    run.save(merge_crossref(run.per_part(CrossrefResult), ds.id))
+    index = StateIndex(run.home.state, ds.id)
+    state_rows = index.rows()  # before the version's files exist: the state they change
+    staged = StagedRun(run.folder, tuple(run.require(Staged, p) for p in run.parts))
+    protected = write_version_files(SharingStore(run.home.store, ds.id), index, ds, keystore, staged, run.run_id,
+                                    run.full)
+    _gate(run, keystore, protected, state_rows)
+    run.save(protected)
+    return protected
 
 
 def publish(run: Run) -> SyncResult:
     """Make the version visible, keep the quarantine, then advance the watermark."""
     from lineage import openlineage
     from lineage.runs import save_run_record
-    from sharing.index import StateIndex
     from sharing.disputes import clear_changed
+    from sharing.index import StateIndex
     from sharing.publish import INDEX_DELTA, publish_version
     from sharing.state import SyncState, read_state, write_state
+    from sharing.store import SharingStore
 
     ds = run.dataset
-    planned = run.stage("plan")
-    if planned.get("nothing_new", True):
+    planned = run.require(Plan)
+    if planned.nothing_new:
         _finish(run)
         return SyncResult(ds.id, run.run_id, None, reason="nothing new at the source")
-    protected = run.stage("protect")
-    if protected.get("skipped", True):
-        raise ConfigError(f"{ds.id} run {run.run_id}: publish called before protect finished; rerun the sync")
-    keystore = _keystore(run.home)
+    protected = run.load(Protected)
+    if protected is None:
+        raise InternalError(f"{ds.id} run {run.run_id}: publish called before protect finished; rerun the sync")
+    keystore = Keystore(run.home.keystore)
     record = run.record()
-    quarantined = record["validate"]["rejected"]
+    quarantined = record.validate.rejected if record.validate else 0
     manifest = None
-    if protected["upserts"] or protected["deletes"]:
-        manifest = publish_version(run, keystore)
+    if protected.changes:
+        manifest = publish_version(SharingStore(run.home.store, ds.id), keystore, ds, record)
         StateIndex(run.home.state, ds.id).add(run.file(INDEX_DELTA), manifest.version, replace=manifest.kind == "snapshot",
-                                              growth=protected["new_keys"] - protected["deletes"])
+                                              growth=protected.new_keys - protected.deletes)
         clear_changed(run.home, ds.id, run.file(INDEX_DELTA), manifest.version)
-    _keep_quarantine(run, manifest.version if manifest else None)
-    _quality_feedback(run, keystore, manifest.version if manifest else None)
+    version = manifest.version if manifest else None
+    _keep_quarantine(run, keystore, version, blocked=False)
+    _quality_feedback(run, keystore, version)
     state = read_state(run.home.state, ds.id)
-    high = datetime.fromisoformat(planned["watermark_to"])
-    if state.watermark is not None and state.watermark > high:
+    high = planned.watermark_to
+    if state.watermark is not None and (high is None or state.watermark > high):
         high = state.watermark  # a lookback re-read never moves the watermark back
-    write_state(run.home.state, ds.id, SyncState(high, manifest.version if manifest else state.version, run.run_id))
-    run.save("publish", {"at": _now(), "version": manifest.version if manifest else None,
-                         "manifest_sha256": manifest.digest if manifest else None})
-    save_run_record(run.home, ds.id, run.run_id, run.record())
-    openlineage.emit_complete(run, run.record())
+    write_state(run.home.state, ds.id, SyncState(high, version or state.version, run.run_id))
+    run.save(Published(utc_now(), version, manifest.digest if manifest else None))
+    record = run.record()
+    save_run_record(run.home, record)
+    openlineage.emit_complete(run.home.lineage, ds, record)
     _finish(run)
     if manifest is None:
         return SyncResult(ds.id, run.run_id, None, quarantined=quarantined,
                           reason="every new row was rejected or changed nothing; the quarantine holds them")
-    return SyncResult(ds.id, run.run_id, manifest.version, protected["upserts"], protected["deletes"], quarantined)
-
-
-def warm_up() -> None:
-    """Before plan, in a process that will also ingest (``sync``): start a GX worker now, so that
-    GX's import (~3 s) runs on the other core while plan and the source's first batches run here.
-    The ingest of the first part takes it (GOVSHARE_GX auto or worker); unused, it is stopped when
-    the process exits. Airflow's tasks are separate processes: there ingest starts its own."""
-    if gx_setting() in ("auto", "worker"):
-        from validation.gx_worker import prestart
-
-        prestart()
+    return SyncResult(ds.id, run.run_id, manifest.version, protected.upserts, protected.deletes, quarantined)
 
 
 def sync(dataset_id: str, full: bool = False, catalog: Catalog | None = None, home: Home | None = None,
@@ -355,179 +239,126 @@ def sync(dataset_id: str, full: bool = False, catalog: Catalog | None = None, ho
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _keystore(home: Home):  # noqa: ANN202 - keys is imported lazily
-    from keys.keystore import Keystore
+class _Tally:
+    """Rows, deletes and batches read from the source."""
 
-    return Keystore(home.keystore)
+    def __init__(self) -> None:
+        self.rows = self.deletes = self.batches = 0
+
+    def add(self, batch) -> None:  # noqa: ANN001 - a pyarrow batch
+        import pyarrow.compute as pc
+
+        from common.schema import IS_DELETED
+
+        self.rows += batch.num_rows
+        self.deletes += int(pc.sum(pc.equal(batch.column(IS_DELETED), 1)).as_py() or 0)
+        self.batches += 1
 
 
-def _skip(run: Run, stage: str) -> dict[str, Any]:
-    result = {"at": _now(), "skipped": True}
-    run.save(stage, result)
-    return result
+class _Rejected:
+    """The part's rejected rows, with the pseudonymous ref of their key, in the run's encrypted
+    quarantine file (opened by the first rejected row)."""
+
+    def __init__(self, run: Run, part: int, keystore: Keystore) -> None:
+        from validation.quarantine import REJECTED
+
+        self.path = run.file(REJECTED.format(part=part))
+        self._key = run.dataset.key
+        self._keystore = keystore
+        self._writer = None
+        self.rows = 0
+
+    def write(self, rows, hasher) -> None:  # noqa: ANN001 - a pyarrow batch, a RowHasher
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from keys.protection import quarantine_encryption
+        from keys.pseudonyms import KEY_REF, REF_TYPE
+
+        if not rows.num_rows:
+            return
+        refs = hasher.key_refs(rows.column(self._key))
+        schema = pa.schema([f.with_nullable(True) for f in rows.schema]).append(pa.field(KEY_REF, REF_TYPE))
+        refused = pa.RecordBatch.from_arrays([*rows.columns, refs], schema=schema)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, refused.schema, compression="zstd",
+                                            encryption_properties=quarantine_encryption(self._keystore).file_encryption_properties)
+        self._writer.write_batch(refused)
+        self.rows += refused.num_rows
+
+    def __enter__(self) -> _Rejected:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._writer is not None:
+            self._writer.close()
 
 
-def _gate(run: Run, protected: dict[str, Any], state_rows: int) -> None:
+def _gate(run: Run, keystore: Keystore, protected: Protected, state_rows: int) -> None:
     """The validation gate: past the catalog's threshold nothing is published (exit 5)."""
+    from dataclasses import replace
+
     from lineage import openlineage
     from lineage.runs import save_run_record
     from sharing.store import SharingStore
+    from validation.gate import judge
 
     ds = run.dataset
-    validated = run.record()["validate"]
-    measures, reasons = _gate_measures(run, validated, protected, state_rows)
-    gate = {"at": _now(), **measures, "thresholds": ds.gate.__dict__, "passed": not reasons, "blocked": bool(reasons)}
-    if not reasons:
-        run.save("gate", gate)
+    validated = run.record().validate
+    if validated is None:
+        raise InternalError(f"{ds.id} run {run.run_id}: protect before every part was ingested; rerun the sync")
+    gate = judge(ds, validated, protected, state_rows)
+    if not gate.blocked:
+        run.save(gate)
         return
-    why = "; ".join(reasons)
     current = SharingStore(run.home.store, ds.id).latest()
-    _keep_quarantine(run, None)
-    run.save("gate", {**gate, "why": why, "current_version": current})
-    _quality_feedback(run, _keystore(run.home), None)
-    save_run_record(run.home, ds.id, run.run_id, run.record())
-    openlineage.emit_fail(run, why)
+    run.save(replace(gate, current_version=current))
+    _keep_quarantine(run, keystore, None, blocked=True)
+    _quality_feedback(run, keystore, None)
+    record = run.record()
+    save_run_record(run.home, record)
+    openlineage.emit_fail(run.home.lineage, ds, record, gate.why or "")
     _finish(run)
     stays = f"version {current} stays current" if current else "no version is published"
-    raise GateBlocked(f"{ds.id}: the validation gate blocked publication: {why}; nothing published, {stays}, "
+    raise GateBlocked(f"{ds.id}: the validation gate blocked publication: {gate.why}; nothing published, {stays}, "
                       f"the watermark stays; see 'govshare lineage {ds.id}' and the quarantine")
 
 
-def _crossref(run: Run) -> None:
-    """Holders and legal representatives looked up in the other datasets (during ingest, per part):
-    flagged, never rejected."""
-    from validation.crossref import merge_crossref
-
-    run.save("crossref", merge_crossref([run.stage(f"crossref.{part}") for part in run.parts], run.dataset.id))
-
-
-def _quality_feedback(run: Run, keystore, version: int | None) -> None:  # noqa: ANN001
+def _quality_feedback(run: Run, keystore: Keystore, version: int | None) -> None:
     """The run's 数据质量反馈 for the source department: counts per rule, masked keys only."""
-    from validation.crossref import CrossrefFinding, CrossrefResult
-    from validation.quality import quality_report, write_quality_report
+    from validation.quality import FeedbackInputs, write_run_feedback
+    from validation.quarantine import run_files
 
     record = run.record()
-    meta_path = run.home.quarantine / run.dataset.id / f"{run.run_id}.json"
-    files = json.loads(meta_path.read_text(encoding="utf-8"))["files"] if meta_path.is_file() else []
-    cross = record.get("crossref")
-    cross_result = None
-    if cross:
-        cross_result = CrossrefResult(findings=tuple(CrossrefFinding(**f) for f in cross["findings"]), dataset=cross["dataset"])
-    report = quality_report(run.dataset, run.run_id, record["validate"]["summary"],
-                            [run.home.quarantine / run.dataset.id / f for f in files], keystore,
-                            cross=cross_result, version=version)
-    report["gate"] = record.get("gate", {})
-    paths = write_quality_report(report, run.home.root / "reports" / "quality" / run.dataset.id)
-    run.save("quality", {name: str(path) for name, path in paths.items()})
+    findings = FeedbackInputs(record.validate.summary if record.validate else None, record.crossref, record.gate, version)
+    files = run_files(run.home.quarantine / run.dataset.id, run.run_id)
+    run.save(write_run_feedback(run.dataset, run.run_id, keystore, files, findings,
+                                run.home.root / "reports" / "quality" / run.dataset.id))
 
 
-def _state_rows(run: Run) -> int:
-    from sharing.index import StateIndex
+def _keep_quarantine(run: Run, keystore: Keystore, version: int | None, blocked: bool) -> None:
+    """Move the run's rejected rows (encrypted) into the dataset's quarantine and update its cases."""
+    from sharing.publish import MARKERS
+    from validation.quarantine import REJECTED, keep_rejected, update_cases
 
-    return StateIndex(run.home.state, run.dataset.id).rows()
-
-
-def _gate_measures(run: Run, validated: dict[str, Any], protected: dict[str, Any],
-                   state_rows: int) -> tuple[dict[str, Any], list[str]]:
-    """The gate's measures for this run, and why it blocks (empty: it passes)."""
-    gate, total = run.dataset.gate, validated["rows"]
-    rules = validated["summary"].get("rules", [])
-    missing = max((r["rows_failed"] for r in rules if r["check"] == "required"), default=0)
-    snapshot = protected["kind"] == "snapshot" and state_rows > 0
-    measures = {
-        "rows": total,
-        "rejected_share": round(validated["rejected"] / total, 6) if total else 0.0,
-        "missing_required_share": round(missing / total, 6) if total else 0.0,
-        "state_rows": state_rows,
-        "snapshot_ratio": round(protected["upserts"] / state_rows, 6) if snapshot else None,
-        "delete_share": round(protected["deletes"] / state_rows, 6) if state_rows else 0.0,
-    }
-    reasons = []
-    if measures["rejected_share"] > gate.max_rejected_share:
-        reasons.append(f"{measures['rejected_share']:.1%} of {total} rows were rejected (at most {gate.max_rejected_share:.0%} allowed)")
-    if measures["missing_required_share"] > gate.max_missing_required_share:
-        reasons.append(f"{measures['missing_required_share']:.1%} of rows lack a required field (at most {gate.max_missing_required_share:.0%})")
-    if snapshot and measures["snapshot_ratio"] < gate.min_snapshot_ratio:
-        reasons.append(f"the full snapshot has {protected['upserts']} rows against {state_rows} published: the row count "
-                       f"collapsed (at least {gate.min_snapshot_ratio:.0%} expected)")
-    if state_rows and measures["delete_share"] > gate.max_delete_share:
-        reasons.append(f"{protected['deletes']} deletes against {state_rows} published rows (at most {gate.max_delete_share:.0%})")
-    return measures, reasons
-
-
-def _with_key_ref(rows, refs):  # noqa: ANN001, ANN202 - pyarrow batches
-    """Rejected rows with the pseudonymous ref of their key (null key: null ref), every column nullable."""
-    import pyarrow as pa
-
-    from sharing.changes import KEY_REF
-
-    schema = pa.schema([f.with_nullable(True) for f in rows.schema]).append(pa.field(KEY_REF, pa.binary(16)))
-    return pa.RecordBatch.from_arrays([*rows.columns, refs], schema=schema)
+    record = run.record()
+    folder = run.home.quarantine / run.dataset.id
+    failed = record.validate.summary.failed_by_rule() if record.validate and record.validate.summary else {}
+    moved = keep_rejected(folder, run.run_id, [run.file(REJECTED.format(part=p)) for p in run.parts], failed, version)
+    if not moved and blocked:
+        return
+    good = [] if blocked else [run.file(MARKERS.format(part=p)) for p in run.parts]
+    run.save(update_cases(folder, run.dataset.key, keystore, run.run_id, moved, good, version))
 
 
 def _append(good, key_ref, fingerprint):  # noqa: ANN001, ANN202 - pyarrow batches
     """Good rows with their _key_ref and _fingerprint."""
     import pyarrow as pa
 
-    from sharing.changes import FINGERPRINT, INDEX_SCHEMA, KEY_REF
+    from keys.pseudonyms import FINGERPRINT, KEY_REF, REF_TYPE
 
-    schema = good.schema.append(INDEX_SCHEMA.field(KEY_REF)).append(INDEX_SCHEMA.field(FINGERPRINT))
+    schema = good.schema.append(pa.field(KEY_REF, REF_TYPE)).append(pa.field(FINGERPRINT, REF_TYPE))
     return pa.RecordBatch.from_arrays([*good.columns, key_ref, fingerprint], schema=schema)
-
-
-def _update_cases(run: Run, files: list[str], published: bool, version: int | None) -> None:
-    """Open or refresh a quarantine case per rejected key; close the cases whose key came back valid."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from keys.protection import decryption_properties
-    from sharing.changes import KEY_REF, last_per_ref
-    from sharing.publish import MARKERS
-    from validation.quality import mask_keys
-    from validation.quarantine import RULES, Quarantine
-
-    decrypt = decryption_properties(_keystore(run.home))
-    folder = run.home.quarantine / run.dataset.id
-    rejected = [pq.read_table(folder / f, columns=[run.dataset.key, KEY_REF, RULES], decryption_properties=decrypt) for f in files]
-    cases = pa.table({KEY_REF: pa.array([], pa.binary(16)), "masked_key": pa.array([], pa.string()), "rules": pa.array([], pa.string())})
-    if rejected:
-        rows = pa.concat_tables(rejected)
-        rows = rows.filter(pc.is_valid(rows.column(KEY_REF)))
-        cases = pa.table({KEY_REF: rows.column(KEY_REF), "masked_key": mask_keys(rows.column(run.dataset.key)),
-                          "rules": pc.binary_join(rows.column(RULES), "|")})
-        cases = last_per_ref(cases)  # a key rejected twice in a run keeps its latest rules
-    quarantine = Quarantine(folder, decrypt)  # reads the cases once, for this and update()
-    good: list = []
-    open_refs = quarantine.open_cases().column(KEY_REF).combine_chunks()
-    if published and len(open_refs):  # which open cases came back valid: a streaming filter, bounded memory
-        for part in run.parts:
-            for batch in pq.ParquetFile(run.file(MARKERS.format(part=part))).iter_batches(columns=[KEY_REF]):
-                good.append(batch.column(0).filter(pc.is_in(batch.column(0), value_set=open_refs)))
-    good_refs = pa.concat_arrays(good) if good else pa.array([], pa.binary(16))
-    run.save("quarantine", quarantine.update(run.run_id, cases, good_refs, version))
-
-
-def _keep_quarantine(run: Run, version: int | None) -> None:
-    """Move the run's rejected rows (encrypted) into the dataset's quarantine store."""
-    target = run.home.quarantine / run.dataset.id
-    moved = []
-    for part in run.parts:
-        rejected = run.file(f"rejected-{part}.parquet")
-        if rejected.exists():
-            target.mkdir(parents=True, exist_ok=True)
-            name = f"{run.run_id}-{part}.parquet"
-            shutil.move(str(rejected), target / name)
-            moved.append(name)
-    if not moved:
-        if not run.stage("gate").get("blocked", False):
-            _update_cases(run, [], published=True, version=version)
-        return
-    rules = run.record().get("validate", {}).get("summary", {}).get("rules", [])
-    meta = {"run_id": run.run_id, "version": version, "at": _now(), "files": moved,
-            "rules": {r["rule_id"]: r["rows_failed"] for r in rules if r["rows_failed"]}}
-    (target / f"{run.run_id}.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
-    _update_cases(run, moved, published=not run.stage("gate").get("blocked", False), version=version)
 
 
 def _finish(run: Run) -> None:
@@ -548,13 +379,3 @@ def _with_last(items: Iterator[T]) -> Iterator[tuple[T, bool]]:
         yield current, False
         current = upcoming
     yield current, True
-
-
-def _count_true(column) -> int:  # noqa: ANN001 - a pyarrow array
-    import pyarrow.compute as pc
-
-    return int(pc.sum(pc.equal(column, 1)).as_py() or 0)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import IntegrityError
+from common.files import canonical_json
 from keys.keystore import Keystore
-from sharing.store import canonical_json
 
 GENESIS = "0" * 64
 

@@ -12,10 +12,10 @@ import json
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from govshare.pipeline import Run
+from common.catalog import Dataset
+from common.run import RunRecord, new_run_id
 
 NAMESPACE = "govshare"
 EVENTS_FILE = "openlineage.jsonl"
@@ -30,19 +30,20 @@ def run_uuid(dataset_id: str, run_id: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"govshare:{dataset_id}:{run_id}"))
 
 
-def emit_start(run: Run) -> None:
-    _emit(run, "START", inputs=[_source(run, {})], outputs=[])
+def emit_start(lineage_dir: Path, dataset: Dataset, record: RunRecord) -> None:
+    _emit(lineage_dir, dataset, record.run_id, "START", inputs=[_source(dataset, None)], outputs=[])
 
 
-def emit_complete(run: Run, record: dict[str, Any]) -> None:
-    _emit(run, "COMPLETE", inputs=[_source(run, record)], outputs=[_sharing_set(run, record)])
+def emit_complete(lineage_dir: Path, dataset: Dataset, record: RunRecord) -> None:
+    _emit(lineage_dir, dataset, record.run_id, "COMPLETE", inputs=[_source(dataset, record)],
+          outputs=[_sharing_set(dataset, record)])
 
 
-def emit_fail(run: Run, why: str) -> None:
+def emit_fail(lineage_dir: Path, dataset: Dataset, record: RunRecord, why: str) -> None:
     from openlineage.client.generated.error_message_run import ErrorMessageRunFacet
 
     facets = {"errorMessage": ErrorMessageRunFacet(message=why, programmingLanguage="python")}
-    _emit(run, "FAIL", inputs=[_source(run, run.record())], outputs=[], run_facets=facets)
+    _emit(lineage_dir, dataset, record.run_id, "FAIL", inputs=[_source(dataset, record)], outputs=[], run_facets=facets)
 
 
 def read_events(lineage_dir: Path, dataset_id: str, run_id: str | None = None) -> list[dict[str, Any]]:
@@ -68,19 +69,21 @@ def read_events(lineage_dir: Path, dataset_id: str, run_id: str | None = None) -
     return found
 
 
-def _emit(run: Run, state: str, inputs: list[Any], outputs: list[Any], run_facets: dict[str, Any] | None = None) -> None:
+def _emit(lineage_dir: Path, dataset: Dataset, run_id: str, state: str, inputs: list[Any], outputs: list[Any],
+          run_facets: dict[str, Any] | None = None) -> None:
     from openlineage.client import OpenLineageClient
-    from openlineage.client.event_v2 import Job, Run as OLRun, RunEvent, RunState
+    from openlineage.client.event_v2 import Job, RunEvent, RunState
+    from openlineage.client.event_v2 import Run as OLRun
     from openlineage.client.transport.file import FileConfig, FileTransport
 
-    run.home.lineage.mkdir(parents=True, exist_ok=True)
-    transport = FileTransport(FileConfig(log_file_path=str(events_path(run.home.lineage)), append=True))
+    lineage_dir.mkdir(parents=True, exist_ok=True)
+    transport = FileTransport(FileConfig(log_file_path=str(events_path(lineage_dir)), append=True))
     client = OpenLineageClient(transport=transport)
     event = RunEvent(
         eventType=getattr(RunState, state),
         eventTime=datetime.now(timezone.utc).isoformat(),
-        run=OLRun(runId=run_uuid(run.dataset.id, run.run_id), facets=run_facets or {}),
-        job=Job(namespace=NAMESPACE, name=f"sync.{run.dataset.id}"),
+        run=OLRun(runId=run_uuid(dataset.id, run_id), facets=run_facets or {}),
+        job=Job(namespace=NAMESPACE, name=f"sync.{dataset.id}"),
         producer="https://github.com/govshare/govshare",
         inputs=inputs,
         outputs=outputs,
@@ -88,37 +91,36 @@ def _emit(run: Run, state: str, inputs: list[Any], outputs: list[Any], run_facet
     client.emit(event)
 
 
-def _source(run: Run, record: dict[str, Any]) -> Any:
+def _source(ds: Dataset, record: RunRecord | None) -> Any:
     from openlineage.client.event_v2 import InputDataset
     from openlineage.client.generated.data_quality_assertions_dataset import (
         Assertion,
         DataQualityAssertionsDatasetFacet,
     )
 
-    ds = run.dataset
     facets: dict[str, Any] = {}
-    rules = record.get("validate", {}).get("summary", {}).get("rules", [])
+    rules = record.rules if record else ()
     if rules:
         facets["dataQualityAssertions"] = DataQualityAssertionsDatasetFacet(assertions=[
-            Assertion(assertion=r["rule_id"], success=r["rows_failed"] == 0, column=",".join(r["fields"]),
-                      actual=str(r["rows_failed"]), expected="0", description=r["description"])
+            Assertion(assertion=r.rule_id, success=r.rows_failed == 0, column=",".join(r.fields),
+                      actual=str(r.rows_failed), expected="0", description=r.description)
             for r in rules
         ])
     return InputDataset(namespace=f"govshare-source://{ds.connection_id}", name=ds.source_table, inputFacets=facets)
 
 
-def _sharing_set(run: Run, record: dict[str, Any]) -> Any:
+def _sharing_set(ds: Dataset, record: RunRecord) -> Any:
     from openlineage.client.event_v2 import OutputDataset
     from openlineage.client.generated.output_statistics_output_dataset import OutputStatisticsOutputDatasetFacet
     from openlineage.client.generated.schema_dataset import SchemaDatasetFacet, SchemaDatasetFacetFields
 
-    ds = run.dataset
-    protect = record.get("protect", {})
+    protect = record.protect
+    fields = protect.protection.fields if protect else {}
     schema = SchemaDatasetFacet(fields=[
-        SchemaDatasetFacetFields(name=f.name, type=f.type, description=f"{f.sharing}; {protect.get('protection', {}).get('fields', {}).get(f.name, '')}")
+        SchemaDatasetFacetFields(name=f.name, type=f.type, description=f"{f.sharing}; {fields.get(f.name, '')}")
         for f in ds.published_fields
     ])
-    stats = OutputStatisticsOutputDatasetFacet(rowCount=int(protect.get("upserts", 0)) + int(protect.get("deletes", 0)))
+    stats = OutputStatisticsOutputDatasetFacet(rowCount=protect.changes if protect else 0)
     return OutputDataset(namespace=NAMESPACE, name=ds.asset_uri, facets={"schema": schema},
                          outputFacets={"outputStatistics": stats})
 
@@ -133,6 +135,4 @@ def _airflow_run_id(event: dict[str, Any]) -> str | None:
 
 
 def _safe(run_id: str) -> str:
-    from govshare.pipeline import new_run_id
-
     return new_run_id(run_id)

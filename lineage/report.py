@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import html
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from common.catalog import SHARING_LABELS, Catalog
 from common.home import Home
+from common.times import SOURCE_ZONE_NAME, utc_now
 from keys.keystore import Keystore
 from lineage import openlineage
 from lineage.audit import AccessLog
@@ -33,12 +33,12 @@ def build_report(catalog: Catalog, home: Home, dataset_id: str, version: int | N
     manifest = manifests[-1]
     verify_files(store, manifest)
     doc = manifest.doc
-    run = load_run_record(home, ds.id, doc["run_id"]) or {}
-    rules = run.get("validate", {}).get("summary", {}).get("rules", [])
+    run = load_run_record(home, ds.id, doc["run_id"])
+    validated = run.validate if run else None
     signature = store.read_signature(number)
     return {
         "report": "govshare-lineage/1",
-        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "generated_at": utc_now(),
         "dataset": {"id": ds.id, "title": ds.title, "provider": ds.provider, "key": ds.key},
         "version": {
             "number": number,
@@ -53,18 +53,18 @@ def build_report(catalog: Catalog, home: Home, dataset_id: str, version: int | N
         "source": doc["source"],
         "rows": doc["rows"],
         "checks": {
-            "rows_checked": run.get("validate", {}).get("rows"),
-            "rows_passed": run.get("validate", {}).get("good"),
+            "rows_checked": validated.rows if validated else None,
+            "rows_passed": validated.good if validated else None,
             "rows_quarantined": doc["rows"]["quarantined"],
-            "gate": run.get("validate", {}).get("gate"),
+            "gate": validated.gate.to_json() if validated and validated.gate else {},
             "rules": [
-                {"rule": r["rule_id"], "fields": r["fields"], "check": r["check"], "description": r["description"],
-                 "expectation": r["expectation_type"], "checked": r["rows_checked"], "failed": r["rows_failed"],
-                 "gx_success": r["gx_success"]}
-                for r in rules
+                {"rule": r.rule_id, "fields": list(r.fields), "check": r.check, "description": r.description,
+                 "expectation": r.expectation_type, "checked": r.rows_checked, "failed": r.rows_failed,
+                 "gx_success": r.gx_success}
+                for r in (run.rules if run else ())
             ],
         },
-        "quarantine_by_rule": {r["rule_id"]: r["rows_failed"] for r in rules if r["rows_failed"]},
+        "quarantine_by_rule": {r.rule_id: r.rows_failed for r in (run.rules if run else ()) if r.rows_failed},
         "protection": [
             {"field": f.name, "label": f.label, "sharing": f.sharing, "sharing_label": SHARING_LABELS[f.sharing],
              "sensitivity": f.sensitivity, "action": _action(doc, f.name), "key_id": _key_id(doc, f.name)}
@@ -76,18 +76,19 @@ def build_report(catalog: Catalog, home: Home, dataset_id: str, version: int | N
             for e in AccessLog(home.audit, keystore).deliveries(ds.id, number)
         ],
         "cross_dataset": [
-            {k: f.get(k) for k in ("check", "description", "target", "checked", "rows_checked", "not_found", "note")}
-            for f in (run.get("crossref") or {}).get("findings", [])
+            {"check": f.check, "description": f.description, "target": f.target, "checked": f.checked,
+             "rows_checked": f.rows_checked, "not_found": f.not_found, "note": f.note}
+            for f in (run.crossref.findings if run and run.crossref else ())
         ],
-        "quality_feedback": run.get("quality", {}),
+        "quality_feedback": run.quality.to_json() if run and run.quality else {},
         "quarantine_cases": _case_counts(home, ds.id),
         "disputes": [
             {k: e.get(k) for k in ("seq", "time", "event", "dispute_id", "masked_key", "subscriber", "reason", "version", "by", "note")}
             for e in DisputeLog(home, ds.id).events()
         ],
         "blocked_runs": [
-            {"run_id": r.get("run_id"), "why": r["gate"].get("why"), "at": r["gate"].get("at")}
-            for r in blocked_runs(home, ds.id)
+            {"run_id": r.run_id, "why": r.gate.why, "at": r.gate.at}
+            for r in blocked_runs(home, ds.id) if r.gate
         ],
         "openlineage_events": [
             {"eventType": e.get("eventType"), "eventTime": e.get("eventTime"), "job": e.get("job", {}).get("name"),
@@ -152,7 +153,7 @@ def render_html(report: dict[str, Any]) -> str:
              "signature": f"{v['signature']['algorithm']} by {v['signature']['key_id']}", "integrity": v["integrity"]}),
         "<h2>Source</h2>",
         _dl({"provider": ds["provider"], "connection": report["source"]["connection_id"], "view": report["source"]["table"],
-             "watermark": f"after {report['source']['watermark']['from'] or 'the beginning'} up to {report['source']['watermark']['to']} (Asia/Shanghai)",
+             "watermark": f"after {report['source']['watermark']['from'] or 'the beginning'} up to {report['source']['watermark']['to']} ({SOURCE_ZONE_NAME})",
              "rows read": report["source"]["rows_read"]}),
         "<h2>Rows</h2>",
         _dl({"upserted": report["rows"]["upserts"], "deleted": report["rows"]["deletes"], "quarantined": report["rows"]["quarantined"]}),

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from common.schema import IS_DELETED, UPDATED_AT
-from sharing.changes import FINGERPRINT, KEY_REF
+from keys.pseudonyms import FINGERPRINT, KEY_REF
 from sharing.index import CHANGE, StateIndex
 
 MEMORY_LIMIT = "256MB"

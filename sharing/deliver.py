@@ -33,7 +33,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.pool import NullPool
 
 from common.catalog import Dataset, Field
-from common.errors import ConfigError, SourceUnavailable
+from common.errors import ConfigError, TargetUnavailable
 from common.schema import CHANGE_TYPE, COMMIT_VERSION, DISPUTED
 from sharing.feed import DELETE, UPSERT
 
@@ -160,7 +160,7 @@ def _failures(url: URL, target: str, dataset_id: str) -> Iterator[None]:
         code = _error_code(exc)
         what = f"{exc.__class__.__name__}{f' {code}' if code else ''}"
         if exc.connection_invalidated or isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
-            raise SourceUnavailable(
+            raise TargetUnavailable(
                 f"delivery of {dataset_id} into {target} failed, nothing was applied: the database is unavailable "
                 f"({what}{': ' + _first_line(exc, url) if _is_connect_error(exc) else ''}); try again"
             ) from None

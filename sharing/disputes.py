@@ -14,7 +14,6 @@ import fcntl
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,9 @@ import pyarrow.parquet as pq
 
 from common.catalog import Catalog, Dataset
 from common.errors import AccessDenied, ConfigError, IntegrityError
+from common.files import canonical_json
 from common.home import Home
-from sharing.store import canonical_json
+from common.times import utc_now
 
 MAX_REASON = 500
 GENESIS = "0" * 64
@@ -69,7 +69,7 @@ class DisputeLog:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 events = self.events()
-                entry = {**event, "seq": len(events) + 1, "time": _now(),
+                entry = {**event, "seq": len(events) + 1, "time": utc_now(),
                          "prev_hash": events[-1]["hash"] if events else GENESIS}
                 entry["hash"] = hashlib.sha256(canonical_json(entry)).hexdigest()
                 fh.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
@@ -101,9 +101,9 @@ def normalise_key(dataset: Dataset, key: str) -> str:
 
 def raise_dispute(catalog: Catalog, home: Home, dataset_id: str, key: str, subscriber_id: str, reason: str) -> dict[str, Any]:
     from keys.keystore import Keystore
-    from sharing.changes import key_refs
+    from keys.masking import mask_keys
+    from keys.pseudonyms import key_refs
     from sharing.index import StateIndex
-    from validation.quality import mask_keys
 
     ds = catalog.dataset(dataset_id)
     subscriber = catalog.subscriber(subscriber_id)
@@ -142,7 +142,7 @@ def resolve_dispute(catalog: Catalog, home: Home, dataset_id: str, dispute_id: s
 
 def clear_changed(home: Home, dataset_id: str, index_delta: Path, version: int) -> list[str]:
     """Close the open disputes whose record this version changed or deleted (校核纠错 done)."""
-    from sharing.changes import FINGERPRINT, KEY_REF
+    from keys.pseudonyms import FINGERPRINT, KEY_REF
 
     log = DisputeLog(home, dataset_id)
     open_disputes = {bytes.fromhex(d.key_ref): d for d in log.open()}
@@ -168,9 +168,3 @@ def disputed_mask(open_disputes: list[Dispute], key_ref: pa.ChunkedArray | pa.Ar
     pins = pa.array([bytes.fromhex(d.key_ref) + bytes.fromhex(d.fingerprint) for d in open_disputes], pa.binary())
     pinned = pc.binary_join_element_wise(key_ref.cast(pa.binary()), fingerprint.cast(pa.binary()), b"")
     return pc.fill_null(pc.is_in(pinned, value_set=pins), False)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-

@@ -16,6 +16,8 @@ next sync publishes those keys again, which is harmless, never loses a change).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import json
 import os
 from dataclasses import dataclass
@@ -26,7 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sharing.changes import FINGERPRINT, INDEX_SCHEMA, KEY_REF, VERSION, last_per_ref
+from keys.pseudonyms import FINGERPRINT, KEY_REF, last_per_ref
+from sharing.changes import INDEX_SCHEMA, VERSION
 
 BASE = "index.parquet"
 DELTAS = "index.d"
@@ -200,3 +203,14 @@ class StateIndex:
         if folder.is_dir():
             for path in folder.glob("*.parquet"):
                 path.unlink()
+
+
+def published_refs(state_dir: Path) -> Callable[[str], pa.Array | None]:
+    """A lookup of each dataset's published key refs (None: nothing published yet), for the
+    cross-dataset checks of validation.crossref."""
+
+    def refs(dataset_id: str) -> pa.Array | None:
+        index = StateIndex(state_dir, dataset_id)
+        return index.refs() if index.exists() else None
+
+    return refs

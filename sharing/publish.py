@@ -4,30 +4,30 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from common.catalog import Dataset
+from common.errors import IntegrityError, InternalError
+from common.files import canonical_json, sha256_file
+from common.run import ExtractTotals, Protected, RunRecord, Staged, VersionProtection
 from common.schema import IS_DELETED, arrow_type, fields_schema
+from common.times import SOURCE_ZONE_NAME, utc_now
 from keys.keystore import Keystore
-from common.errors import IntegrityError
 from keys.protection import Protection, column_encryption, encrypted_batches
-from sharing.changes import FINGERPRINT, INDEX_SCHEMA, KEY_REF
-from sharing.index import StateIndex
+from keys.pseudonyms import FINGERPRINT, KEY_REF
+from sharing.changes import REF_FIELDS
 from sharing.decide import MARKERS_SCHEMA, decide, markers
+from sharing.index import StateIndex
 from sharing.read import base_version, read_view
-from sharing.store import MANIFEST_FORMAT, Manifest, SharingStore, canonical_json, sha256_file
+from sharing.store import MANIFEST_FORMAT, Manifest, SharingStore
 from sharing.verify import verify_chain
-
-if TYPE_CHECKING:
-    from govshare.pipeline import Run
 
 UPSERTS = "upserts.parquet"
 DELETES = "deletes.parquet"
@@ -35,9 +35,6 @@ INDEX_DELTA = "index-delta.parquet"
 CANDIDATES = "candidates-{part}.parquet"  # a run's staged files per part (PartFiles)
 MARKERS = "markers-{part}.parquet"
 DELETED = "deleted-{part}.parquet"
-# Published beside the fields: pseudonymous key ref and row fingerprint (hashes, no values), so
-# readers can match disputes and state without decrypting keys. Never delivered to subscribers.
-REF_FIELDS = (INDEX_SCHEMA.field(KEY_REF), INDEX_SCHEMA.field(FINGERPRINT))
 BATCH_ROWS = 100_000
 
 
@@ -87,17 +84,17 @@ class PartFiles:
     - ``deleted-<part>``: the key and key ref of the deletes, protected like a version's deletes.
     """
 
-    def __init__(self, run: Run, part: int, keystore: Keystore) -> None:
-        ds = self.dataset = run.dataset
-        self._run, self._part, self._keystore = run, part, keystore
+    def __init__(self, folder: Path, part: int, dataset: Dataset, keystore: Keystore) -> None:
+        ds = self.dataset = dataset
+        self._folder, self._part, self._keystore = folder, part, keystore
         self.schema = upsert_schema(ds)
         self.protection = upsert_protection(keystore, ds)
         self.candidates = self.markers = self.deletes = 0
-        self._candidates = pq.ParquetWriter(run.file(CANDIDATES.format(part=part)), self.schema, compression="zstd",
+        self._candidates = pq.ParquetWriter(folder / CANDIDATES.format(part=part), self.schema, compression="zstd",
                                             use_dictionary=dictionary_columns(ds, self.schema.names),
                                             encryption_properties=self.protection.file_encryption_properties)
         # hashes neither compress nor repeat
-        self._markers = pq.ParquetWriter(run.file(MARKERS.format(part=part)), MARKERS_SCHEMA, compression="none",
+        self._markers = pq.ParquetWriter(folder / MARKERS.format(part=part), MARKERS_SCHEMA, compression="none",
                                          use_dictionary=False)
         self._deleted: pq.ParquetWriter | None = None
 
@@ -118,21 +115,43 @@ class PartFiles:
             key = self.dataset.key
             schema = pa.schema([pa.field(key, arrow_type(self.dataset.field(key)), nullable=False), REF_FIELDS[0]])
             protection = delete_protection(self._keystore, self.dataset)
-            self._deleted = pq.ParquetWriter(self._run.file(DELETED.format(part=self._part)), schema, compression="zstd",
+            self._deleted = pq.ParquetWriter(self._folder / DELETED.format(part=self._part), schema, compression="zstd",
                                              encryption_properties=protection.file_encryption_properties)
         self._deleted.write_batch(rows.select([self.dataset.key, KEY_REF]))
         self.deletes += rows.num_rows
 
-    def close(self) -> dict[str, Any]:
+    def close(self) -> Staged:
         """Close the files; what was staged (counts and the candidates' protection, key ids only)."""
         for writer in (self._candidates, self._markers, self._deleted):
             if writer is not None:
                 writer.close()
-        return {"candidates": self.candidates, "markers": self.markers, "deletes": self.deletes,
-                "protection": self.protection.description}
+        return Staged(self.candidates, self.markers, self.deletes, self.protection.description)
 
 
-def write_version_files(run: Run, keystore: Keystore) -> dict[str, Any]:
+@dataclass(frozen=True)
+class StagedRun:
+    """The staged parts of a run (PartFiles), in its work folder, in part order."""
+
+    folder: Path
+    parts: tuple[Staged, ...]
+
+    def candidates(self) -> list[Path]:
+        return [self.folder / CANDIDATES.format(part=p) for p in range(len(self.parts))]
+
+    def markers(self) -> list[Path]:
+        return [self.folder / MARKERS.format(part=p) for p in range(len(self.parts))]
+
+    def deleted(self) -> list[Path]:
+        return [f for f in (self.folder / DELETED.format(part=p) for p in range(len(self.parts))) if f.is_file()]
+
+    @property
+    def index_delta(self) -> Path:
+        """What the publish decision hands the state index: key ref, fingerprint per changed key."""
+        return self.folder / INDEX_DELTA
+
+
+def write_version_files(store: SharingStore, index: StateIndex, dataset: Dataset, keystore: Keystore,
+                        staged: StagedRun, run_id: str, full: bool) -> Protected:
     """From the run's staged good rows (PartFiles): what changed against the published state, as
     upserts and deletes.
 
@@ -143,24 +162,21 @@ def write_version_files(run: Run, keystore: Keystore) -> dict[str, Any]:
     (a first or full load without repeated keys), the candidates file becomes the upserts file
     unchanged; otherwise the published rows are copied out of the candidates.
     """
-    ds = run.dataset
-    store = SharingStore(run.home.store, ds.id)
-    staged = store.stage(run.run_id)
+    ds = dataset
+    version_dir = store.stage(run_id)
     latest = store.latest()
-    kind = "snapshot" if run.full or latest is None else "delta"
-    parts = run.parts
-    decision = decide([run.file(MARKERS.format(part=p)) for p in parts], kind == "snapshot",
-                      StateIndex(run.home.state, ds.id), run.file(INDEX_DELTA))
+    kind = "snapshot" if full or latest is None else "delta"
+    decision = decide(staged.markers(), kind == "snapshot", index, staged.index_delta)
     publish_live = decision.publish[~decision.deleted]
-    candidates = [run.file(CANDIDATES.format(part=p)) for p in parts]
+    candidates = staged.candidates()
     schema = upsert_schema(ds)
-    if len(parts) == 1 and publish_live.all():
-        shutil.move(candidates[0], staged / UPSERTS)
-        upserts, described = len(publish_live), run.stage("staged.0")["protection"]
+    if len(staged.parts) == 1 and publish_live.all():
+        shutil.move(candidates[0], version_dir / UPSERTS)
+        upserts, described = len(publish_live), staged.parts[0].protection
     else:
         protection = upsert_protection(keystore, ds)
         upserts, described = 0, protection.description
-        with pq.ParquetWriter(staged / UPSERTS, schema, compression="zstd", use_dictionary=dictionary_columns(ds, schema.names),
+        with pq.ParquetWriter(version_dir / UPSERTS, schema, compression="zstd", use_dictionary=dictionary_columns(ds, schema.names),
                               encryption_properties=protection.file_encryption_properties) as writer:
             for batch, keep in _selected(candidates, keystore, schema.names, publish_live):
                 rows = batch.filter(pa.array(keep))
@@ -168,28 +184,19 @@ def write_version_files(run: Run, keystore: Keystore) -> dict[str, Any]:
                 upserts += rows.num_rows
 
     if kind == "snapshot":
-        delete_keys = _vanished(run, store, keystore, latest)
+        delete_keys = _vanished(store, keystore, ds, staged.index_delta, latest)
     else:
-        deleted = [f for f in (run.file(DELETED.format(part=p)) for p in parts) if f.is_file()]
+        deleted = staged.deleted()
         chosen = [batch.column(ds.key).filter(pa.array(keep))
                   for batch, keep in _selected(deleted, keystore, [ds.key], decision.publish[decision.deleted])]
         delete_keys = pa.chunked_array(chosen, type=pa.string()).combine_chunks()
-    delete_protection = _write_deletes(staged / DELETES, keystore, ds, delete_keys)
-    return {
-        "at": _now(),
-        "kind": kind,
-        "upserts": upserts,
-        "deletes": len(delete_keys),
-        "superseded_in_run": decision.superseded,
-        "unchanged": decision.unchanged,
-        "deletes_of_unpublished": decision.deletes_of_unpublished,
-        "new_keys": decision.new_keys,
-        "protection": {
-            "fields": {f.name: _field_protection(ds, f.name, described["column_keys"]) for f in ds.fields},
-            "upserts": described,
-            "deletes": delete_protection,
-        },
-    }
+    deletes_described = _write_deletes(version_dir / DELETES, keystore, ds, delete_keys)
+    return Protected(
+        at=utc_now(), kind=kind, upserts=upserts, deletes=len(delete_keys), superseded_in_run=decision.superseded,
+        unchanged=decision.unchanged, deletes_of_unpublished=decision.deletes_of_unpublished, new_keys=decision.new_keys,
+        protection=VersionProtection(
+            fields={f.name: _field_protection(ds, f.name, described["column_keys"]) for f in ds.fields},
+            upserts=described, deletes=deletes_described))
 
 
 def _selected(files: list[Path], keystore: Keystore, columns: list[str],
@@ -204,12 +211,11 @@ def _selected(files: list[Path], keystore: Keystore, columns: list[str],
                              "rerun the sync")
 
 
-def _vanished(run: Run, store: SharingStore, keystore: Keystore, latest: int | None) -> pa.Array:
+def _vanished(store: SharingStore, keystore: Keystore, ds: Dataset, index_delta: Path, latest: int | None) -> pa.Array:
     """Keys of the current state that a snapshot no longer holds (its index delta has them not)."""
     if latest is None:
         return pa.array([], pa.string())
-    ds = run.dataset
-    kept = pq.read_table(run.file(INDEX_DELTA), columns=[KEY_REF]).column(KEY_REF).combine_chunks()
+    kept = pq.read_table(index_delta, columns=[KEY_REF]).column(KEY_REF).combine_chunks()
     manifests = [store.read_manifest(v) for v in range(1, latest + 1)]
     state = read_view(store, keystore, ds, manifests, [ds.key], base_version(manifests, latest), latest, False, with_refs=True)
     gone = state.filter(pc.invert(pc.is_in(state.column(KEY_REF), value_set=kept)))
@@ -225,16 +231,16 @@ def _write_deletes(path, keystore: Keystore, ds: Dataset, keys: pa.Array) -> dic
     return protection.description
 
 
-def publish_version(run: Run, keystore: Keystore) -> Manifest:
-    """Sign the manifest, link it to version N-1 and make the staged folder version N atomically."""
-    ds = run.dataset
-    store = SharingStore(run.home.store, ds.id)
-    staged = store.staging_dir / run.run_id
-    record = run.record()
-    protected = record["protect"]
+def publish_version(store: SharingStore, keystore: Keystore, dataset: Dataset, record: RunRecord) -> Manifest:
+    """Sign the manifest of the run's staged version, link it to version N-1 and make it version N
+    atomically. ``record`` says what the run read (extract), judged (validate) and staged (protect)."""
+    ds, window, protected = dataset, record.extract, record.protect
+    if window is None or protected is None or record.validate is None:
+        raise InternalError(f"{ds.id} run {record.run_id}: publish before extract, validate and protect were recorded")
+    staged = store.staging_dir / record.run_id
     files = [
-        _file_entry(staged, UPSERTS, "upserts", protected["upserts"]),
-        _file_entry(staged, DELETES, "deletes", protected["deletes"]),
+        _file_entry(staged, UPSERTS, "upserts", protected.upserts),
+        _file_entry(staged, DELETES, "deletes", protected.deletes),
     ]
     with store.publish_lock():
         latest = store.latest()
@@ -244,34 +250,39 @@ def publish_version(run: Run, keystore: Keystore) -> Manifest:
             "format": MANIFEST_FORMAT,
             "dataset": ds.id,
             "version": version,
-            "kind": protected["kind"],
-            "created_at": _now(),
-            "run_id": run.run_id,
+            "kind": protected.kind,
+            "created_at": utc_now(),
+            "run_id": record.run_id,
             "key": ds.key,
-            "source": {
-                "connection_id": ds.connection_id,
-                "table": ds.source_table,
-                "watermark": {"from": record["extract"]["watermark_from"], "to": record["extract"]["watermark_to"],
-                              "from_exclusive": True, "zone": "Asia/Shanghai"},
-                "rows_read": record["extract"]["rows"],
-            },
-            "rows": {"upserts": protected["upserts"], "deletes": protected["deletes"],
-                     "quarantined": record["validate"]["rejected"]},
+            "source": _source(ds, window),
+            "rows": {"upserts": protected.upserts, "deletes": protected.deletes, "quarantined": record.validate.rejected},
             "schema": [
                 {"name": f.name, "type": str(arrow_type(f)), "sharing": f.sharing, "sensitivity": f.sensitivity,
-                 "protection": protected["protection"]["fields"][f.name]}
+                 "protection": protected.protection.fields[f.name]}
                 for f in ds.published_fields
             ],
             "withheld_fields": [f.name for f in ds.fields_of("none")],
             "system_columns": {KEY_REF: "SHA-256 of a keystore secret and the key, 16 bytes (pseudonym)",
                                FINGERPRINT: "SHA-256 of the published fields' canonical text, 16 bytes"},
-            "protection": {"upserts": protected["protection"]["upserts"], "deletes": protected["protection"]["deletes"]},
+            "protection": {"upserts": protected.protection.upserts, "deletes": protected.protection.deletes},
             "files": files,
             "previous": {"version": previous.version, "manifest_sha256": previous.digest} if previous else None,
         }
         raw = canonical_json(doc)
         store.commit(staged, version, raw, keystore.sign(raw))
     return Manifest(version=version, raw=raw, doc=doc)
+
+
+def _source(ds: Dataset, window: ExtractTotals) -> dict[str, Any]:
+    """The manifest's account of what was read: the view and the watermark range."""
+    return {
+        "connection_id": ds.connection_id,
+        "table": ds.source_table,
+        "watermark": {"from": window.watermark_from.isoformat() if window.watermark_from else None,
+                      "to": window.watermark_to.isoformat() if window.watermark_to else None,
+                      "from_exclusive": True, "zone": SOURCE_ZONE_NAME},
+        "rows_read": window.rows,
+    }
 
 
 def _field_protection(ds: Dataset, name: str, column_keys: dict[str, list[str]]) -> str:
@@ -283,7 +294,3 @@ def _field_protection(ds: Dataset, name: str, column_keys: dict[str, list[str]])
 def _file_entry(folder, name: str, role: str, rows: int) -> dict[str, Any]:  # noqa: ANN001
     path = folder / name
     return {"path": name, "role": role, "rows": rows, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

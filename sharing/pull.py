@@ -1,8 +1,8 @@
-"""What an approval system runs: its granted view of a verified version, or the changes since one.
+"""A subscriber's granted view of a verified version, or of the changes since one.
 
 Access is decided before anything is read: a known subscriber, a grant for the dataset, an
 approval in force for 有条件共享 fields, and a stated purpose (申请事由, 1..200 characters).
-Every delivery goes into the access log.
+A pull (govshare.delivery) puts these together with the access log's record of the delivery.
 """
 
 from __future__ import annotations
@@ -16,33 +16,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from common.catalog import Catalog, Grant, Subscriber
+from common.catalog import Catalog, Dataset, Grant, Subscriber
 from common.errors import AccessDenied, ConfigError
+from common.files import sha256_file
 from common.home import Home
 from common.schema import CHANGE_TYPE, COMMIT_VERSION, DISPUTED
 from keys.keystore import Keystore
-from lineage.audit import AccessLog
-from sharing.changes import FINGERPRINT, KEY_REF
+from keys.pseudonyms import FINGERPRINT, KEY_REF
+from sharing.deliver import deliver
 from sharing.disputes import DisputeLog, disputed_mask
 from sharing.feed import DELETE
 from sharing.read import base_version, read_view
-from sharing.store import SharingStore, sha256_file
+from sharing.store import SharingStore
 from sharing.verify import verify_chain, verify_files
 
 MAX_PURPOSE = 200
-
-
-@dataclass(frozen=True)
-class PullResult:
-    dataset: str
-    subscriber: str
-    version: int
-    since: int | None
-    rows: int
-    deletes: int
-    fields: tuple[str, ...]
-    out: Path
-    delivery: int  # sequence number of the access-log record
 
 
 def check_purpose(purpose: str | None) -> str:
@@ -74,15 +62,24 @@ def authorise(catalog: Catalog, subscriber_id: str, dataset_id: str, today: date
     return subscriber, grant
 
 
-def pull(catalog: Catalog, home: Home, dataset_id: str, subscriber_id: str, purpose: str | None, out: str,
-         version: int | None = None, since: int | None = None, today: date | None = None) -> PullResult:
-    from govshare.pipeline import today as local_today
+@dataclass(frozen=True)
+class GrantedView:
+    """What a subscriber's grant lets it see of a verified version (or of the changes since one)."""
 
-    ds = catalog.dataset(dataset_id)
-    purpose = check_purpose(purpose)
-    subscriber, grant = authorise(catalog, subscriber_id, ds.id, today or local_today())
+    table: pa.Table  # the granted fields, _change_type, _commit_version, _disputed
+    version: int  # the version the view is of
+    first: int  # the first version read (a full view starts at the latest snapshot)
+    manifest_sha256: str
+    deletes: int
+
+
+def granted_view(home: Home, dataset: Dataset, grant: Grant, version: int | None = None,
+                 since: int | None = None) -> GrantedView:
+    """Verify the chain and the files a view needs, then read the grant's fields of them,
+    decrypted, folded per key, with open disputes flagged."""
     if version is not None and since is not None:
         raise ConfigError("--version and --since exclude each other")
+    ds = dataset
     home.require_initialised()
     keystore = Keystore(home.keystore)
     store = SharingStore(home.store, ds.id)
@@ -101,32 +98,18 @@ def pull(catalog: Catalog, home: Home, dataset_id: str, subscriber_id: str, purp
     disputed = (disputed_mask(disputes, view.column(KEY_REF), view.column(FINGERPRINT)) if disputes
                 else pa.repeat(pa.scalar(False), view.num_rows))
     delivered = view.select([*grant.fields, CHANGE_TYPE, COMMIT_VERSION]).append_column(DISPUTED, disputed)
-    if "://" in out:  # a SQLAlchemy URL: apply the changes to the subscriber's database
-        from sharing.deliver import deliver
-
-        target: Path | str = deliver(delivered, ds, grant.fields, out).target
-        output = {"target": target}
-    else:
-        target = Path(out).resolve()
-        _write_atomically(delivered, target)
-        output = {"output_sha256": sha256_file(target)}
     deletes = int(pc.sum(pc.equal(delivered.column(CHANGE_TYPE), DELETE)).as_py() or 0)
-    entry = AccessLog(home.audit, keystore).append({
-        "event": "delivery",
-        "subscriber": subscriber.id,
-        "dataset": ds.id,
-        "version": upto,
-        "since": since,
-        "versions_read": [first, upto] if first <= upto else [],
-        "manifest_sha256": manifests[upto - 1].digest,
-        "purpose": purpose,
-        "approval_id": grant.approval.id if grant.approval else None,
-        "fields": list(grant.fields),
-        "rows": delivered.num_rows,
-        "deletes": deletes,
-        **output,
-    })
-    return PullResult(ds.id, subscriber.id, upto, since, delivered.num_rows, deletes, grant.fields, target, entry["seq"])
+    return GrantedView(delivered, upto, first, manifests[upto - 1].digest, deletes)
+
+
+def write_view(view: GrantedView, dataset: Dataset, grant: Grant, out: str) -> dict[str, str]:
+    """Write the view as Parquet at ``out``, or apply it to the database a SQLAlchemy URL names;
+    what the access log records of the output."""
+    if "://" in out:  # a SQLAlchemy URL: apply the changes to the subscriber's database
+        return {"target": deliver(view.table, dataset, grant.fields, out).target}
+    target = Path(out).resolve()
+    _write_atomically(view.table, target)
+    return {"output_sha256": sha256_file(target)}
 
 
 def _write_atomically(table, target: Path) -> None:  # noqa: ANN001 - a pyarrow table

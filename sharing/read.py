@@ -11,6 +11,7 @@ from common.catalog import Dataset
 from common.schema import fields_schema
 from keys.keystore import Keystore
 from keys.protection import decryption_properties
+from sharing.changes import REF_FIELDS
 from sharing.feed import VersionChanges, fold
 from sharing.store import Manifest, SharingStore
 
@@ -39,8 +40,6 @@ def read_view(store: SharingStore, keystore: Keystore, dataset: Dataset, manifes
               columns: Sequence[str], first: int, last: int, keep_deletes: bool, with_refs: bool = False) -> pa.Table:
     """Fold versions first..last (inclusive) over ``columns`` (which must include the key), and
     with_refs: the pseudonymous _key_ref and _fingerprint columns too (null on deletes)."""
-    from sharing.publish import REF_FIELDS
-
     schema = fields_schema(dataset, tuple(columns))
     if with_refs:
         schema = schema.append(REF_FIELDS[0]).append(REF_FIELDS[1])

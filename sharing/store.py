@@ -27,24 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import ConfigError, IntegrityError, PublishConflict
+from common.files import canonical_json
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 MANIFEST_FORMAT = "govshare-manifest/1"
 _VERSION_DIGITS = 8
-
-
-def canonical_json(doc: dict[str, Any]) -> bytes:
-    """The exact bytes that get signed and chained."""
-    return json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

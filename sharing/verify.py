@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import IntegrityError
+from common.files import sha256_file
 from keys.keystore import Keystore
-from sharing.store import MANIFEST, SIGNATURE, Manifest, SharingStore, sha256_file
+from sharing.store import MANIFEST, SIGNATURE, Manifest, SharingStore
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from common.errors import ConfigError
+from common.arrays import as_strings
 from common.checks import CODE_LISTS as CODE_LIST_NAMES
-from validation.identifiers import as_strings
+from common.errors import ConfigError
 
 CODE_LISTS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
     {

@@ -6,8 +6,9 @@ checks run on the *good* rows of a run and only produce findings for the quality
 
 Lookups never compare plaintext across datasets: each referring value is normalised the way the
 referred dataset normalises its key, turned into its pseudonymous key ref
-(``sharing.changes.RowHasher.key_refs``, the state index's own hash and secret) and tested for membership
-in the referred dataset's current published state (``sharing.index.StateIndex.refs``).
+(``keys.pseudonyms.RowHasher.key_refs``, the state index's own hash and secret) and tested for membership
+in the referred dataset's current published state, which the caller hands in as a lookup
+(``PublishedRefs``: the pipeline passes ``sharing.index.published_refs``).
 
 The checks stream: ``CrossrefCheck`` takes a part's good rows batch by batch while the pipeline
 ingests them, and ``merge_crossref`` adds the parts of a run up. ``crossref`` and ``consistency``
@@ -19,11 +20,11 @@ Adding a reference is one entry there plus a test.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -31,13 +32,14 @@ import pyarrow.compute as pc
 
 from common.catalog import Dataset
 from common.errors import ConfigError
+from common.run import CrossrefFinding, CrossrefResult
 from common.schema import IS_DELETED
+from keys.masking import mask_keys
 from validation import identifiers
-from validation.quality import mask_keys
 
 if TYPE_CHECKING:
     from keys.keystore import Keystore
-    from sharing.changes import RowHasher
+    from keys.pseudonyms import RowHasher
 
 KeyForm = Literal["id_number", "code"]  # how the referred dataset normalises its key
 
@@ -74,39 +76,8 @@ REFERENCES: Mapping[str, tuple[Reference, ...]] = {
 }
 
 NOT_CHECKED_NOTE = "not checked: {target} has no published state yet"
-
-
-@dataclass(frozen=True)
-class CrossrefFinding:
-    """One reference checked over a run's good rows. Counts and masked keys of the row's own key only."""
-
-    check: str
-    description: str
-    rows_checked: int  # live rows with the reference's type code and a value to look up
-    not_found: int
-    masked_keys: tuple[str, ...]  # the referring rows' own keys, masked, at most MAX_MASKED_KEYS
-    target: str = ""
-    checked: bool = True  # False when the target had no published state to check against
-    masked_keys_omitted: int = 0  # not_found rows beyond the list (or without a key)
-    note: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["masked_keys"] = list(self.masked_keys)
-        return out
-
-
-@dataclass(frozen=True)
-class CrossrefResult:
-    findings: tuple[CrossrefFinding, ...] = ()
-    dataset: str = ""
-
-    @property
-    def not_found(self) -> int:
-        return sum(f.not_found for f in self.findings)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "findings": [f.to_dict() for f in self.findings]}
+# target dataset id -> the key refs of its current published state (None: nothing published yet)
+PublishedRefs = Callable[[str], "pa.Array | None"]
 
 
 def references(dataset: Dataset) -> tuple[Reference, ...]:
@@ -126,21 +97,19 @@ class CrossrefCheck:
     consistency checks. One per part; ``merge_crossref`` adds the parts' results up.
 
     Each target's state index is read, and sorted for lookups, once, here. A dataset with nothing
-    to check (population) costs nothing per batch. ``state_dir=None`` leaves the references out,
+    to check (population) costs nothing per batch. ``states=None`` leaves the references out,
     ``today=None`` the consistency checks: the file-based ``crossref`` and ``consistency`` run one
     kind each.
     """
 
-    def __init__(self, dataset: Dataset, secret: bytes, state_dir: Path | None, today: date | None) -> None:
-        from sharing.index import StateIndex
-
+    def __init__(self, dataset: Dataset, secret: bytes, states: PublishedRefs | None, today: date | None) -> None:
         self.dataset = dataset
-        refs = references(dataset) if state_dir is not None else ()
+        refs = references(dataset) if states is not None else ()
         published: dict[str, _Published | None] = {}
         for ref in refs:  # once per target, however many references point at it
             if ref.target not in published:
-                index = StateIndex(state_dir, ref.target)
-                published[ref.target] = _Published(index.refs()) if index.exists() else None
+                known = states(ref.target)
+                published[ref.target] = _Published(known) if known is not None else None
         self._tallies = [_Tally(ref, published[ref.target]) for ref in refs]
         self._active = [t for t in self._tallies if t.known is not None]
         self._expiry = (_Expiry(today) if today is not None and set(_EXPIRY_FIELDS) <= set(dataset.field_names)
@@ -175,39 +144,37 @@ class CrossrefCheck:
         return CrossrefResult(tuple(findings), self.dataset.id)
 
     def _key_refs(self, keys: pa.Array) -> pa.Array:
-        from sharing.changes import RowHasher
+        from keys.pseudonyms import RowHasher
 
         if self._hasher is None:
             self._hasher = RowHasher(self._secret)
         return self._hasher.key_refs(keys)
 
 
-def merge_crossref(parts: list[Mapping[str, Any]], dataset_id: str) -> dict[str, Any]:
-    """The ``CrossrefResult.to_dict()`` of the parts of one run as one, in the same shape: per
-    check, counts summed and masked keys listed in part order up to ``MAX_MASKED_KEYS``.
+def merge_crossref(parts: Sequence[CrossrefResult], dataset_id: str) -> CrossrefResult:
+    """The results of the parts of one run as one: per check, counts summed and masked keys
+    listed in part order up to ``MAX_MASKED_KEYS``.
 
     A check counts as checked only if every part checked it (a target can publish its first
     version while the parts run); its note is then the first part's note that says why not.
     """
-    merged: dict[str, dict[str, Any]] = {}
+    merged: dict[str, CrossrefFinding] = {}
     for part in parts:
-        for f in part.get("findings", []):
-            into = merged.get(f["check"])
+        for f in part.findings:
+            into = merged.get(f.check)
             if into is None:
-                merged[f["check"]] = {**f, "masked_keys": list(f["masked_keys"][:MAX_MASKED_KEYS])}
+                merged[f.check] = replace(f, masked_keys=f.masked_keys[:MAX_MASKED_KEYS])
                 continue
-            into["rows_checked"] += f["rows_checked"]
-            into["not_found"] += f["not_found"]
-            into["masked_keys"] += f["masked_keys"][: MAX_MASKED_KEYS - len(into["masked_keys"])]
-            if into["checked"] and not f["checked"]:
-                into["checked"], into["note"] = False, f["note"]
-    findings = tuple(CrossrefFinding(**{**f, "masked_keys": tuple(f["masked_keys"]),
-                                        "masked_keys_omitted": f["not_found"] - len(f["masked_keys"])})
-                     for f in merged.values())
-    return CrossrefResult(findings, dataset_id).to_dict()
+            unchecked = into.checked and not f.checked
+            merged[f.check] = replace(
+                into, rows_checked=into.rows_checked + f.rows_checked, not_found=into.not_found + f.not_found,
+                masked_keys=into.masked_keys + f.masked_keys[: MAX_MASKED_KEYS - len(into.masked_keys)],
+                checked=False if unchecked else into.checked, note=f.note if unchecked else into.note)
+    findings = tuple(replace(f, masked_keys_omitted=f.not_found - len(f.masked_keys)) for f in merged.values())
+    return CrossrefResult(findings, dataset_id)
 
 
-def crossref(dataset: Dataset, good_files: list[Path], keystore: Keystore, state_dir: Path) -> CrossrefResult:
+def crossref(dataset: Dataset, good_files: list[Path], keystore: Keystore, states: PublishedRefs) -> CrossrefResult:
     """Check every reference of ``dataset`` over its good rows (Parquet files encrypted with
     ``keystore``): ``CrossrefCheck`` over the files, references only.
 
@@ -215,7 +182,7 @@ def crossref(dataset: Dataset, good_files: list[Path], keystore: Keystore, state
     published state yet gives a finding with ``checked=False`` and a note instead of flagging
     every row.
     """
-    return _over_files(CrossrefCheck(dataset, keystore.hmac_key(), state_dir, None), good_files, keystore)
+    return _over_files(CrossrefCheck(dataset, keystore.hmac_key(), states, None), good_files, keystore)
 
 
 def consistency(dataset: Dataset, good_files: list[Path], keystore: Keystore, today: date) -> tuple[CrossrefFinding, ...]:

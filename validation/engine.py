@@ -12,15 +12,16 @@ summary(), and kept beside ours. Nothing here holds or reports a row value.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 import pyarrow as pa
 
 from common.catalog import Dataset
 from common.errors import ConfigError
+from common.run import RuleSummary, ValidationSummary
 from common.schema import IS_DELETED, source_schema
 from validation.rules import Rule, dataset_rules, failures, live_rows, normalise
 
@@ -38,58 +39,6 @@ class BatchVerdict:
     good: pa.RecordBatch  # normalised, the input schema
     rejected: pa.RecordBatch  # normalised, the input schema plus _rules: list<string>
     counts: dict[str, int]  # failing rows per rule id in this batch
-
-
-@dataclass(frozen=True)
-class RuleSummary:
-    rule_id: str
-    fields: tuple[str, ...]
-    check: str
-    description: str
-    rows_checked: int
-    rows_failed: int
-    expectation_type: str
-    gx_success: bool | None  # None when GX did not run
-    gx_unexpected: int | None
-
-
-@dataclass(frozen=True)
-class ValidationSummary:
-    """Counts per rule across every batch of a run. Contains no row values at all."""
-
-    dataset: str
-    today: date
-    batches: int
-    rows: int
-    good: int
-    rejected: int
-    rules: tuple[RuleSummary, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["today"] = self.today.isoformat()
-        out["rules"] = [{**asdict(r), "fields": list(r.fields)} for r in self.rules]
-        return out
-
-
-def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
-    """One summary (as to_dict() gives it) from the summaries of a run's parts."""
-    if not summaries:
-        return {}
-    merged = {**summaries[0], "rules": [dict(r) for r in summaries[0]["rules"]]}
-    for key in ("batches", "rows", "good", "rejected"):
-        merged[key] = sum(s[key] for s in summaries)
-    by_id = {r["rule_id"]: r for r in merged["rules"]}
-    for summary in summaries[1:]:
-        for rule in summary["rules"]:
-            into = by_id[rule["rule_id"]]
-            into["rows_checked"] += rule["rows_checked"]
-            into["rows_failed"] += rule["rows_failed"]
-            if into["gx_unexpected"] is not None and rule["gx_unexpected"] is not None:
-                into["gx_unexpected"] += rule["gx_unexpected"]
-            if into["gx_success"] is not None and rule["gx_success"] is not None:
-                into["gx_success"] = into["gx_success"] and rule["gx_success"]
-    return merged
 
 
 class Validator:

@@ -29,7 +29,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from common.catalog import Dataset
-from common.errors import GovshareError
+from common.errors import InternalError
 from common.schema import source_schema
 from validation.rules import REQUIRED, Rule, live_rows, record_fields
 
@@ -113,7 +113,8 @@ def build_suite(dataset: Dataset, rules: tuple[Rule, ...], today: date) -> Expec
 def _expectation(rule: Rule, dataset: Dataset, today: date) -> Expectation:
     import great_expectations.expectations as gxe
 
-    from validation import codes, gx_expectations as custom
+    from validation import codes
+    from validation import gx_expectations as custom
 
     # Deletes are judged on their key alone: the runner gives "live" expectations no deleted rows.
     common: dict[str, Any] = {"meta": {"rule_ids": [rule.id], "rows": ALL_ROWS if rule.key else LIVE_ROWS}}
@@ -315,7 +316,7 @@ def outcomes(dataset: Dataset, raw: dict[str, Any]) -> tuple[ExpectationOutcome,
         rule_ids = config["meta"]["rule_ids"]
         if _raised(result.get("exception_info")) or "unexpected_count" not in (result.get("result") or {}):
             # The exception text may quote row values: name the rule only.
-            raise GovshareError(
+            raise InternalError(
                 f"Great Expectations could not evaluate rule {', '.join(rule_ids)} on a batch of dataset {dataset.id}",
                 problems=["run the validation unit tests; this is a defect in validation, not in the data"],
             )

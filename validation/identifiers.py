@@ -20,8 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from common.errors import ConfigError
+from common.arrays import as_strings
 from common.checks import LICENSE_VARIANTS
+from common.errors import ConfigError
 
 # GB 11643 check character: ISO 7064 MOD 11-2.
 _ID_WEIGHTS = np.array([7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2], dtype=np.int64)
@@ -58,21 +59,6 @@ _DIGIT_VALUES = _lookup("0123456789")
 
 
 # -- Arrow plumbing ---------------------------------------------------------------------------
-
-
-def as_strings(values: Any) -> pa.StringArray:
-    """One contiguous ``pa.string()`` array from Arrow, numpy, pandas or a list."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks() if values.num_chunks else pa.array([], pa.string())
-    if not isinstance(values, pa.Array):
-        values = pa.array(values, type=pa.string(), from_pandas=True)
-        if isinstance(values, pa.ChunkedArray):  # a pandas column backed by several Arrow chunks
-            values = values.combine_chunks() if values.num_chunks else pa.array([], pa.string())
-    if pa.types.is_null(values.type) or pa.types.is_large_string(values.type) or pa.types.is_string_view(values.type):
-        values = values.cast(pa.string())
-    if not pa.types.is_string(values.type):
-        raise TypeError(f"identifier checks take strings, not {values.type}")
-    return values
 
 
 def _validity(arr: pa.Array) -> np.ndarray:

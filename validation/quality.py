@@ -20,23 +20,32 @@ import json
 import os
 import re
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from common.catalog import Dataset
 from common.errors import ConfigError
-
-if TYPE_CHECKING:
-    from keys.keystore import Keystore
-    from validation.crossref import CrossrefResult
+from common.run import CrossrefResult, Gate, QualityFiles, RuleSummary, ValidationSummary
+from common.times import utc_now
+from keys.keystore import Keystore
+from keys.masking import MASK_HEAD, MASK_TAIL, mask_keys
 
 FORMAT = "govshare-quality-feedback/1"
+
+
+@dataclass(frozen=True)
+class FeedbackInputs:
+    """What a run found, for its feedback: the checks' counts, the cross-dataset findings, the gate."""
+
+    summary: ValidationSummary | None
+    cross: CrossrefResult | None
+    gate: Gate | None
+    version: int | None  # what the run published; None: nothing
 MAX_MASKED_KEYS = 1000  # masked keys listed per rule; the rest are counted
-MASK_HEAD, MASK_TAIL = 3, 4
 _BATCH_ROWS = 262_144
 _FILE_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}$")
 _CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -67,31 +76,13 @@ CODE_LIST_STANDARDS: Mapping[str, tuple[str, ...]] = {"sex": ("GB/T 2261.1",), "
 # -- masking ------------------------------------------------------------------------------------
 
 
-def mask_keys(values: Any) -> pa.Array:
-    """Keep the first 3 and last 4 characters, '*' for each one between; 7 or fewer: all '*'.
-
-    Characters are Unicode code points (a full-width or Chinese character counts once). Nulls
-    stay null. Vectorised with Arrow compute.
-    """
-    from validation.identifiers import as_strings
-
-    arr = as_strings(values)
-    length = pc.utf8_length(arr)
-    short = pc.less_equal(length, MASK_HEAD + MASK_TAIL)
-    hidden = pc.if_else(short, length, pc.subtract(length, MASK_HEAD + MASK_TAIL))
-    stars = pc.binary_repeat("*", hidden)
-    head = pc.if_else(short, "", pc.utf8_slice_codeunits(arr, 0, MASK_HEAD))
-    tail = pc.if_else(short, "", pc.utf8_slice_codeunits(arr, -MASK_TAIL))
-    return pc.binary_join_element_wise(head, stars, tail, "")
-
-
 # -- the report -----------------------------------------------------------------------------------
 
 
 def quality_report(
     dataset: Dataset,
     run_id: str,
-    summary: Mapping[str, Any],
+    summary: ValidationSummary | None,
     rejected_files: list[Path],
     keystore: Keystore,
     *,
@@ -100,16 +91,17 @@ def quality_report(
 ) -> dict[str, Any]:
     """JSON-ready feedback on one run for ``dataset.provider``.
 
-    ``summary`` is ``ValidationSummary.to_dict()`` (or ``merge_summaries`` of a run's parts);
+    ``summary`` is the run's ValidationSummary (its parts merged; None: no rows were judged);
     ``rejected_files`` the run's quarantine files (encrypted, source schema + ``_rules``),
     streamed batch by batch for the keys of each rule. ``version`` is the version the run
     published, None when it published none.
     """
     quarantined = _quarantined_keys(dataset, rejected_files, keystore)
-    rules = [_rule_entry(dataset, r, quarantined.pop(r["rule_id"], _RuleKeys())) for r in summary.get("rules", [])]
+    counted = summary.rules if summary else ()
+    rules = [_rule_entry(dataset, r.rule_id, r, quarantined.pop(r.rule_id, _RuleKeys())) for r in counted]
     # Rule ids found in the quarantine but absent from the summary (a summary of other parts).
-    rules += [_rule_entry(dataset, {"rule_id": rule_id}, keys) for rule_id, keys in sorted(quarantined.items())]
-    rows, good, rejected = (int(summary.get(k, 0) or 0) for k in ("rows", "good", "rejected"))
+    rules += [_rule_entry(dataset, rule_id, None, keys) for rule_id, keys in sorted(quarantined.items())]
+    rows, good, rejected = (summary.rows, summary.good, summary.rejected) if summary else (0, 0, 0)
     standards = sorted({s for r in rules for s in r["standards"]})
     return {
         "format": FORMAT,
@@ -119,8 +111,8 @@ def quality_report(
             "provider": dataset.provider,
             "run_id": run_id,
             "version": version,
-            "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "validated_on": summary.get("today"),
+            "generated_at": utc_now(),
+            "validated_on": summary.today.isoformat() if summary else None,
             "key_field": dataset.key,
             "masking": f"keys keep their first {MASK_HEAD} and last {MASK_TAIL} characters, "
                        f"every other character is '*'; keys of {MASK_HEAD + MASK_TAIL} characters or fewer are all '*'",
@@ -133,7 +125,7 @@ def quality_report(
             "rejected_share": round(rejected / rows, 6) if rows else 0.0,
         },
         "rules": rules,
-        "crossref": cross.to_dict() if cross is not None else None,
+        "crossref": cross.to_json() if cross is not None else None,
     }
 
 
@@ -167,23 +159,24 @@ def _quarantined_keys(dataset: Dataset, files: list[Path], keystore: Keystore) -
     return by_rule
 
 
-def _rule_entry(dataset: Dataset, rule: Mapping[str, Any], keys: _RuleKeys) -> dict[str, Any]:
+def _rule_entry(dataset: Dataset, rule_id: str, rule: RuleSummary | None, keys: _RuleKeys) -> dict[str, Any]:
+    """One rule of the report: its counts (``rule``: None when only the quarantine knows it) and keys."""
     from validation.rules import dataset_rules
 
-    declared = {r.id: r for r in dataset_rules(dataset)}.get(rule["rule_id"])
-    check = rule.get("check") or (declared.check if declared else "")
+    declared = {r.id: r for r in dataset_rules(dataset)}.get(rule_id)
+    check = (rule.check if rule else "") or (declared.check if declared else "")
     code_list = declared.param("list") if declared is not None else None
     standards = CHECK_STANDARDS.get(check, ()) + (CODE_LIST_STANDARDS.get(code_list or "", ()) if check == "code_list" else ())
     return {
-        "rule_id": rule["rule_id"],
-        "description": rule.get("description") or (declared.description if declared else ""),
+        "rule_id": rule_id,
+        "description": (rule.description if rule else "") or (declared.description if declared else ""),
         "check": check,
-        "fields": list(rule.get("fields") or (declared.fields if declared else ())),
+        "fields": list((rule.fields if rule else ()) or (declared.fields if declared else ())),
         "standards": list(standards),
         "code_list": code_list if check == "code_list" else None,
-        "rows_checked": rule.get("rows_checked"),
-        "rows_failed": rule.get("rows_failed"),
-        "gx_success": rule.get("gx_success"),
+        "rows_checked": rule.rows_checked if rule else None,
+        "rows_failed": rule.rows_failed if rule else None,
+        "gx_success": rule.gx_success if rule else None,
         "rows_quarantined": keys.rows,
         "masked_keys": keys.masked,
         "masked_keys_omitted": keys.rows - keys.without_key - len(keys.masked),
@@ -198,6 +191,15 @@ def _batches(files: list[Path], keystore: Keystore, columns: list[str]) -> Itera
 
 
 # -- files ------------------------------------------------------------------------------------------
+
+
+def write_run_feedback(dataset: Dataset, run_id: str, keystore: Keystore, rejected_files: list[Path],
+                       findings: FeedbackInputs, folder: Path) -> QualityFiles:
+    """The run's 数据质量反馈 for the source department, written as JSON, CSV and HTML."""
+    report = quality_report(dataset, run_id, findings.summary, rejected_files, keystore, cross=findings.cross,
+                            version=findings.version)
+    report["gate"] = findings.gate.to_json() if findings.gate else {}
+    return QualityFiles({name: str(path) for name, path in write_quality_report(report, folder).items()})
 
 
 def write_quality_report(report: Mapping[str, Any], folder: Path) -> dict[str, Path]:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
-from datetime import datetime, timezone
+import shutil
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from common.errors import ConfigError
-from sharing.changes import KEY_REF
+from common.files import write_json
+from common.run import QuarantineUpdate
+from common.times import utc_now
+from keys.keystore import Keystore
+from keys.masking import mask_keys
+from keys.protection import decryption_properties
+from keys.pseudonyms import KEY_REF, last_per_ref
 
 RULES = "_rules"
+REJECTED = "rejected-{part}.parquet"  # a run's rejected rows per part, in its work folder, until kept here
 CASES_SCHEMA = pa.schema([
     (KEY_REF, pa.binary(16)), ("masked_key", pa.string()), ("rules", pa.string()), ("status", pa.string()),
     ("first_run", pa.string()), ("last_run", pa.string()), ("first_seen", pa.string()), ("last_seen", pa.string()),
@@ -55,7 +62,7 @@ class Quarantine:
         """Open or refresh a case per rejected key; close as corrected the open cases whose key
         arrived good in this run. ``rejected``: _key_ref, masked_key, rules (joined) of this run,
         one row per key. Columnar throughout: no Python loop over rows."""
-        now = _now()
+        now = utc_now()
         cases = self.cases()
         good_refs = good_refs if len(good_refs) else pa.array([], pa.binary(16))
         rejected_refs = rejected.column(KEY_REF).combine_chunks()
@@ -97,7 +104,7 @@ class Quarantine:
         if not by.strip() or not note.strip():
             raise ConfigError("releasing a quarantined record needs --by (who decided) and --note (why)")
         masked = cases.filter(hit).column("masked_key")[0].as_py()
-        self._write(_set_where(cases, hit, status="released", closed_at=_now(), closed_by=by.strip(), note=note.strip()))
+        self._write(_set_where(cases, hit, status="released", closed_at=utc_now(), closed_by=by.strip(), note=note.strip()))
         self._events([{"event": "released", "masked_key": masked, "by": by.strip(), "note": note.strip()}])
         self.purge()
         return masked
@@ -131,11 +138,61 @@ class Quarantine:
         self._cases = cases
 
     def _events(self, events: Iterable[dict[str, Any]]) -> None:
-        lines = [json.dumps({"time": _now(), **e}, ensure_ascii=False) + "\n" for e in events]
+        lines = [json.dumps({"time": utc_now(), **e}, ensure_ascii=False) + "\n" for e in events]
         if lines:
             self.folder.mkdir(parents=True, exist_ok=True)
             with open(self.events_path, "a", encoding="utf-8") as fh:
                 fh.writelines(lines)
+
+
+def keep_rejected(folder: Path, run_id: str, rejected: Sequence[Path], failed_by_rule: dict[str, int],
+                  version: int | None) -> list[str]:
+    """Move a run's rejected-row files (encrypted, one per part) into the dataset's quarantine, with
+    a small description of the run beside them; the names moved."""
+    moved = []
+    for part, path in enumerate(rejected):
+        if path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            name = f"{run_id}-{part}.parquet"
+            shutil.move(str(path), folder / name)
+            moved.append(name)
+    if moved:
+        write_json(folder / f"{run_id}.json", {"run_id": run_id, "version": version, "at": utc_now(), "files": moved,
+                                               "rules": failed_by_rule})
+    return moved
+
+
+def run_files(folder: Path, run_id: str) -> list[Path]:
+    """The quarantine files a run left (none once they were purged)."""
+    meta = folder / f"{run_id}.json"
+    names = json.loads(meta.read_text(encoding="utf-8"))["files"] if meta.is_file() else []
+    return [folder / name for name in names]
+
+
+def update_cases(folder: Path, key_field: str, keystore: Keystore, run_id: str, moved: Sequence[str],
+                 good: Sequence[Path], version: int | None) -> QuarantineUpdate:
+    """Open or refresh a case per key the run rejected (its ``moved`` files); close the open cases
+    whose key arrived good (the ``_key_ref`` column of the ``good`` files: the run's markers when it
+    published, none when the gate blocked it)."""
+    decrypt = decryption_properties(keystore)
+    rejected = [pq.read_table(folder / f, columns=[key_field, KEY_REF, RULES], decryption_properties=decrypt) for f in moved]
+    cases = pa.table({KEY_REF: pa.array([], pa.binary(16)), "masked_key": pa.array([], pa.string()),
+                      "rules": pa.array([], pa.string())})
+    if rejected:
+        rows = pa.concat_tables(rejected)
+        rows = rows.filter(pc.is_valid(rows.column(KEY_REF)))
+        cases = pa.table({KEY_REF: rows.column(KEY_REF), "masked_key": mask_keys(rows.column(key_field)),
+                          "rules": pc.binary_join(rows.column(RULES), "|")})
+        cases = last_per_ref(cases)  # a key rejected twice in a run keeps its latest rules
+    quarantine = Quarantine(folder, decrypt)  # reads the cases once, for this and update()
+    open_refs = quarantine.open_cases().column(KEY_REF).combine_chunks()
+    found: list[pa.Array] = []
+    if len(open_refs):  # which open cases came back valid: a streaming filter, bounded memory
+        for path in good:
+            for batch in pq.ParquetFile(path).iter_batches(columns=[KEY_REF]):
+                found.append(batch.column(0).filter(pc.is_in(batch.column(0), value_set=open_refs)))
+    good_refs = pa.concat_arrays(found) if found else pa.array([], pa.binary(16))
+    return QuarantineUpdate(**quarantine.update(run_id, cases, good_refs, version))
 
 
 def _set_where(cases: pa.Table, mask: pa.Array, **values: str) -> pa.Table:
@@ -145,5 +202,3 @@ def _set_where(cases: pa.Table, mask: pa.Array, **values: str) -> pa.Table:
     return cases
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

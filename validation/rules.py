@@ -22,11 +22,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from common.catalog import Dataset, Field
-from common.checks import Check
+from common.checks import CHECKS, Check
 from common.errors import ConfigError
 from common.schema import IS_DELETED
 from validation import codes, identifiers
-from common.checks import CHECKS
 
 REQUIRED = "required"
 ID_TYPE_PERSON = "111"  # 公民身份号码

@@ -33,6 +33,6 @@ def test_cli_names_the_connection_of_a_missing_source_and_keeps_the_watermark(ho
     from govshare.cli import main
 
     monkeypatch.setenv("AIRFLOW_CONN_POPULATION_DB", f"sqlite:///{tmp_path / 'missing.db'}")
-    assert main(["sync", "population"]) == 1
+    assert main(["sync", "population"]) == 75  # EX_TEMPFAIL: a source down is worth a retry
     assert "population_db" in capsys.readouterr().err
     assert not (home.state / "population.json").exists()

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
+from common.run import RunRecord
 from connectors.connections import parse_connection, to_url
 from connectors.ddl import create_table_sql
 from govshare.cli import main
@@ -155,8 +156,9 @@ def test_broken_chain_between_since_and_latest_is_exit_3(home, source_db, tmp_pa
 def test_large_full_read_is_split_into_key_ranges_and_published_as_one_version(home, source_db, tmp_path, monkeypatch):
     import shutil
 
-    from govshare import pipeline
     from common.catalog import PROJECT_ROOT, load_catalog
+    from common.run import Extracted
+    from govshare import pipeline
 
     catalogs = tmp_path / "catalogs"
     shutil.copytree(PROJECT_ROOT / "catalogs", catalogs)
@@ -175,7 +177,7 @@ def test_large_full_read_is_split_into_key_ranges_and_published_as_one_version(h
     assert len(parts) == 3
     for part in parts:
         pipeline.ingest(run, part)
-    assert sum(run.stage(f"extract.{p}")["rows"] for p in parts) == 2500
+    assert sum(run.require(Extracted, p).rows for p in parts) == 2500
     pipeline.protect(run)
     result = pipeline.publish(run)
     assert (result.version, result.upserts, result.quarantined) == (1, 2500, 0)
@@ -190,8 +192,9 @@ def test_first_load_with_a_key_twice_publishes_its_later_row_once(home, source_d
         row(X_CHECK, BASE + timedelta(minutes=5), id_number=person_id(X_CHECK).lower(), name="新名"),
     ])
     assert main(["sync", "population"]) == 0
-    (record,) = [json.loads(p.read_text(encoding="utf-8")) for p in runs_dir(home, "population").glob("*.json")]
-    assert (record["protect"]["upserts"], record["protect"]["superseded_in_run"]) == (4, 1)
+    (record,) = [RunRecord.from_json(json.loads(p.read_text(encoding="utf-8")))
+                 for p in runs_dir(home, "population").glob("*.json")]
+    assert (record.protect.upserts, record.protect.superseded_in_run) == (4, 1)
     first = feed(tmp_path, 0)
     assert set(first) == {person_id(n) for n in (1, 2, 3, X_CHECK)}
     assert first[person_id(X_CHECK)]["name"] == "新名"

@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.integration.test_incremental import X_CHECK, person_id, population_view, row
+from common.run import Staged
 from govshare import pipeline
 from common.catalog import load_catalog
 from govshare.cli import main
@@ -196,7 +197,7 @@ def test_markers_hold_pseudonyms_and_times_only(home, sources):
     markers = run.file("markers-0.parquet")
     table = pq.read_table(markers)  # not encrypted: it holds nothing that needs it
     assert table.schema.names == MARKER_COLUMNS
-    assert table.num_rows == run.stage("staged.0")["markers"] > 0
+    assert table.num_rows == run.require(Staged, 0).markers > 0
     assert {len(v) for v in table.column("_key_ref").to_pylist()} == {16}
     assert len(set(table.column("_key_ref").to_pylist())) == table.num_rows  # demo keys are unique
 
@@ -218,10 +219,10 @@ def test_staging_files_with_row_values_are_encrypted(home, sources):
     candidates = run.file("candidates-0.parquet")
     assert pq.ParquetFile(candidates, decryption_properties=decryption_properties(keystore(home))).schema_arrow.names \
         == PUBLISHED + REFS
-    assert rows_in(home, candidates) == run.stage("staged.0")["candidates"]
+    assert rows_in(home, candidates) == run.require(Staged, 0).candidates
     deleted = read_decrypted(home, run.file("deleted-0.parquet"))
     assert deleted.schema.names == ["id_number", "_key_ref"]
-    assert deleted.num_rows == run.stage("staged.0")["deletes"] > 0
+    assert deleted.num_rows == run.require(Staged, 0).deletes > 0
 
 
 # -- protect: the candidates taken whole, or filtered ----------------------------------------------
@@ -230,25 +231,25 @@ def test_staging_files_with_row_values_are_encrypted(home, sources):
 def test_first_sync_takes_the_candidates_file_as_the_upserts_file(home, sources, demo_sources):
     run = ingested()
     candidates = run.file("candidates-0.parquet")
-    staged = run.stage("staged.0")
+    staged = run.require(Staged, 0)
     before = (candidates.stat().st_size, sha256(candidates))
 
     protected = pipeline.protect(run)
-    assert protected["kind"] == "snapshot"
-    assert protected["superseded_in_run"] == 0
-    assert protected["upserts"] == staged["candidates"] == demo_sources.counts["population"].valid
-    assert protected["deletes_of_unpublished"] == staged["deletes"]  # withdrawn before ever published
+    assert protected.kind == "snapshot"
+    assert protected.superseded_in_run == 0
+    assert protected.upserts == staged.candidates == demo_sources.counts["population"].valid
+    assert protected.deletes_of_unpublished == staged.deletes  # withdrawn before ever published
     assert not candidates.exists()  # moved, not copied
     upserts = staged_upserts(run)
     assert (upserts.stat().st_size, sha256(upserts)) == before
-    assert protected["protection"]["upserts"] == staged["protection"]
+    assert protected.protection.upserts == staged.protection
 
     result = pipeline.publish(run)
-    assert (result.version, result.upserts) == (1, staged["candidates"])
+    assert (result.version, result.upserts) == (1, staged.candidates)
     published = version_dir(home, 1) / "upserts.parquet"
     assert sha256(published) == before[1]
     (entry,) = [f for f in manifest(home, 1)["files"] if f["role"] == "upserts"]
-    assert (entry["bytes"], entry["sha256"], entry["rows"]) == (before[0], before[1], staged["candidates"])
+    assert (entry["bytes"], entry["sha256"], entry["rows"]) == (before[0], before[1], staged.candidates)
 
 
 def test_a_delta_writes_only_the_changed_rows(home, own_source):
@@ -264,7 +265,7 @@ def test_a_delta_writes_only_the_changed_rows(home, own_source):
     candidates = run.file("candidates-0.parquet")
     assert rows_in(home, candidates) == 7
     protected = pipeline.protect(run)
-    assert (protected["kind"], protected["upserts"], protected["unchanged"], protected["deletes"]) == ("delta", 2, 5, 0)
+    assert (protected.kind, protected.upserts, protected.unchanged, protected.deletes) == ("delta", 2, 5, 0)
     assert candidates.exists()  # copied out of, not taken whole
 
     upserts = staged_upserts(run)
@@ -275,7 +276,7 @@ def test_a_delta_writes_only_the_changed_rows(home, own_source):
     assert by_id[person_id(1)]["name"] == "改名一"
     assert by_id[person_id(7)]["name"] == "测试7"
     conditional_id = keystore(home).active_key_id("population.conditional")
-    assert protected["protection"]["upserts"]["column_keys"] == {conditional_id: CONDITIONAL}
+    assert protected.protection.upserts["column_keys"] == {conditional_id: CONDITIONAL}
     assert_conditional_columns_need_their_key(home, upserts, conditional_id)
 
     digest = sha256(upserts)
@@ -295,7 +296,7 @@ def test_a_key_twice_in_one_run_writes_a_filtered_upserts_file_with_its_later_ro
     candidates = run.file("candidates-0.parquet")
     assert rows_in(home, candidates) == 5
     protected = pipeline.protect(run)
-    assert (protected["kind"], protected["upserts"], protected["superseded_in_run"]) == ("snapshot", 4, 1)
+    assert (protected.kind, protected.upserts, protected.superseded_in_run) == ("snapshot", 4, 1)
     assert candidates.exists()
 
     rows = read_decrypted(home, staged_upserts(run)).to_pylist()

@@ -22,8 +22,10 @@ from common.catalog import load_catalog
 from govshare.cli import main
 from keys.keystore import Keystore
 from keys.protection import staging_encryption
+from sharing.index import published_refs
 from validation.crossref import crossref
-from validation.quality import mask_keys, quality_report, write_quality_report
+from validation.quality import quality_report, write_quality_report
+from keys.masking import mask_keys
 
 pytestmark = pytest.mark.integration
 ID_LIKE = re.compile(r"\d{17}[\dXx]")
@@ -79,7 +81,7 @@ def _good_file(dataset, keystore: Keystore, path: Path) -> tuple[Path, dict]:
     """The run's good rows as the pipeline stages them (it deletes its own after publishing)."""
     from connectors.sql import open_source
     from govshare.pipeline import today
-    from sharing.changes import with_fingerprints
+    from keys.pseudonyms import with_fingerprints
     from validation.engine import Validator
 
     source = open_source(dataset)
@@ -95,7 +97,7 @@ def _good_file(dataset, keystore: Keystore, path: Path) -> tuple[Path, dict]:
     finally:
         if writer is not None:
             writer.close()
-    return path, validator.summary().to_dict()
+    return path, validator.summary()
 
 
 def _raw_values(db: Path, table: str, columns: tuple[str, ...]) -> set[str]:
@@ -117,7 +119,7 @@ def test_crossref_flags_licenses_of_unpublished_holders_and_the_report_shows_no_
     ds = catalog.dataset("e_license")
     keystore = Keystore(home.keystore)
     good, summary = _good_file(ds, keystore, tmp_path / "good-0.parquet")
-    result = crossref(ds, [good], keystore, home.state)
+    result = crossref(ds, [good], keystore, published_refs(home.state))
 
     by_check = {f.check: f for f in result.findings}
     db = sources["e_license_db"]
@@ -133,7 +135,7 @@ def test_crossref_flags_licenses_of_unpublished_holders_and_the_report_shows_no_
     # Legal representatives are drawn from published people: all of them are found.
     entity_ds = catalog.dataset("legal_entity")
     entity_good, _ = _good_file(entity_ds, keystore, tmp_path / "entity-good-0.parquet")
-    (reps,) = crossref(entity_ds, [entity_good], keystore, home.state).findings
+    (reps,) = crossref(entity_ds, [entity_good], keystore, published_refs(home.state)).findings
     assert reps.checked and reps.rows_checked > 0 and reps.not_found == 0
 
     # The quality report over the real quarantine of the e_license run.

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from common.catalog import load_catalog
 from common.schema import source_schema
-from sharing.changes import RowHasher, key_refs, with_fingerprints
+from keys.pseudonyms import RowHasher, key_refs, with_fingerprints
 
 
 def test_a_key_ref_is_sha256_of_the_secret_a_separator_and_the_key() -> None:

@@ -1,5 +1,5 @@
-"""Small pieces of govshare.pipeline: _with_last (the last-batch flag of ingest) and gx_mode
-(where Great Expectations runs, from GOVSHARE_GX and the part's size)."""
+"""Small pieces of the sync: govshare.pipeline._with_last (the last-batch flag of ingest) and
+validation.gx_mode (where Great Expectations runs, from GOVSHARE_GX and the part's size)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from govshare import pipeline
 from common.errors import ConfigError, GovshareError
-from govshare.pipeline import GX_WORKER_ROWS, _with_last, gx_mode
+from govshare.pipeline import _with_last
+from validation import gx_mode as gx_settings
 from validation import gx_worker
+from validation.gx_mode import GX_WORKER_ROWS, gx_mode
 
 # -- _with_last ------------------------------------------------------------------------------
 
@@ -96,13 +97,13 @@ def warm(monkeypatch: pytest.MonkeyPatch):
 def auto(request, monkeypatch: pytest.MonkeyPatch) -> None:
     """GOVSHARE_GX unset (the default, auto) or auto itself."""
     if request.param == "unset":
-        monkeypatch.delenv(pipeline.GX_ENV, raising=False)
+        monkeypatch.delenv(gx_settings.GX_ENV, raising=False)
     else:
-        monkeypatch.setenv(pipeline.GX_ENV, "auto")
+        monkeypatch.setenv(gx_settings.GX_ENV, "auto")
 
 
 def test_the_environment_variable_is_govshare_gx():
-    assert pipeline.GX_ENV == "GOVSHARE_GX"
+    assert gx_settings.GX_ENV == "GOVSHARE_GX"
 
 
 @pytest.mark.parametrize("rows", [GX_WORKER_ROWS, GX_WORKER_ROWS + 1, 10 * GX_WORKER_ROWS])

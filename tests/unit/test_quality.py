@@ -26,9 +26,10 @@ from common.schema import source_schema
 from keys.keystore import Keystore
 from keys.protection import quarantine_encryption
 from validation import quality
-from validation.crossref import CrossrefFinding, CrossrefResult
+from common.run import CrossrefFinding, CrossrefResult, ValidationSummary
 from validation.engine import RULES_COLUMN, Validator
-from validation.quality import FORMAT, mask_keys, quality_report, render_csv, write_quality_report
+from validation.quality import FORMAT, quality_report, render_csv, write_quality_report
+from keys.masking import mask_keys
 
 TODAY = date(2026, 3, 1)
 ID_LIKE = re.compile(r"\d{15}(\d{2}[\dXx])?")
@@ -69,7 +70,7 @@ def write_quarantine(path: Path, dataset: Dataset, keystore: Keystore, rows: lis
     return path
 
 
-def hand_summary(dataset: Dataset) -> dict[str, Any]:
+def hand_summary(dataset: Dataset) -> ValidationSummary:
     counts = {"id_number.id_number": 3, "name.required": 1, "name.not_blank": 1,
               "sex_code.code_list": 2}
     rules = []
@@ -79,8 +80,8 @@ def hand_summary(dataset: Dataset) -> dict[str, Any]:
         rules.append({"rule_id": r.id, "fields": list(r.fields), "check": r.check, "description": r.description,
                       "rows_checked": 10, "rows_failed": counts.get(r.id, 0), "expectation_type": "x",
                       "gx_success": counts.get(r.id, 0) == 0, "gx_unexpected": counts.get(r.id, 0)})
-    return {"dataset": dataset.id, "today": TODAY.isoformat(), "batches": 1, "rows": 10, "good": 6,
-            "rejected": 4, "rules": rules}
+    return ValidationSummary.from_json({"dataset": dataset.id, "today": TODAY.isoformat(), "batches": 1, "rows": 10,
+                                        "good": 6, "rejected": 4, "rules": rules})
 
 
 def raw_values(rows: list[dict[str, Any]]) -> set[str]:
@@ -150,7 +151,7 @@ def test_report_structure(population: Dataset, keystore: Keystore, tmp_path: Pat
     assert report["crossref"] is None
 
     rules = {r["rule_id"]: r for r in report["rules"]}
-    assert list(rules) == [r["rule_id"] for r in hand_summary(population)["rules"]]
+    assert list(rules) == [r.rule_id for r in hand_summary(population).rules]
     ids = rules["id_number.id_number"]
     assert ids["standards"] == ["GB 11643-1999"] and ids["fields"] == ["id_number"]
     assert ids["rows_failed"] == 3 and ids["rows_quarantined"] == 3
@@ -190,7 +191,7 @@ def test_masked_key_lists_are_capped_and_the_rest_counted(population: Dataset, k
 def test_rules_in_the_quarantine_but_not_in_the_summary_are_still_reported(population: Dataset, keystore: Keystore,
                                                                          tmp_path: Path) -> None:
     files = [write_quarantine(tmp_path / "run4-0.parquet", population, keystore, REJECTED)]
-    report = quality_report(population, "run4", {}, files, keystore)
+    report = quality_report(population, "run4", None, files, keystore)
     rules = {r["rule_id"]: r for r in report["rules"]}
     assert rules["sex_code.code_list"]["rows_failed"] is None
     assert rules["sex_code.code_list"]["rows_quarantined"] == 2
@@ -210,7 +211,7 @@ def test_report_counts_agree_with_the_validator(population: Dataset, keystore: K
     with pq.ParquetWriter(path, verdict.rejected.schema,
                           encryption_properties=quarantine_encryption(keystore).file_encryption_properties) as w:
         w.write_batch(verdict.rejected)
-    report = quality_report(population, "run5", validator.summary().to_dict(), [path], keystore)
+    report = quality_report(population, "run5", validator.summary(), [path], keystore)
     assert report["totals"]["rows_rejected"] == 4 and report["totals"]["rows_passed"] == 1
     for rule in report["rules"]:
         assert rule["rows_quarantined"] == rule["rows_failed"], rule["rule_id"]

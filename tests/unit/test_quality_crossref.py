@@ -18,8 +18,8 @@ from common.errors import ConfigError
 from common.schema import source_schema
 from keys.keystore import Keystore
 from keys.protection import staging_encryption
-from sharing.changes import FINGERPRINT, KEY_REF, key_refs, with_fingerprints
-from sharing.index import StateIndex
+from keys.pseudonyms import FINGERPRINT, KEY_REF, key_refs, with_fingerprints
+from sharing.index import StateIndex, published_refs
 from validation import crossref as crossref_module
 from validation.crossref import (
     REFERENCES,
@@ -30,7 +30,7 @@ from validation.crossref import (
     merge_crossref,
     references,
 )
-from validation.quality import mask_keys
+from keys.masking import mask_keys
 
 LICENSE = "1.2.156.3005.2.11100000000013338W011.11430000006122244L.{serial}.001.U"
 PUBLISHED_PEOPLE = ["11010519491231002X", "440524188001010014"]
@@ -98,7 +98,7 @@ def test_e_license_holders_found_and_not_found(catalog: Catalog, keystore: Keyst
     good = [write_good(tmp_path / "good-0.parquet", ds, keystore, LICENSES[:5]),
             write_good(tmp_path / "good-1.parquet", ds, keystore, LICENSES[5:])]
 
-    result = crossref(ds, good, keystore, tmp_path / "state")
+    result = crossref(ds, good, keystore, published_refs(tmp_path / "state"))
     assert result.dataset == "e_license"
     by_check = findings(result)
     people = by_check["holder_id.in_population"]
@@ -109,7 +109,7 @@ def test_e_license_holders_found_and_not_found(catalog: Catalog, keystore: Keyst
     assert (entities.rows_checked, entities.not_found) == (2, 1)
     assert list(entities.masked_keys) == mask_keys(pa.array([LICENSES[6]["license_id"]])).to_pylist()
     assert result.not_found == 3
-    doc = result.to_dict()
+    doc = result.to_json()
     assert doc["findings"][0]["masked_keys"] == expected
     assert all("*" in k for f in doc["findings"] for k in f["masked_keys"])
 
@@ -118,7 +118,7 @@ def test_a_target_without_published_state_is_not_checked(catalog: Catalog, keyst
     ds = catalog.dataset("e_license")
     publish_state(tmp_path / "state", "population", PUBLISHED_PEOPLE, keystore.hmac_key())
     good = [write_good(tmp_path / "good.parquet", ds, keystore, LICENSES)]
-    by_check = findings(crossref(ds, good, keystore, tmp_path / "state"))
+    by_check = findings(crossref(ds, good, keystore, published_refs(tmp_path / "state")))
     entities = by_check["holder_id.in_legal_entity"]
     assert (entities.checked, entities.rows_checked, entities.not_found, entities.masked_keys) == (False, 0, 0, ())
     assert "legal_entity" in entities.note
@@ -129,7 +129,7 @@ def test_an_empty_published_state_finds_nothing(catalog: Catalog, keystore: Keys
     ds = catalog.dataset("e_license")
     publish_state(tmp_path / "state", "population", [], keystore.hmac_key())
     good = [write_good(tmp_path / "good.parquet", ds, keystore, LICENSES)]
-    people = findings(crossref(ds, good, keystore, tmp_path / "state"))["holder_id.in_population"]
+    people = findings(crossref(ds, good, keystore, published_refs(tmp_path / "state")))["holder_id.in_population"]
     assert people.checked and (people.rows_checked, people.not_found) == (4, 4)
 
 
@@ -137,7 +137,7 @@ def test_refs_of_another_secret_never_match(catalog: Catalog, keystore: Keystore
     ds = catalog.dataset("e_license")
     publish_state(tmp_path / "state", "population", PUBLISHED_PEOPLE, b"another secret")
     good = [write_good(tmp_path / "good.parquet", ds, keystore, LICENSES)]
-    people = findings(crossref(ds, good, keystore, tmp_path / "state"))["holder_id.in_population"]
+    people = findings(crossref(ds, good, keystore, published_refs(tmp_path / "state")))["holder_id.in_population"]
     assert people.not_found == people.rows_checked == 4
 
 
@@ -150,7 +150,7 @@ def test_legal_representatives(catalog: Catalog, keystore: Keystore, tmp_path: P
         {"uscc": "91310115MA1K3BTP2B", "entity_name": "测试三", "legal_rep_id_type": "414", "legal_rep_id_number": "E1"},
     ]
     good = [write_good(tmp_path / "good.parquet", ds, keystore, rows)]
-    (rep,) = crossref(ds, good, keystore, tmp_path / "state").findings
+    (rep,) = crossref(ds, good, keystore, published_refs(tmp_path / "state")).findings
     assert (rep.check, rep.rows_checked, rep.not_found, rep.masked_keys) == (
         "legal_rep_id_number.in_population", 2, 1, ("121***********0816",))
 
@@ -161,12 +161,12 @@ def test_masked_keys_are_capped(catalog: Catalog, keystore: Keystore, tmp_path: 
     ds = catalog.dataset("e_license")
     publish_state(tmp_path / "state", "population", [], keystore.hmac_key())
     good = [write_good(tmp_path / "good.parquet", ds, keystore, LICENSES)]
-    people = findings(crossref(ds, good, keystore, tmp_path / "state"))["holder_id.in_population"]
+    people = findings(crossref(ds, good, keystore, published_refs(tmp_path / "state")))["holder_id.in_population"]
     assert people.not_found == 4 and len(people.masked_keys) == 1 and people.masked_keys_omitted == 3
 
 
 def test_datasets_without_references_give_no_findings(catalog: Catalog, keystore: Keystore, tmp_path: Path) -> None:
-    assert crossref(catalog.dataset("population"), [], keystore, tmp_path / "state").findings == ()
+    assert crossref(catalog.dataset("population"), [], keystore, published_refs(tmp_path / "state")).findings == ()
 
 
 def test_every_reference_names_catalog_fields_and_datasets(catalog: Catalog) -> None:
@@ -205,15 +205,20 @@ def good_batch(dataset, rows: list[dict[str, Any]]) -> pa.RecordBatch:
 
 def streamed(dataset, rows: list[dict[str, Any]], state_dir: Path, secret: bytes,
              batch_rows: int = 2) -> CrossrefResult:
-    check = CrossrefCheck(dataset, secret, state_dir, TODAY)
+    check = CrossrefCheck(dataset, secret, published_refs(state_dir), TODAY)
     for start in range(0, len(rows), batch_rows):
         check.add(good_batch(dataset, rows[start:start + batch_rows]))
     return check.result()
 
 
+def merged_json(parts: list[dict[str, Any]], dataset_id: str) -> dict[str, Any]:
+    """merge_crossref over parts as the pipeline keeps them between stages (JSON), as JSON."""
+    return merge_crossref([CrossrefResult.from_json(p) for p in parts], dataset_id).to_json()
+
+
 def as_saved(result: CrossrefResult) -> dict[str, Any]:
     """A part's result as the pipeline keeps it between stages: JSON."""
-    return json.loads(json.dumps(result.to_dict(), ensure_ascii=False))
+    return json.loads(json.dumps(result.to_json(), ensure_ascii=False))
 
 
 @pytest.fixture
@@ -228,7 +233,7 @@ def test_streaming_gives_the_findings_of_the_files(catalog: Catalog, keystore: K
     ds = catalog.dataset("e_license")
     good = [write_good(tmp_path / "good-0.parquet", ds, keystore, STREAMED[:4]),
             write_good(tmp_path / "good-1.parquet", ds, keystore, STREAMED[4:])]
-    from_files = crossref(ds, good, keystore, e_license_state).findings + consistency(ds, good, keystore, TODAY)
+    from_files = crossref(ds, good, keystore, published_refs(e_license_state)).findings + consistency(ds, good, keystore, TODAY)
 
     for batch_rows in (1, 2, len(STREAMED)):
         result = streamed(ds, STREAMED, e_license_state, keystore.hmac_key(), batch_rows)
@@ -269,11 +274,11 @@ def test_a_run_in_parts_merges_to_one_pass(catalog: Catalog, keystore: Keystore,
     whole = as_saved(streamed(ds, STREAMED, e_license_state, secret))
     for cut in range(len(STREAMED) + 1):  # an empty part too
         parts = [as_saved(streamed(ds, rows, e_license_state, secret)) for rows in (STREAMED[:cut], STREAMED[cut:])]
-        assert merge_crossref(parts, "e_license") == whole, cut
-    assert merge_crossref([whole], "e_license") == whole
+        assert merged_json(parts, "e_license") == whole, cut
+    assert merged_json([whole], "e_license") == whole
     three = [as_saved(streamed(ds, rows, e_license_state, secret))
              for rows in (STREAMED[:3], STREAMED[3:7], STREAMED[7:])]
-    assert merge_crossref(three, "e_license") == whole
+    assert merged_json(three, "e_license") == whole
 
 
 def test_merged_masked_keys_are_capped_across_parts(catalog: Catalog, keystore: Keystore, tmp_path: Path,
@@ -287,7 +292,7 @@ def test_merged_masked_keys_are_capped_across_parts(catalog: Catalog, keystore: 
     for cut in (2, 4, 6):  # 2 + 6, each part under the cap / 4 + 4, each part over it / 6 + 2
         parts = [as_saved(streamed(ds, part, tmp_path / "state", secret)) for part in (rows[:cut], rows[cut:])]
         assert all(p["findings"][0]["not_found"] <= 6 for p in parts)
-        merged = merge_crossref(parts, "e_license")
+        merged = merged_json(parts, "e_license")
         assert merged == whole, cut
         people = merged["findings"][0]
         assert (people["not_found"], len(people["masked_keys"]), people["masked_keys_omitted"]) == (8, 3, 5)
@@ -298,14 +303,14 @@ def test_merge_keeps_masked_keys_only(catalog: Catalog, keystore: Keystore, e_li
     ds = catalog.dataset("e_license")
     parts = [as_saved(streamed(ds, rows, e_license_state, keystore.hmac_key()))
              for rows in (STREAMED[:5], STREAMED[5:])]
-    text = json.dumps(merge_crossref(parts, "e_license"), ensure_ascii=False)
+    text = json.dumps(merged_json(parts, "e_license"), ensure_ascii=False)
     identifiers = [v for r in STREAMED for v in (r["license_id"], r["holder_id"]) if v]
     assert not [v for v in identifiers if v in text or v.upper() in text]
     assert all("*" in k for f in json.loads(text)["findings"] for k in f["masked_keys"])
 
 
 def test_merge_of_no_parts_has_no_findings() -> None:
-    assert merge_crossref([], "e_license") == {"dataset": "e_license", "findings": []}
+    assert merged_json([], "e_license") == {"dataset": "e_license", "findings": []}
 
 
 def test_merge_of_a_check_some_part_could_not_make(catalog: Catalog, keystore: Keystore, tmp_path: Path) -> None:
@@ -317,7 +322,7 @@ def test_merge_of_a_check_some_part_could_not_make(catalog: Catalog, keystore: K
     publish_state(tmp_path / "state", "legal_entity", PUBLISHED_ENTITIES, secret)
     after = as_saved(streamed(ds, STREAMED[5:], tmp_path / "state", secret))
     for parts in ([before, after], [after, before]):
-        entities = {f["check"]: f for f in merge_crossref(parts, "e_license")["findings"]}["holder_id.in_legal_entity"]
+        entities = {f["check"]: f for f in merged_json(parts, "e_license")["findings"]}["holder_id.in_legal_entity"]
         assert entities["checked"] is False and "legal_entity" in entities["note"]
         assert (entities["rows_checked"], entities["not_found"]) == (2, 1)  # what the later part could check
 
@@ -325,7 +330,7 @@ def test_merge_of_a_check_some_part_could_not_make(catalog: Catalog, keystore: K
 def test_population_has_nothing_to_check_per_batch(catalog: Catalog, keystore: Keystore, tmp_path: Path) -> None:
     ds = catalog.dataset("population")
     publish_state(tmp_path / "state", "population", PUBLISHED_PEOPLE, keystore.hmac_key())
-    check = CrossrefCheck(ds, keystore.hmac_key(), tmp_path / "state", TODAY)
+    check = CrossrefCheck(ds, keystore.hmac_key(), published_refs(tmp_path / "state"), TODAY)
     assert check.columns == []
 
     class Untouchable:
@@ -335,7 +340,7 @@ def test_population_has_nothing_to_check_per_batch(catalog: Catalog, keystore: K
     for _ in range(1000):
         check.add(Untouchable())  # type: ignore[arg-type]
     assert check.result() == CrossrefResult((), "population")
-    assert merge_crossref([as_saved(check.result())] * 2, "population") == {"dataset": "population", "findings": []}
+    assert merged_json([as_saved(check.result())] * 2, "population") == {"dataset": "population", "findings": []}
 
 
 def test_published_state_lookup(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sharing import index as state_index
-from sharing.changes import FINGERPRINT, KEY_REF
+from keys.pseudonyms import FINGERPRINT, KEY_REF
 from sharing.index import StateIndex
 
 

@@ -265,7 +265,7 @@ def test_summary_aggregates_batches_and_holds_no_values(catalog) -> None:
     assert by_id["sex_matches_id"].fields == ("id_number", "sex_code")
     assert by_id["sex_code.code_list"].expectation_type == "expect_column_values_to_be_in_set"
     assert by_id["id_number.id_number"].gx_success is None
-    text = json.dumps(summary.to_dict(), ensure_ascii=False)
+    text = json.dumps(summary.to_json(), ensure_ascii=False)
     for row in population_rows():
         for value in (row.get("id_number"), row.get("name")):
             if value and value.strip():
@@ -346,7 +346,7 @@ def test_no_raw_value_leaves_gx_or_the_summary(catalog, dataset_id: str) -> None
     validator = Validator(ds, TODAY)
     validator.check(batch)
     text = json.dumps(raw, ensure_ascii=False, default=str)
-    text += json.dumps(validator.summary().to_dict(), ensure_ascii=False)
+    text += json.dumps(validator.summary().to_json(), ensure_ascii=False)
     present = [v for v in RAW_VALUES if any(v in str(value) for row in rows for value in row.values())]
     assert present, "the batch must hold some of the values looked for"
     for value in present:

@@ -179,7 +179,7 @@ def test_worker_counts_like_inline_from_another_cwd_and_says_only_counts(
         for batch in batches:
             assert worker.check(batch) == inline.check(batch)
         assert worker.summary() == inline.summary()
-        assert worker.summary().to_dict() == inline.summary().to_dict()
+        assert worker.summary().to_json() == inline.summary().to_json()
         gx = worker._gx
     assert isinstance(gx, GxWorker)
     assert {r.rule_id: (r.gx_unexpected, r.gx_success) for r in worker.summary().rules} == _quarantine_totals(
@@ -247,7 +247,7 @@ def test_a_failing_child_names_the_dataset_and_stage_but_no_value_and_is_not_reu
     finally:
         worker.close()
     said = " ".join(caught.value.lines()) + worker.output.decode()
-    assert "population" in said and "GovshareError in gx run" in said and "exit code 1" in said
+    assert "population" in said and "InternalError in gx run" in said and "exit code 1" in said
     for value in [*ids, *RAW_VALUES]:
         assert value not in said
     with pytest.raises(GovshareError):
