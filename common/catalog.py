@@ -220,9 +220,11 @@ _FIELD = Keys(dict.fromkeys(("label", "type", "sharing", "sensitivity", "require
 DATASET_SHAPE = Keys({
     "kind": None, "id": None, "title": None, "provider": None, "key": None, "schedule": None,
     "checks": None,  # each check's parameters are checked against the check vocabulary
-    "source": Keys(dict.fromkeys(("connection", "table", "watermark_column", "deleted_column", "lookback", "part_rows"))),
+    "source": Keys(dict.fromkeys(
+        ("connection", "table", "watermark_column", "deleted_column", "lookback", "part_rows"))),
     "protection": Keys(dict.fromkeys(("footer_key", "conditional_key"))),
-    "gate": Keys(dict.fromkeys(("max_rejected_share", "max_missing_required_share", "min_snapshot_ratio", "max_delete_share"))),
+    "gate": Keys(dict.fromkeys(
+        ("max_rejected_share", "max_missing_required_share", "min_snapshot_ratio", "max_delete_share"))),
     "fields": EachValue(_FIELD),
 })
 _APPROVAL = Keys(dict.fromkeys(("id", "purpose", "approved_by", "approved_on", "expires_on", "status")))
@@ -238,10 +240,9 @@ def unknown_keys(value: Any, shape: Shape, path: str = "") -> Iterator[str]:
     """Every key of ``value`` that ``shape`` does not know, as 'path: unknown key ...; did you mean ...?'."""
     if isinstance(shape, Keys) and isinstance(value, dict):
         for key, sub in value.items():
-            inner = shape.known.get(key) if isinstance(key, str) else None
             if not isinstance(key, str) or key not in shape.known:
                 yield f"{_join(path, key)}: unknown key{_line_note(value, key)}; {_nearest(key, shape.known)}"
-            elif inner is not None:
+            elif (inner := shape.known[key]) is not None:
                 yield from unknown_keys(sub, inner, _join(path, key))
     elif isinstance(shape, EachValue) and isinstance(value, dict):
         for i, sub in enumerate(value.values()):
@@ -569,7 +570,8 @@ class _Loader:
                 self.problem(where, f"approval.{label} must be a date (YYYY-MM-DD), not {show(value)}")
                 return None
         if expires_on is not None and expires_on < approved_on:
-            self.problem(where, f"approval {show(str(raw['id']))} expires ({expires_on}) before it was approved ({approved_on})")
+            approval_id = show(str(raw["id"]))
+            self.problem(where, f"approval {approval_id} expires ({expires_on}) before it was approved ({approved_on})")
             return None
         return Approval(
             id=str(raw["id"]),

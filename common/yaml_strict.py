@@ -64,10 +64,12 @@ class StrictLoader(yaml.SafeLoader):
     def compose_node(self, parent: Node | None, index: Any) -> Node:
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent):
-            raise RefusedYaml(problem=f"alias *{_cut(event.anchor or '', 30)} is not allowed in a catalog: write the value out",
+            anchor = _cut(event.anchor or "", 30)
+            raise RefusedYaml(problem=f"alias *{anchor} is not allowed in a catalog: write the value out",
                               problem_mark=event.start_mark)
         if isinstance(event, yaml.ScalarEvent) and len(event.value) > MAX_SCALAR_CHARS:
-            raise RefusedYaml(problem=f"a value of {len(event.value)} characters is over the limit of {MAX_SCALAR_CHARS}",
+            size = len(event.value)
+            raise RefusedYaml(problem=f"a value of {size} characters is over the limit of {MAX_SCALAR_CHARS}",
                               problem_mark=event.start_mark)
         self._depth += 1
         try:
@@ -116,7 +118,8 @@ class StrictLoader(yaml.SafeLoader):
         try:
             return self.construct_yaml_timestamp(node)
         except ValueError as exc:  # 2026-02-30: PyYAML matches the pattern, datetime refuses it
-            raise ConstructorError(problem=f"{show(node.value)} is not a real date ({exc})", problem_mark=node.start_mark) from None
+            what = f"{show(node.value)} is not a real date ({exc})"
+            raise ConstructorError(problem=what, problem_mark=node.start_mark) from None
 
 
 StrictLoader.add_constructor(_MAP_TAG, StrictLoader.construct_key_lines_map)
@@ -149,7 +152,7 @@ def read_yaml(path: Path, max_bytes: int = MAX_FILE_BYTES) -> YamlFile:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return YamlFile(None, (f"is not UTF-8 (byte {exc.start})",))
+        return YamlFile(None, (f"is not UTF-8 (at byte offset {exc.start})",))
     return parse_yaml(text)
 
 
