@@ -344,7 +344,8 @@ class _Loader:
         if not isinstance(doc, dict):
             self.problem(path.name, "must be a mapping at the top level")
             return None
-        shape = SHAPES.get(doc.get("kind"))  # type: ignore[arg-type]
+        kind = doc.get("kind")
+        shape = SHAPES.get(kind) if isinstance(kind, str) else None
         if shape is not None:
             for p in unknown_keys(doc, shape):
                 self.problem(path.name, p)

@@ -99,6 +99,8 @@ CASES = [
     Case("required-as-a-string", "population.yaml", "    required: true\n    checks: [id_number]", '    required: "no"\n    checks: [id_number]', 2,
          "required must be true or false, not 'no'"),
     Case("dataset-as-a-mapping", "subscribers.yaml", "      - dataset: e_license", "      - dataset: {e_license: 1}", 2, "dataset {'e_license': 1} is not in the catalog"),
+    Case("kind-as-a-list", "population.yaml", "kind: dataset", "kind: [dataset]", 2, "'kind' must be 'dataset' or 'subscribers', not ['dataset']"),
+    Case("empty-file", "population.yaml", None, "", 2, "population.yaml: 'kind' must be 'dataset' or 'subscribers', not None"),
     Case("terminal-escape-in-a-value", "population.yaml", "    sharing: none               # 不予共享", '    sharing: "\\e[31mred"', 2, "sharing '\\x1b[31mred'"),
     # hostile YAML: aliases, merge keys, size, depth, tags, documents
     Case("billion-laughs", "population.yaml", None, BILLION_LAUGHS, 2, "population.yaml: line 3, column 8: alias *a is not allowed"),
