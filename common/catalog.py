@@ -3,6 +3,11 @@
 Loaded once into frozen objects. A broken catalog raises one ConfigError that lists every
 problem found, so a bureau fixes its YAML in one round instead of one error at a time.
 
+Strict on purpose: a repeated key, an unknown (misspelt) key anywhere, an alias or an oversize
+file is an error, never a silent default. A misspelt ``checks``, ``required``, ``gate`` or
+``expires_on`` would otherwise switch a control off without a word (common.yaml_strict reads the
+files; the shapes below name every key a catalog may use).
+
 Sharing classes follow 政务数据共享条例: every item is 无条件共享 (``unconditional``),
 有条件共享 (``conditional``: only under a recorded approval and a stated purpose) or
 不予共享 (``none``: never leaves the bureau).
@@ -10,23 +15,24 @@ Sharing classes follow 政务数据共享条例: every item is 无条件共享 (
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import yaml
-
 from common.checks import CHECKS, Check, check_problems
 from common.errors import ConfigError
+from common.yaml_strict import KeyLines, read_yaml, show
 
 SharingClass = Literal["unconditional", "conditional", "none"]
 Sensitivity = Literal["public", "internal", "personal", "sensitive_personal"]
 FieldType = Literal["string", "date", "timestamp", "decimal", "int"]
 KeySource = Literal["local", "external"]
+Status = Literal["active", "suspended", "revoked"]  # of a subscriber and of an approval
 
 SHARING_LABELS: dict[str, str] = {
     "unconditional": "无条件共享",
@@ -41,8 +47,11 @@ _DECIMAL = re.compile(r"^decimal\((\d{1,2}),(\d{1,2})\)$")
 _SOURCE_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _DURATION = re.compile(r"^(\d{1,6})\s*(s|m|h|d)$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 DEFAULT_LOOKBACK = timedelta(hours=1)
 DEFAULT_PART_ROWS = 2_000_000
+MAX_LISTED_PROBLEMS = 30  # a hostile catalog cannot flood the terminal; the count is always given
+MAX_PROBLEM_CHARS = 300
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -119,8 +128,19 @@ class Approval:
     id: str
     purpose: str
     approved_by: str
-    approved_on: date
-    expires_on: date | None = None
+    approved_on: date  # valid from this day on (may lie in the future: not yet in force)
+    expires_on: date | None = None  # valid through this day
+    status: Status = "active"
+
+    def in_force(self, today: date) -> str | None:
+        """None when the approval is in force on ``today``, else why not (one line)."""
+        if self.status != "active":
+            return f"approval {self.id} is {self.status}"
+        if today < self.approved_on:
+            return f"approval {self.id} is not in force before {self.approved_on}"
+        if self.expires_on is not None and self.expires_on < today:
+            return f"approval {self.id} expired on {self.expires_on}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -136,6 +156,12 @@ class Subscriber:
     name: str
     keys: KeySource
     grants: Mapping[str, Grant] = field(default_factory=dict)
+    status: Status = "active"
+
+    @property
+    def active(self) -> bool:
+        """False for a suspended or revoked subscriber: it may receive nothing."""
+        return self.status == "active"
 
     def grant_for(self, dataset: str) -> Grant | None:
         return self.grants.get(dataset)
@@ -152,7 +178,7 @@ class Catalog:
             return self.datasets[dataset_id]
         except KeyError:
             known = ", ".join(sorted(self.datasets)) or "none"
-            raise ConfigError(f"unknown dataset {dataset_id!r} (catalog {self.directory} has: {known})") from None
+            raise ConfigError(f"unknown dataset {show(dataset_id)} (catalog {self.directory} has: {known})") from None
 
     def subscriber(self, subscriber_id: str) -> Subscriber | None:
         return self.subscribers.get(subscriber_id)
@@ -162,6 +188,83 @@ class Catalog:
         for d in self.datasets.values():
             names += [d.footer_key, d.conditional_key]
         return tuple(dict.fromkeys(names))
+
+
+# -- the keys a catalog file may use ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Keys:
+    """A mapping with these keys only; a key's shape is None when its value is checked elsewhere."""
+
+    known: Mapping[str, Shape | None]
+
+
+@dataclass(frozen=True)
+class EachValue:
+    """A mapping whose keys are names of the catalog's choosing (fields), each value one shape."""
+
+    shape: Shape
+
+
+@dataclass(frozen=True)
+class EachItem:
+    """A list, each item one shape."""
+
+    shape: Shape
+
+
+Shape = Keys | EachValue | EachItem
+
+_FIELD = Keys(dict.fromkeys(("label", "type", "sharing", "sensitivity", "required", "column", "checks")))
+DATASET_SHAPE = Keys({
+    "kind": None, "id": None, "title": None, "provider": None, "key": None, "schedule": None,
+    "checks": None,  # each check's parameters are checked against the check vocabulary
+    "source": Keys(dict.fromkeys(
+        ("connection", "table", "watermark_column", "deleted_column", "lookback", "part_rows"))),
+    "protection": Keys(dict.fromkeys(("footer_key", "conditional_key"))),
+    "gate": Keys(dict.fromkeys(
+        ("max_rejected_share", "max_missing_required_share", "min_snapshot_ratio", "max_delete_share"))),
+    "fields": EachValue(_FIELD),
+})
+_APPROVAL = Keys(dict.fromkeys(("id", "purpose", "approved_by", "approved_on", "expires_on", "status")))
+_GRANT = Keys({"dataset": None, "fields": None, "approval": _APPROVAL})
+SUBSCRIBERS_SHAPE = Keys({
+    "kind": None,
+    "subscribers": EachItem(Keys({"id": None, "name": None, "keys": None, "status": None, "grants": EachItem(_GRANT)})),
+})
+SHAPES: dict[str, Keys] = {"dataset": DATASET_SHAPE, "subscribers": SUBSCRIBERS_SHAPE}
+
+
+def unknown_keys(value: Any, shape: Shape, path: str = "") -> Iterator[str]:
+    """Every key of ``value`` that ``shape`` does not know, as 'path: unknown key ...; did you mean ...?'."""
+    if isinstance(shape, Keys) and isinstance(value, dict):
+        for key, sub in value.items():
+            if not isinstance(key, str) or key not in shape.known:
+                yield f"{_join(path, key)}: unknown key{_line_note(value, key)}; {_nearest(key, shape.known)}"
+            elif (inner := shape.known[key]) is not None:
+                yield from unknown_keys(sub, inner, _join(path, key))
+    elif isinstance(shape, EachValue) and isinstance(value, dict):
+        for i, sub in enumerate(value.values()):
+            yield from unknown_keys(sub, shape.shape, f"{path}[{i}]")
+    elif isinstance(shape, EachItem) and isinstance(value, list):
+        for i, sub in enumerate(value):
+            yield from unknown_keys(sub, shape.shape, f"{path}[{i}]")
+
+
+def _join(path: str, key: Any) -> str:
+    name = key if isinstance(key, str) and _PLAIN_KEY.match(key) else show(key, 40)
+    return f"{path}.{name}" if path else name
+
+
+def _line_note(mapping: dict[Any, Any], key: Any) -> str:
+    line = mapping.line_of(key) if isinstance(mapping, KeyLines) else None
+    return f" (line {line})" if line else ""
+
+
+def _nearest(key: Any, known: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(str(key)[:100], list(known), n=1, cutoff=0.6)
+    return f"did you mean {close[0]}?" if close else f"known keys: {', '.join(known)}"
 
 
 def catalog_dir() -> Path:
@@ -182,7 +285,8 @@ class _Loader:
         self.problems: list[str] = []
 
     def problem(self, where: str, what: str) -> None:
-        self.problems.append(f"{where}: {what}")
+        line = f"{where}: {what}"
+        self.problems.append(line if len(line) <= MAX_PROBLEM_CHARS else line[: MAX_PROBLEM_CHARS - 1] + "…")
 
     def load(self) -> Catalog:
         if not self.directory.is_dir():
@@ -202,7 +306,7 @@ class _Loader:
             elif kind == "subscribers":
                 raw_subscribers.append((path.name, doc))
             else:
-                self.problem(path.name, f"'kind' must be 'dataset' or 'subscribers', not {kind!r}")
+                self.problem(path.name, f"'kind' must be 'dataset' or 'subscribers', not {show(kind)}")
 
         datasets: dict[str, Dataset] = {}
         for where, doc in raw_datasets:
@@ -210,7 +314,7 @@ class _Loader:
             if ds is None:
                 continue
             if ds.id in datasets:
-                self.problem(where, f"dataset {ds.id!r} is declared twice")
+                self.problem(where, f"dataset {show(ds.id)} is declared twice")
             datasets[ds.id] = ds
 
         subscribers: dict[str, Subscriber] = {}
@@ -220,25 +324,31 @@ class _Loader:
                 if sub is None:
                     continue
                 if sub.id in subscribers:
-                    self.problem(where, f"subscriber {sub.id!r} is declared twice")
+                    self.problem(where, f"subscriber {show(sub.id)} is declared twice")
                 subscribers[sub.id] = sub
 
         if self.problems:
-            raise ConfigError(
-                f"the catalog in {self.directory} has {len(self.problems)} problem(s)",
-                problems=self.problems,
-            )
+            listed = self.problems[:MAX_LISTED_PROBLEMS]
+            if len(self.problems) > len(listed):
+                listed.append(f"... and {len(self.problems) - len(listed)} more problem(s) not listed")
+            raise ConfigError(f"the catalog in {self.directory} has {len(self.problems)} problem(s)", problems=listed)
         return Catalog(datasets=datasets, subscribers=subscribers, directory=self.directory)
 
     def _read(self, path: Path) -> dict[str, Any] | None:
-        try:
-            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            self.problem(path.name, f"cannot be read as YAML ({exc.__class__.__name__}: {_first_line(exc)})")
+        read = read_yaml(path)
+        for p in read.problems:
+            self.problem(path.name, p)
+        if not read.readable:
             return None
+        doc = read.data
         if not isinstance(doc, dict):
             self.problem(path.name, "must be a mapping at the top level")
             return None
+        kind = doc.get("kind")
+        shape = SHAPES.get(kind) if isinstance(kind, str) else None
+        if shape is not None:
+            for p in unknown_keys(doc, shape):
+                self.problem(path.name, p)
         return doc
 
     # -- datasets ------------------------------------------------------------------------
@@ -247,44 +357,39 @@ class _Loader:
         before = len(self.problems)
         ds_id = self._name(where, doc, "id", _NAME)
         where = f"{where} ({ds_id or '?'})"
-        source = doc.get("source") or {}
-        if not isinstance(source, dict):
-            self.problem(where, "'source' must be a mapping")
-            source = {}
+        source = self._section(where, doc, "source")
         connection_id = self._name(where, source, "connection", _NAME, "source.connection")
         table = self._name(where, source, "table", _SOURCE_IDENT, "source.table")
         watermark = str(source.get("watermark_column", "updated_at"))
         deleted = str(source.get("deleted_column", "is_deleted"))
         for label, value in (("source.watermark_column", watermark), ("source.deleted_column", deleted)):
             if not _SOURCE_IDENT.match(value):
-                self.problem(where, f"{label} {value!r} is not a plain SQL identifier")
+                self.problem(where, f"{label} {show(value)} is not a plain SQL identifier")
 
         fields = self._fields(where, doc.get("fields"))
         names = {f.name for f in fields}
         key = doc.get("key")
-        if key not in names:
-            self.problem(where, f"key {key!r} is not one of its fields")
+        if not _among(key, names):
+            self.problem(where, f"key {show(key)} is not one of its fields")
         elif fields and next(f for f in fields if f.name == key).sharing == "none":
-            self.problem(where, f"key {key!r} cannot be 不予共享 (none)")
+            self.problem(where, f"key {show(key)} cannot be 不予共享 (none)")
         checks = tuple(self._check(f"{where}: checks[{i}]", c, "record") for i, c in enumerate(_as_list(doc.get("checks"))))
 
-        protection = doc.get("protection") or {}
+        protection = self._section(where, doc, "protection")
         footer_key = str(protection.get("footer_key", ""))
         conditional_key = str(protection.get("conditional_key", ""))
         for label, value in (("protection.footer_key", footer_key), ("protection.conditional_key", conditional_key)):
             if not _KEY_NAME.match(value):
-                self.problem(where, f"{label} {value!r} must be a key name like 'population.footer'")
+                self.problem(where, f"{label} {show(value)} must be a key name like 'population.footer'")
 
-        gate_raw = doc.get("gate") or {}
+        gate_raw = self._section(where, doc, "gate")
         gate_values: dict[str, float] = {}
         for name in ("max_rejected_share", "max_missing_required_share", "min_snapshot_ratio", "max_delete_share"):
             value = gate_raw.get(name, getattr(Gate, name))
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                self.problem(where, f"gate.{name} must be a number from 0 to 1, not {value!r}")
+                self.problem(where, f"gate.{name} must be a number from 0 to 1, not {show(value)}")
                 value = getattr(Gate, name)
             gate_values[name] = float(value)
-        for name in sorted(set(gate_raw) - set(gate_values)):
-            self.problem(where, f"gate.{name} is not a gate threshold")
 
         lookback = DEFAULT_LOOKBACK
         raw_lookback = source.get("lookback")
@@ -293,11 +398,11 @@ class _Loader:
             if m:
                 lookback = timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
             else:
-                self.problem(where, f"source.lookback {raw_lookback!r} must be a duration like '1h', '30m', '3600s'")
+                self.problem(where, f"source.lookback {show(raw_lookback)} must be a duration like '1h', '30m', '3600s'")
 
         part_rows = source.get("part_rows", DEFAULT_PART_ROWS)
         if not isinstance(part_rows, int) or isinstance(part_rows, bool) or part_rows < 1000:
-            self.problem(where, f"source.part_rows must be a whole number of at least 1000, not {part_rows!r}")
+            self.problem(where, f"source.part_rows must be a whole number of at least 1000, not {show(part_rows)}")
             part_rows = DEFAULT_PART_ROWS
 
         schedule = doc.get("schedule")
@@ -331,7 +436,7 @@ class _Loader:
         out: list[Field] = []
         columns: set[str] = set()
         for name, spec in raw.items():
-            fw = f"{where}: field {name!r}"
+            fw = f"{where}: field {show(name)}"
             if not isinstance(name, str) or not _NAME.match(name):
                 self.problem(fw, "field names are lower_snake_case identifiers")
                 continue
@@ -344,18 +449,18 @@ class _Loader:
                 decimal = (int(m.group(1)), int(m.group(2)))
                 type_ = "decimal"
             if type_ not in get_args(FieldType):
-                self.problem(fw, f"type {spec.get('type')!r} is not one of string, date, timestamp, int, decimal(p,s)")
+                self.problem(fw, f"type {show(spec.get('type'))} is not one of string, date, timestamp, int, decimal(p,s)")
             sharing = spec.get("sharing")
-            if sharing not in SHARING_LABELS:
-                self.problem(fw, f"sharing {sharing!r} must be unconditional (无条件共享), conditional (有条件共享) or none (不予共享)")
+            if not _among(sharing, SHARING_LABELS):
+                self.problem(fw, f"sharing {show(sharing)} must be unconditional (无条件共享), conditional (有条件共享) or none (不予共享)")
             sensitivity = spec.get("sensitivity")
             if sensitivity not in get_args(Sensitivity):
-                self.problem(fw, f"sensitivity {sensitivity!r} must be one of {', '.join(get_args(Sensitivity))}")
+                self.problem(fw, f"sensitivity {show(sensitivity)} must be one of {', '.join(get_args(Sensitivity))}")
             column = str(spec.get("column", name))
             if not _SOURCE_IDENT.match(column):
-                self.problem(fw, f"source column {column!r} is not a plain SQL identifier")
+                self.problem(fw, f"source column {show(column)} is not a plain SQL identifier")
             elif column.lower() in columns:
-                self.problem(fw, f"source column {column!r} is mapped twice")
+                self.problem(fw, f"source column {show(column)} is mapped twice")
             columns.add(column.lower())
             checks = tuple(self._check(f"{fw}: checks[{i}]", c, "field") for i, c in enumerate(_as_list(spec.get("checks"))))
             out.append(
@@ -365,7 +470,7 @@ class _Loader:
                     sharing=sharing,  # type: ignore[arg-type]
                     sensitivity=sensitivity,  # type: ignore[arg-type]
                     column=column,
-                    required=bool(spec.get("required", False)),
+                    required=self._flag(fw, spec, "required"),
                     label=str(spec.get("label", "")),
                     decimal=decimal,
                     checks=checks,
@@ -381,17 +486,17 @@ class _Loader:
             if params is None:
                 params = {}
             if not isinstance(params, dict):
-                self.problem(where, f"parameters of check {name!r} must be a mapping")
+                self.problem(where, f"parameters of check {show(name)} must be a mapping")
                 params = {}
             check = Check(str(name), tuple(sorted((str(k), str(v)) for k, v in params.items())))
         else:
-            self.problem(where, f"a check is a name or a one-key mapping of name to parameters, not {raw!r}")
+            self.problem(where, f"a check is a name or a one-key mapping of name to parameters, not {show(raw)}")
             return Check("invalid")
         for p in check_problems(check):
             self.problem(where, p)
         spec = CHECKS.get(check.name)
         if spec is not None and spec.scope != scope:
-            self.problem(where, f"check {check.name!r} is a {spec.scope} check and cannot be declared as a {scope} check")
+            self.problem(where, f"check {show(check.name)} is a {spec.scope} check and cannot be declared as a {scope} check")
         return check
 
     # -- subscribers ---------------------------------------------------------------------
@@ -405,36 +510,37 @@ class _Loader:
         where = f"{where} ({sub_id or '?'})"
         keys = raw.get("keys", "external")
         if keys not in get_args(KeySource):
-            self.problem(where, f"keys must be 'local' (generated by govshare init) or 'external', not {keys!r}")
+            self.problem(where, f"keys must be 'local' (generated by govshare init) or 'external', not {show(keys)}")
+        status = self._status(where, raw)
         grants: dict[str, Grant] = {}
         for i, g in enumerate(_as_list(raw.get("grants"))):
             grant = self._grant(f"{where}: grants[{i}]", g, datasets)
             if grant is None:
                 continue
             if grant.dataset in grants:
-                self.problem(where, f"two grants for dataset {grant.dataset!r}")
+                self.problem(where, f"two grants for dataset {show(grant.dataset)}")
             grants[grant.dataset] = grant
         if len(self.problems) > before:
             return None
-        return Subscriber(id=sub_id, name=str(raw.get("name", sub_id)), keys=keys, grants=grants)
+        return Subscriber(id=sub_id, name=str(raw.get("name", sub_id)), keys=keys, grants=grants, status=status)
 
     def _grant(self, where: str, raw: Any, datasets: dict[str, Dataset]) -> Grant | None:
         if not isinstance(raw, dict):
             self.problem(where, "must be a mapping with dataset and fields")
             return None
-        ds = datasets.get(raw.get("dataset"))
+        ds = datasets.get(raw["dataset"]) if _among(raw.get("dataset"), datasets) else None
         if ds is None:
-            self.problem(where, f"dataset {raw.get('dataset')!r} is not in the catalog")
+            self.problem(where, f"dataset {show(raw.get('dataset'))} is not in the catalog")
             return None
         wanted = raw.get("fields")
         names: list[str] = []
         for item in _as_list(wanted):
-            if item in SHARING_LABELS:
+            if _among(item, SHARING_LABELS):
                 names += [f.name for f in ds.fields_of(item)]
-            elif item in ds.field_names:
+            elif _among(item, ds.field_names):
                 names.append(item)
             else:
-                self.problem(where, f"{item!r} is neither a field of {ds.id} nor a sharing class")
+                self.problem(where, f"{show(item)} is neither a field of {ds.id} nor a sharing class")
         if not names:
             self.problem(where, "grants no fields")
         for name in names:
@@ -457,32 +563,64 @@ class _Loader:
         if missing:
             self.problem(where, f"approval lacks {', '.join(missing)}")
             return None
+        status = self._status(f"{where}: approval", raw)
         approved_on, expires_on = raw.get("approved_on"), raw.get("expires_on")
         for label, value in (("approved_on", approved_on), ("expires_on", expires_on)):
-            if value is not None and not isinstance(value, date):
-                self.problem(where, f"approval.{label} must be a date (YYYY-MM-DD), not {value!r}")
+            # a datetime is a date too, and would not compare with one
+            if value is not None and (not isinstance(value, date) or isinstance(value, datetime)):
+                self.problem(where, f"approval.{label} must be a date (YYYY-MM-DD), not {show(value)}")
                 return None
+        if expires_on is not None and expires_on < approved_on:
+            approval_id = show(str(raw["id"]))
+            self.problem(where, f"approval {approval_id} expires ({expires_on}) before it was approved ({approved_on})")
+            return None
         return Approval(
             id=str(raw["id"]),
             purpose=str(raw["purpose"]),
             approved_by=str(raw["approved_by"]),
             approved_on=approved_on,
             expires_on=expires_on,
+            status=status,
         )
+
+    def _section(self, where: str, doc: dict[str, Any], key: str) -> dict[str, Any]:
+        """A nested mapping such as source or gate: absent or empty is {}, anything else a problem."""
+        value = doc.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(where, f"'{key}' must be a mapping, not {show(value)}")
+            return {}
+        return value
+
+    def _flag(self, where: str, doc: dict[str, Any], key: str) -> bool:
+        value = doc.get(key, False)
+        if not isinstance(value, bool):
+            self.problem(where, f"{key} must be true or false, not {show(value)}")
+            return False
+        return value
+
+    def _status(self, where: str, doc: dict[str, Any]) -> Status:
+        value = doc.get("status", "active")
+        if not _among(value, get_args(Status)):
+            self.problem(where, f"status {show(value)} must be one of {', '.join(get_args(Status))}")
+            return "active"
+        return value  # type: ignore[return-value]
 
     def _name(self, where: str, doc: dict[str, Any], key: str, pattern: re.Pattern[str], label: str | None = None) -> str:
         value = doc.get(key)
         if not isinstance(value, str) or not pattern.match(value):
-            self.problem(where, f"{label or key} {value!r} is missing or not a valid identifier")
+            self.problem(where, f"{label or key} {show(value)} is missing or not a valid identifier")
             return ""
         return value
+
+
+def _among(value: Any, choices: Any) -> bool:
+    """Membership that a hostile value (a list, a mapping) cannot turn into a TypeError."""
+    return isinstance(value, str) and value in choices
 
 
 def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
     return value if isinstance(value, list) else [value]
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else ""
