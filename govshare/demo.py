@@ -2,8 +2,14 @@
 
 ``govshare demo-data`` writes population.db, legal_entity.db and e_license.db from the contract
 DDL (connectors/ddl.py). Everything is synthetic and deterministic per seed (and ``as_of``):
-ID numbers, credit codes and license ids are generated with their standards' check characters,
-names and addresses are drawn from small word lists; no real person's record is used.
+ID numbers, credit codes and license ids are generated with their standards' check characters
+(computed by validation.identifiers, the same functions the validators use), names and addresses
+are drawn from small word lists; no real person's record is used.
+
+Where each dataset is read from comes from the catalog (common.catalog.load_catalog): the
+connection id, the source table, the key field and the fields' source column names. The
+generators make the contract views' rows under the fields' canonical names; the writer stores
+them under the catalog's names.
 
 Every defective row carries exactly one defect of a known kind, so the counts in the result are
 exact and tests can check the quarantine row by row (``DemoSources.defect_keys``). Valid rows
@@ -26,7 +32,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from common.catalog import Catalog, Dataset, load_catalog
 from common.errors import ConfigError
+from common.schema import IS_DELETED, UPDATED_AT
+from validation.identifiers import (
+    ALNUM36,
+    ID_CHECK_CHARS,
+    LICENSE_PREFIX,
+    USCC_ALPHABET,
+    gb11714_check_bytes,
+    id_check_bytes,
+    license_check_bytes,
+    uscc_check_bytes,
+)
+from validation.rules import normalise_keys
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,10 +55,6 @@ DEFAULT_ROWS = 2000
 DEFAULT_SEED = 20261127
 MIN_ROWS = 100
 DEFECT_SHARE = 0.05
-
-CONNECTIONS = {"population": "population_db", "legal_entity": "legal_entity_db", "e_license": "e_license_db"}
-TABLES = {"population": "population_person", "legal_entity": "legal_entity", "e_license": "e_license"}
-KEYS = {"population": "id_number", "legal_entity": "uscc", "e_license": "license_id"}
 
 POPULATION_DEFECTS = (
     "wrong_check_char",  # ID number: MOD 11-2 check character wrong
@@ -134,13 +149,6 @@ LICENSE_TYPES: tuple[tuple[str, str, str, int, str, str], ...] = (
     ("不动产权证书", "015", "person", 0, "自然资源和规划局", "BDC"),
 )
 
-ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)  # GB 11643, ISO 7064 MOD 11-2
-ID_CHECK_CHARS = "10X98765432"
-USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"  # GB 32100: no I, O, Z, S, V
-USCC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
-ORG_WEIGHTS = (3, 7, 9, 10, 5, 8, 4, 2)  # GB 11714
-ALNUM36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # ISO 7064 MOD 37,36
-LICENSE_PREFIX = "1.2.156.3005.2."
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 
 
@@ -158,6 +166,7 @@ class DatasetCounts:
 class DemoSources:
     directory: Path
     paths: Mapping[str, Path]  # dataset id -> SQLite file
+    connections: Mapping[str, str]  # dataset id -> Airflow connection id (the catalog's)
     counts: Mapping[str, DatasetCounts]
     defect_keys: Mapping[tuple[str, str], frozenset[str]]  # (dataset, defect kind) -> normalised keys
     deleted_keys: Mapping[str, frozenset[str]]  # dataset -> normalised keys with is_deleted = 1
@@ -179,7 +188,7 @@ class DemoSources:
 
     def connection_uris(self) -> dict[str, str]:
         """Airflow connection id -> URI, e.g. {'population_db': 'sqlite:////abs/population.db'}."""
-        return {CONNECTIONS[ds]: f"sqlite:///{path.resolve()}" for ds, path in self.paths.items()}
+        return {self.connections[ds]: f"sqlite:///{path.resolve()}" for ds, path in self.paths.items()}
 
     def environment(self) -> dict[str, str]:
         """The AIRFLOW_CONN_* variables that point the datasets at these files."""
@@ -196,17 +205,25 @@ class DemoSources:
 
 
 def write_demo_sources(
-    out_dir: Path, rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED, *, as_of: datetime | None = None
+    out_dir: Path,
+    rows: int = DEFAULT_ROWS,
+    seed: int = DEFAULT_SEED,
+    *,
+    as_of: datetime | None = None,
+    catalog: Catalog | None = None,
 ) -> DemoSources:
     """Write population.db, legal_entity.db and e_license.db into out_dir (replacing them).
 
     rows population rows, rows // 2 legal entities, rows e-licenses. ``as_of`` (default: today
     00:00 Asia/Shanghai) anchors updated_at (the 30 days before it) and what counts as future.
+    ``catalog`` (default: ``load_catalog()``) says each dataset's connection, table, key and columns.
     """
     import numpy as np
 
     if rows < MIN_ROWS:
         raise ConfigError(f"demo data needs at least {MIN_ROWS} rows, not {rows}")
+    catalog = catalog if catalog is not None else load_catalog()
+    datasets = {ds: catalog.dataset(ds) for ds in DEFECTS}
     if as_of is None:
         as_of = datetime.now(LOCAL_TZ).replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
     out_dir = Path(out_dir).expanduser().resolve()
@@ -222,16 +239,19 @@ def write_demo_sources(
     deleted_keys: dict[str, frozenset[str]] = {}
     variant_keys: dict[tuple[str, str], frozenset[str]] = {}
     for ds, gen in (("population", people), ("legal_entity", entities), ("e_license", licenses)):
-        paths[ds] = _write_sqlite(out_dir / f"{ds}.db", TABLES[ds], gen.table, KEYS[ds])
+        dataset = datasets[ds]
+        paths[ds] = write_source(out_dir / f"{ds}.db", dataset, gen.table)
         counts[ds] = gen.counts()
-        for kind, keys in gen.defect_keys.items():
-            defect_keys[(ds, kind)] = keys
-        for kind, keys in gen.variant_keys.items():
-            variant_keys[(ds, kind)] = keys
-        deleted_keys[ds] = gen.deleted_keys
+        keys = published_keys(dataset, gen.table)
+        for kind, mask in gen.defect_masks().items():
+            defect_keys[(ds, kind)] = _keys_where(keys, mask)
+        for kind, mask in gen.variants.items():
+            variant_keys[(ds, kind)] = _keys_where(keys, mask)
+        deleted_keys[ds] = _keys_where(keys, gen.roles == 1)
     return DemoSources(
         directory=out_dir,
         paths=paths,
+        connections={ds: d.connection_id for ds, d in datasets.items()},
         counts=counts,
         defect_keys=defect_keys,
         deleted_keys=deleted_keys,
@@ -241,57 +261,15 @@ def write_demo_sources(
     )
 
 
-# -- check characters (vectorised) ------------------------------------------------------------
-
-
-def id_check_chars(body: np.ndarray) -> np.ndarray:
-    """GB 11643 check character indexes into ID_CHECK_CHARS for (n, 17) digit values."""
-    import numpy as np
-
-    return (body.astype(np.int64) @ np.array(ID_WEIGHTS, dtype=np.int64)) % 11
-
-
-def org_check_values(body: np.ndarray) -> np.ndarray:
-    """GB 11714 check value (0..10, 10 = 'X') for (n, 8) values with A=10 .. Z=35."""
-    import numpy as np
-
-    c = 11 - (body.astype(np.int64) @ np.array(ORG_WEIGHTS, dtype=np.int64)) % 11
-    return np.where(c == 11, 0, c)
-
-
-def uscc_check_values(body: np.ndarray) -> np.ndarray:
-    """GB 32100 check value (index into USCC_ALPHABET) for (n, 17) USCC alphabet indexes."""
-    import numpy as np
-
-    return (31 - (body.astype(np.int64) @ np.array(USCC_WEIGHTS, dtype=np.int64)) % 31) % 31
-
-
-def mod37_36_step(p: np.ndarray, values: np.ndarray, active: np.ndarray | None = None) -> np.ndarray:
-    """ISO 7064 MOD 37,36 (hybrid): fold the columns of (n, w) values (0..35) into state p."""
-    import numpy as np
-
-    for j in range(values.shape[1]):
-        s = (p + values[:, j]) % 36
-        s = np.where(s == 0, 36, s)
-        nxt = (s * 2) % 37
-        p = nxt if active is None else np.where(active[:, j], nxt, p)
-    return p
-
-
-def mod37_36_check(p: np.ndarray) -> np.ndarray:
-    """The check value (index into ALNUM36) that completes state p."""
-    return (37 - p) % 36
-
-
 # -- building blocks -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class _Generated:
-    table: pa.Table
+    table: pa.Table  # the contract view's columns, under the fields' canonical names
     roles: np.ndarray  # 0 valid, 1 deleted, 2 + i defect kind i
     kinds: tuple[str, ...]
-    normalised_keys: pa.Array
+    identifiers: pa.Array  # each row's normalised ID number, USCC or license id (for references)
     variants: Mapping[str, np.ndarray]  # normalisation kind -> boolean mask
 
     def counts(self) -> DatasetCounts:
@@ -307,22 +285,35 @@ class _Generated:
             needs_normalisation={k: int(m.sum()) for k, m in self.variants.items()},
         )
 
-    def _keys(self, mask: np.ndarray) -> frozenset[str]:
-        import pyarrow as pa
+    def defect_masks(self) -> dict[str, np.ndarray]:
+        return {k: self.roles == 2 + i for i, k in enumerate(self.kinds)}
 
-        return frozenset(self.normalised_keys.filter(pa.array(mask)).to_pylist())
 
-    @property
-    def defect_keys(self) -> dict[str, frozenset[str]]:
-        return {k: self._keys(self.roles == 2 + i) for i, k in enumerate(self.kinds)}
+def published_keys(dataset: Dataset, table: pa.Table) -> pa.Array:
+    """The dataset's key (the catalog's key field) of each generated row, normalised as published."""
+    if dataset.key not in table.column_names:
+        raise ConfigError(
+            f"dataset {dataset.id!r}: the demo generator makes no field {dataset.key!r} for the catalog's key",
+            problems=[f"generated fields: {', '.join(table.column_names)}"],
+        )
+    return normalise_keys(dataset, table.column(dataset.key))
 
-    @property
-    def deleted_keys(self) -> frozenset[str]:
-        return self._keys(self.roles == 1)
 
-    @property
-    def variant_keys(self) -> dict[str, frozenset[str]]:
-        return {k: self._keys(m) for k, m in self.variants.items()}
+def _keys_where(keys: pa.Array, mask: np.ndarray) -> frozenset[str]:
+    import pyarrow as pa
+
+    return frozenset(keys.filter(pa.array(mask)).to_pylist())
+
+
+def _other_symbols(rng: np.random.Generator, current: np.ndarray, alphabet: str) -> np.ndarray:
+    """Another symbol of ``alphabet`` than each current one (ASCII bytes): a wrong check character."""
+    import numpy as np
+
+    symbols = _alphabet_codes(alphabet)
+    index = np.zeros(256, dtype=np.int64)
+    index[symbols] = np.arange(len(symbols))
+    shift = rng.integers(1, len(symbols), size=len(current))
+    return symbols[(index[current] + shift) % len(symbols)]
 
 
 def _roles(rng: np.random.Generator, n: int, kinds: Sequence[str]) -> np.ndarray:
@@ -505,12 +496,11 @@ def _population(rng: np.random.Generator, n: int, as_of: datetime) -> _Generated
         if not dup.any():
             break
         sequence[dup] = rng.integers(0, 1000, size=int(dup.sum()))
-    digits = _digit_codes(body, 17)
-    check = id_check_chars(digits)
+    digits = (_digit_codes(body, 17) + 48).astype(np.uint8)  # ASCII
+    check = id_check_bytes(digits)
     wrong = role["wrong_check_char"]
-    check[wrong] = (check[wrong] + rng.integers(1, 11, size=int(wrong.sum()))) % 11
-    check_codes = _alphabet_codes(ID_CHECK_CHARS)[check]
-    id18 = _ascii(np.column_stack([digits + 48, check_codes]))
+    check[wrong] = _other_symbols(rng, check[wrong], ID_CHECK_CHARS)
+    id18 = _ascii(np.column_stack([digits, check]))
 
     valid = roles == 0
     male = sequence % 2 == 1
@@ -527,11 +517,11 @@ def _population(rng: np.random.Generator, n: int, as_of: datetime) -> _Generated
     birth_date = _null_where(_dates(birth_date_days), impossible | _few(rng, valid, 0.01))
 
     # Valid forms that need normalising: each on its own rows.
-    lower_x = _few(rng, valid & (check == 2), 0.01)
+    lower_x = _few(rng, valid & (check == ord("X")), 0.01)
     legacy = _few(rng, valid & ~lower_x & (year < 2000), 0.01)
     spaced = _few(rng, valid & ~lower_x & ~legacy, 0.01)
     id_number = _where(lower_x, pc.utf8_lower(id18), id18)
-    id15 = _ascii(np.column_stack([digits[:, :6], digits[:, 8:17]]) + 48)
+    id15 = _ascii(np.column_stack([digits[:, :6], digits[:, 8:17]]))
     id_number = _where(legacy, id15, id_number)
     id_number = _where(spaced, _join(" ", id18, "  "), id_number)
 
@@ -564,7 +554,7 @@ def _population(rng: np.random.Generator, n: int, as_of: datetime) -> _Generated
         table=table,
         roles=roles,
         kinds=kinds,
-        normalised_keys=id18,
+        identifiers=id18,
         variants={"lowercase_x": lower_x, "legacy_15_digit": legacy, "surrounding_spaces": spaced},
     )
 
@@ -574,7 +564,7 @@ def _valid_people(people: _Generated) -> tuple[pa.Array, pa.Array]:
     import pyarrow as pa
 
     keep = pa.array(people.roles == 0)
-    return people.normalised_keys.filter(keep), people.table.column("name").combine_chunks().filter(keep)
+    return people.identifiers.filter(keep), people.table.column("name").combine_chunks().filter(keep)
 
 
 # -- legal entities ------------------------------------------------------------------------------
@@ -582,8 +572,8 @@ def _valid_people(people: _Generated) -> tuple[pa.Array, pa.Array]:
 
 def _uscc_codes(
     rng: np.random.Generator, kind_chars: Sequence[str], kind: np.ndarray, division_codes: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """(n, 17) USCC alphabet indexes of unique bodies (GB 11714 check included) and their check.
+) -> np.ndarray:
+    """(n, 18) ASCII codes of unique USCCs (GB 11714 and GB 32100 check characters included).
 
     kind_chars: the registration authority + organisation type pairs ('91', '11', ...); kind
     indexes them per row.
@@ -592,14 +582,12 @@ def _uscc_codes(
 
     n = len(division_codes)
     alpha = {c: i for i, c in enumerate(USCC_ALPHABET)}
-    head = np.array([[alpha[a], alpha[b]] for a, b in kind_chars], dtype=np.int64)[kind]
-    div_digits = _digit_codes(division_codes, 6)
-    body = np.empty((n, 17), dtype=np.int64)
-    body[:, :2], body[:, 2:8] = head, div_digits
+    symbols = _alphabet_codes(USCC_ALPHABET)
+    codes = np.empty((n, 18), dtype=np.uint8)
+    codes[:, :2] = np.array([list(pair.encode("ascii")) for pair in kind_chars], dtype=np.uint8)[kind]
+    codes[:, 2:8] = _digit_codes(division_codes, 6) + 48
     style_ma = rng.random(n) < 0.5  # newer codes: 'MA' + 6 alphanumerics; older ones: 8 digits
-    # GB 11714 weighs letters by their place in A..Z (A=10 .. Z=35), not by the USCC alphabet.
-    letter_value = np.array([ALNUM36.index(c) for c in USCC_ALPHABET])
-    check_symbol = np.array([alpha["X"] if v == 10 else v for v in range(11)])
+    org_values = np.empty((n, 8), dtype=np.int64)  # USCC alphabet indexes of the organisation codes
     redraw = np.ones(n, dtype=bool)
     while redraw.any():  # draw new organisation codes for repeats only
         k = int(redraw.sum())
@@ -607,11 +595,18 @@ def _uscc_codes(
         ma = style_ma[redraw]
         org[ma, 2:] = rng.integers(0, len(USCC_ALPHABET), size=(int(ma.sum()), 6))
         org[ma, 0], org[ma, 1] = alpha["M"], alpha["A"]
-        body[redraw, 8:16] = org
-        body[redraw, 16] = check_symbol[org_check_values(letter_value[org])]
-        org_key = body[:, 8:16] @ (31 ** np.arange(8, dtype=np.int64))
+        org_values[redraw] = org
+        codes[redraw, 8:16] = symbols[org]
+        codes[redraw, 16] = gb11714_check_bytes(codes[redraw, 8:16])
+        org_key = org_values @ (31 ** np.arange(8, dtype=np.int64))
         redraw = _repeats(division_codes.astype(np.int64) * 31**8 + org_key)
-    return body, uscc_check_values(body)
+    codes[:, 17] = uscc_check_bytes(codes[:, :17])
+    return codes
+
+
+def _code_strings(codes: np.ndarray) -> list[str]:
+    """A small (n, w) ASCII matrix as Python strings."""
+    return [row.tobytes().decode("ascii") for row in codes]
 
 
 def _legal_entities(rng: np.random.Generator, m: int, as_of: datetime, people: _Generated) -> _Generated:
@@ -626,11 +621,10 @@ def _legal_entities(rng: np.random.Generator, m: int, as_of: datetime, people: _
 
     org_kind = _pick(rng, m, ORG_KINDS)
     division = rng.integers(len(DIVISIONS), size=m)
-    body, check = _uscc_codes(rng, [k[0] for k in ORG_KINDS], org_kind, _division_codes()[division])
+    codes = _uscc_codes(rng, [k[0] for k in ORG_KINDS], org_kind, _division_codes()[division])
     wrong = role["wrong_check_char"]
-    check[wrong] = (check[wrong] + rng.integers(1, 31, size=int(wrong.sum()))) % 31
-    codes = _alphabet_codes(USCC_ALPHABET)
-    uscc = _ascii(codes[np.column_stack([body, check])])
+    codes[wrong, 17] = _other_symbols(rng, codes[wrong, 17], USCC_ALPHABET)
+    uscc = _ascii(codes)
 
     lower = _few(rng, valid, 0.01)
     spaced = _few(rng, valid & ~lower, 0.01)
@@ -688,7 +682,7 @@ def _legal_entities(rng: np.random.Generator, m: int, as_of: datetime, people: _
         table=table,
         roles=roles,
         kinds=kinds,
-        normalised_keys=uscc,
+        identifiers=uscc,
         variants={"lowercase": lower, "surrounding_spaces": spaced},
     )
 
@@ -696,10 +690,32 @@ def _legal_entities(rng: np.random.Generator, m: int, as_of: datetime, people: _
 # -- e-licenses ----------------------------------------------------------------------------------
 
 
-def _alnum_values(strings: Sequence[str]) -> np.ndarray:
+def _ascii_rows(strings: Sequence[str]) -> np.ndarray:
+    """Equal-length ASCII strings as an (n, w) byte matrix."""
     import numpy as np
 
-    return np.array([[ALNUM36.index(c) for c in s] for s in strings], dtype=np.int64)
+    return np.frombuffer("".join(strings).encode("ascii"), dtype=np.uint8).reshape(len(strings), -1)
+
+
+def _license_middles(
+    type_code: np.ndarray, issuer: np.ndarray, division_code: np.ndarray, by_division: np.ndarray, tail: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Type code (21) + issuer code + serial and version (tail, 14) as zero-padded ASCII rows, and their lengths.
+
+    The issuer code is the 18-character USCC, or the 6-digit division code where by_division.
+    """
+    import numpy as np
+
+    n = len(type_code)
+    middle = np.zeros((n, 21 + 18 + 14), dtype=np.uint8)
+    middle[:, :21] = type_code
+    middle[:, 21:39] = issuer
+    middle[:, 39:] = tail
+    short = np.flatnonzero(by_division)
+    middle[short, 21:27] = _digit_codes(division_code[short], 6) + 48
+    middle[short, 27:41] = tail[short]
+    middle[short, 41:] = 0
+    return middle, np.where(by_division, 21 + 6 + 14, 21 + 18 + 14)
 
 
 def _licenses(
@@ -719,14 +735,13 @@ def _licenses(
     body_rng = np.random.default_rng(36904)
     n_types, n_div = len(LICENSE_TYPES), len(DIVISIONS)
     central = np.full(n_types, 100000)
-    definer_body, definer_check = _uscc_codes(body_rng, ["11"], np.zeros(n_types, dtype=np.int64), central)
-    uscc_codes = np.array(list(USCC_ALPHABET))
-    definers = ["".join(uscc_codes[np.append(b, c)]) for b, c in zip(definer_body, definer_check)]
-    type_codes = [definers[i] + t[1] for i, t in enumerate(LICENSE_TYPES)]
-    issuer_body, issuer_check = _uscc_codes(
+    definers = _uscc_codes(body_rng, ["11"], np.zeros(n_types, dtype=np.int64), central)
+    type_bytes = np.column_stack([definers, _ascii_rows([t[1] for t in LICENSE_TYPES])])  # (n_types, 21)
+    type_codes = _code_strings(type_bytes)
+    issuer_bytes = _uscc_codes(
         body_rng, ["11"], np.zeros(n_types * n_div, dtype=np.int64), np.tile(_division_codes(), n_types)
     )
-    issuers = ["".join(uscc_codes[np.append(b, c)]) for b, c in zip(issuer_body, issuer_check)]
+    issuers = _code_strings(issuer_bytes)
 
     person_types = np.array([i for i, t in enumerate(LICENSE_TYPES) if t[2] == "person"])
     license_type = rng.integers(len(LICENSE_TYPES), size=n)
@@ -744,22 +759,15 @@ def _licenses(
     serial_code = serial_year * 10**7 + serial  # 11 digits, unique through the counter
     version = np.where(rng.random(n) < 0.9, 1, 2)
 
-    # 校验位: ISO 7064 MOD 37,36 over 类型代码 + 颁发机构代码 + 流水号 + 版本号.
-    type_values = _alnum_values(type_codes)[license_type]
-    issuer_values = np.zeros((n, 18), dtype=np.int64)
-    issuer_values[:] = _alnum_values(issuers)[issuer_idx]
-    div_digits = _digit_codes(_division_codes()[division], 6)
-    issuer_values[division_issuer, :6] = div_digits[division_issuer]
-    active = np.ones((n, 18), dtype=bool)
-    active[division_issuer, 6:] = False
-    p = np.full(n, 36, dtype=np.int64)
-    p = mod37_36_step(p, type_values)
-    p = mod37_36_step(p, issuer_values, active)
-    p = mod37_36_step(p, _digit_codes(serial_code, 11))
-    p = mod37_36_step(p, _digit_codes(version, 3))
-    check = mod37_36_check(p)
+    # 校验位 (GB/T 36904) over 类型代码 + 颁发机构代码 + 流水号 + 版本号.
+    middle, lengths = _license_middles(
+        type_bytes[license_type], issuer_bytes[issuer_idx], _division_codes()[division], division_issuer,
+        np.column_stack([_digit_codes(serial_code, 11), _digit_codes(version, 3)]) + 48,
+    )
+    check = license_check_bytes(middle, lengths)
+    del middle
     wrong = role["wrong_check_char"]
-    check[wrong] = (check[wrong] + rng.integers(1, 36, size=int(wrong.sum()))) % 36
+    check[wrong] = _other_symbols(rng, check[wrong], ALNUM36)
 
     issuer_code = _where(
         division_issuer,
@@ -776,7 +784,7 @@ def _licenses(
         ".",
         _text(version, 3),
         ".",
-        _take(ALNUM36, check),
+        _ascii(check[:, None]),
     )
     lower = _few(rng, valid, 0.01)
     spaced = _few(rng, valid & ~lower, 0.01)
@@ -785,7 +793,7 @@ def _licenses(
 
     person_ids, person_names = _valid_people(people)
     keep = pa.array(entities.roles == 0)
-    entity_ids = entities.normalised_keys.filter(keep)
+    entity_ids = entities.identifiers.filter(keep)
     entity_names = entities.table.column("entity_name").combine_chunks().filter(keep)
     person = pa.array(rng.integers(len(person_ids), size=n))
     entity = pa.array(rng.integers(len(entity_ids), size=n))
@@ -833,7 +841,7 @@ def _licenses(
         table=table,
         roles=roles,
         kinds=kinds,
-        normalised_keys=license_id,
+        identifiers=license_id,
         variants={"lowercase": lower, "surrounding_spaces": spaced},
     )
 
@@ -841,15 +849,35 @@ def _licenses(
 # -- writing -------------------------------------------------------------------------------------
 
 
-def _write_sqlite(path: Path, table_name: str, table: pa.Table, key: str) -> Path:
-    """Create the contract table in a fresh file and bulk-insert the rows (one transaction).
+def source_columns(dataset: Dataset) -> dict[str, str]:
+    """Canonical field (and system column) name -> the source's column name, as the catalog maps them."""
+    columns = {f.name: f.column for f in dataset.fields}
+    columns[UPDATED_AT] = dataset.watermark_column
+    columns[IS_DELETED] = dataset.deleted_column
+    return columns
 
-    Rows go in key order: appending to the primary-key index is twice as fast as random inserts.
+
+def write_source(path: Path, dataset: Dataset, table: pa.Table) -> Path:
+    """Create the dataset's source table (the contract DDL) in a fresh file and bulk-insert the rows.
+
+    The table and its columns are named as the catalog says the dataset reads them (a generated
+    column the catalog does not list keeps its contract name). One transaction; rows go in key
+    order: appending to the primary-key index is twice as fast as random inserts.
     """
     import adbc_driver_sqlite.dbapi as adbc
 
     from connectors.ddl import create_table_sql
 
+    columns = source_columns(dataset)
+    stored = table.rename_columns([columns.get(name, name) for name in table.column_names])
+    try:
+        create = create_table_sql(dataset.source_table)
+    except KeyError:
+        raise ConfigError(
+            f"dataset {dataset.id!r} reads table {dataset.source_table!r}, which the contract DDL "
+            "(connectors/ddl.py) does not define; demo data writes the contract's tables only"
+        ) from None
+    table_name, watermark = dataset.source_table, dataset.watermark_column
     partial = path.with_name(path.name + ".partial")
     partial.unlink(missing_ok=True)
     with adbc.connect(str(partial), autocommit=True) as conn:
@@ -857,11 +885,24 @@ def _write_sqlite(path: Path, table_name: str, table: pa.Table, key: str) -> Pat
             # A fresh file that only replaces the old one when complete: no journal needed.
             cursor.execute("PRAGMA journal_mode = OFF")
             cursor.execute("PRAGMA synchronous = OFF")
-            cursor.execute(create_table_sql(table_name))
+            cursor.execute(create)
+            cursor.execute(f'PRAGMA table_info("{table_name}")')
+            _same_columns(dataset, [row[1] for row in cursor.fetchall()], stored.column_names)
             cursor.execute("BEGIN")
-            cursor.adbc_ingest(table_name, table.sort_by(key), mode="append")
+            cursor.adbc_ingest(table_name, stored.sort_by(columns[dataset.key]), mode="append")
             # Exchange views are read by updated_at: a bureau's 前置库 indexes it, and so do we.
-            cursor.execute(f'CREATE INDEX "ix_{table_name}_updated_at" ON "{table_name}" ("updated_at")')
+            cursor.execute(f'CREATE INDEX "ix_{table_name}_{watermark}" ON "{table_name}" ("{watermark}")')
             cursor.execute("COMMIT")
     os.replace(partial, path)
     return path
+
+
+def _same_columns(dataset: Dataset, contract: Sequence[str], stored: Sequence[str]) -> None:
+    """The catalog's column names must be the contract table's."""
+    missing, extra = sorted(set(stored) - set(contract)), sorted(set(contract) - set(stored))
+    if missing or extra:
+        raise ConfigError(
+            f"dataset {dataset.id!r}: the catalog's columns do not match contract table {dataset.source_table!r}",
+            problems=[f"not in the contract table: {', '.join(missing) or 'none'}",
+                      f"in the contract table, not generated: {', '.join(extra) or 'none'}"],
+        )

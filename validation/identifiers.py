@@ -6,6 +6,11 @@ accepts: numpy object/str arrays, pandas Series, lists) and returns a numpy bool
 entry per row. Work is done on fixed-width byte matrices with numpy, looping over the 17 or 18
 character positions, never over rows.
 
+Each standard's check character is computed in one place, on (n, width) matrices of ASCII bytes:
+``id_check_bytes``, ``uscc_check_bytes``, ``gb11714_check_bytes`` and ``license_check_bytes``.
+The validators compare against them, and the demo generator (govshare.demo) makes its
+identifiers with them.
+
 Nulls pass every check here: whether a value must be present is the job of ``required`` /
 ``not_blank`` (and of the key rule, see validation.rules). Checks expect normalised input
 (``normalise_id_numbers`` / ``normalise_codes``): a lowercase ``x`` is not canonical.
@@ -26,7 +31,8 @@ from common.errors import ConfigError
 
 # GB 11643 check character: ISO 7064 MOD 11-2.
 _ID_WEIGHTS = np.array([7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2], dtype=np.int64)
-_ID_CHECK_CHARS = np.frombuffer(b"10X98765432", dtype=np.uint8)
+ID_CHECK_CHARS = "10X98765432"  # indexed by the weighted sum mod 11
+_ID_CHECK_BYTES = np.frombuffer(ID_CHECK_CHARS.encode(), dtype=np.uint8)
 
 # GB 32100: 31 symbols (no I, O, Z, S, V), value = index; weights 3^(i-1) mod 31.
 USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
@@ -40,8 +46,8 @@ _GB11714_CHARS = np.frombuffer(b"0123456789X0", dtype=np.uint8)  # index 11 - (s
 
 # GB/T 36904 证照标识: ISO 7064 MOD 37,36 over 0-9A-Z.
 LICENSE_PREFIX = "1.2.156.3005.2."
-_ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_ALNUM_CHARS = np.frombuffer(_ALNUM.encode(), dtype=np.uint8)
+ALNUM36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # also GB 11714's values: 0-9, A=10..Z=35
+_ALNUM_CHARS = np.frombuffer(ALNUM36.encode(), dtype=np.uint8)
 
 _DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
 
@@ -54,7 +60,7 @@ def _lookup(alphabet: str) -> np.ndarray:
 
 
 _USCC_VALUES = _lookup(USCC_ALPHABET)
-_ALNUM_VALUES = _lookup(_ALNUM)
+_ALNUM_VALUES = _lookup(ALNUM36)
 _DIGIT_VALUES = _lookup("0123456789")
 
 
@@ -143,17 +149,17 @@ def normalise_id_numbers(values: Any) -> pa.StringArray:
     body[:, :6] = old[:, :6]
     body[:, 6:8] = np.frombuffer(b"19", dtype=np.uint8)
     body[:, 8:17] = old[:, 6:]
-    body[:, 17] = _id_check_bytes(body[:, :17])
+    body[:, 17] = id_check_bytes(body[:, :17])
     return pc.replace_with_mask(arr, pa.array(legacy), _from_matrix(body))
 
 
 # -- GB 11643 公民身份号码 --------------------------------------------------------------------------
 
 
-def _id_check_bytes(body: np.ndarray) -> np.ndarray:
-    """ISO 7064 MOD 11-2 check character for each (n, 17) row of ASCII digits."""
+def id_check_bytes(body: np.ndarray) -> np.ndarray:
+    """GB 11643 check character (ISO 7064 MOD 11-2, an ASCII byte) for each (n, 17) row of ASCII digits."""
     total = (body.astype(np.int64) - 48) @ _ID_WEIGHTS
-    return _ID_CHECK_CHARS[total % 11]
+    return _ID_CHECK_BYTES[total % 11]
 
 
 def _real_dates(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
@@ -191,7 +197,7 @@ def id_number_valid(values: Any, today: date) -> np.ndarray:
     arr = as_strings(values)
     fits, matrix = _fixed(arr, 18)
     digits_ok = (_DIGIT_VALUES[matrix[:, :17]] >= 0).all(axis=1)
-    check_ok = _id_check_bytes(np.where(digits_ok[:, None], matrix[:, :17], 48)) == matrix[:, 17]
+    check_ok = id_check_bytes(np.where(digits_ok[:, None], matrix[:, :17], 48)) == matrix[:, 17]
     born, real = _id_dates(fits, matrix)
     not_future = born <= today.year * 10000 + today.month * 100 + today.day
     return (fits & digits_ok & check_ok & real & not_future) | ~_validity(arr)
@@ -199,20 +205,36 @@ def id_number_valid(values: Any, today: date) -> np.ndarray:
 
 def id_check_char(body17: str) -> str:
     """GB 11643 check character for 17 digits."""
-    return chr(_id_check_bytes(_body(body17, 17, _DIGIT_VALUES, "an ID body"))[0])
+    return chr(id_check_bytes(_body(body17, 17, _DIGIT_VALUES, "an ID body"))[0])
 
 
 # -- GB 32100 统一社会信用代码 ------------------------------------------------------------------------
 
 
-def _uscc_check_bytes(values: np.ndarray) -> np.ndarray:
-    """GB 32100 check character for each (n, 17) row of symbol values."""
+def _uscc_check_of_values(values: np.ndarray) -> np.ndarray:
+    """GB 32100 check character for each (n, 17) row of symbol values (0..30)."""
     return _USCC_CHARS[(31 - (values @ _USCC_WEIGHTS) % 31) % 31]
 
 
-def _gb11714_check_bytes(values: np.ndarray) -> np.ndarray:
+def _gb11714_check_of_values(values: np.ndarray) -> np.ndarray:
     """GB 11714 check character for each (n, 8) row of values (0-9, A=10..Z=35)."""
     return _GB11714_CHARS[11 - (values @ _GB11714_WEIGHTS) % 11]
+
+
+def uscc_check_bytes(body: np.ndarray) -> np.ndarray:
+    """GB 32100 check character (an ASCII byte) for each (n, 17) row of ASCII symbols of USCC_ALPHABET.
+
+    Bytes outside the alphabet count as 0; a caller that may have them checks them first.
+    """
+    return _uscc_check_of_values(np.maximum(_USCC_VALUES[body], 0))
+
+
+def gb11714_check_bytes(body: np.ndarray) -> np.ndarray:
+    """GB 11714 organisation code check character (an ASCII byte, 0-9 or X) for each (n, 8) row of ASCII 0-9A-Z.
+
+    GB 11714 values letters by their place in A..Z (A=10 .. Z=35), not by the USCC alphabet.
+    """
+    return _gb11714_check_of_values(np.maximum(_ALNUM_VALUES[body], 0))
 
 
 def uscc_valid(values: Any) -> np.ndarray:
@@ -224,21 +246,20 @@ def uscc_valid(values: Any) -> np.ndarray:
     symbols = np.where(alphabet_ok[:, None], symbols, 0)
     authority_ok = np.isin(matrix[:, 0], _USCC_AUTHORITIES)
     division_ok = (_DIGIT_VALUES[matrix[:, 2:8]] >= 0).all(axis=1)
-    org = np.maximum(_ALNUM_VALUES[matrix[:, 8:16]], 0)
-    org_ok = _gb11714_check_bytes(org) == matrix[:, 16]
-    check_ok = _uscc_check_bytes(symbols[:, :17]) == matrix[:, 17]
+    org_ok = gb11714_check_bytes(matrix[:, 8:16]) == matrix[:, 16]
+    check_ok = _uscc_check_of_values(symbols[:, :17]) == matrix[:, 17]
     valid = fits & alphabet_ok & authority_ok & division_ok & org_ok & check_ok
     return valid | ~_validity(arr)
 
 
 def uscc_check_char(body17: str) -> str:
     """GB 32100 check character for the first 17 symbols."""
-    return chr(_uscc_check_bytes(_USCC_VALUES[_body(body17, 17, _USCC_VALUES, "a USCC body")])[0])
+    return chr(uscc_check_bytes(_body(body17, 17, _USCC_VALUES, "a USCC body"))[0])
 
 
 def gb11714_check_char(body8: str) -> str:
     """GB 11714 organisation code check character for 8 symbols (0-9, A-Z)."""
-    return chr(_gb11714_check_bytes(_ALNUM_VALUES[_body(body8, 8, _ALNUM_VALUES, "an organisation code body")])[0])
+    return chr(gb11714_check_bytes(_body(body8, 8, _ALNUM_VALUES, "an organisation code body"))[0])
 
 
 def issuer_code_valid(values: Any) -> np.ndarray:
@@ -251,14 +272,19 @@ def issuer_code_valid(values: Any) -> np.ndarray:
 # -- GB/T 36904 证照标识 ---------------------------------------------------------------------------
 
 
-def _mod37_36_bytes(matrix: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """ISO 7064 MOD 37,36 check character of each row's first ``lengths`` symbols (0-9A-Z)."""
-    state = np.full(matrix.shape[0], 36, dtype=np.int64)
-    values = np.maximum(_ALNUM_VALUES[matrix], 0)
-    for pos in range(matrix.shape[1]):
-        s = (state + values[:, pos]) % 36
+def license_check_bytes(middle: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
+    """GB/T 36904 校验位: ISO 7064 MOD 37,36 (hybrid) over each row's first ``lengths`` ASCII symbols (0-9A-Z).
+
+    ``middle`` is an (n, width) byte matrix of type code + issuer code + serial + version, rows
+    zero-padded on the right; ``lengths`` (default: all ``width``) says how many bytes count.
+    Returns the check character of each row as an ASCII byte.
+    """
+    n, width = middle.shape
+    state = np.full(n, 36, dtype=np.int64)
+    for pos in range(width):
+        s = (state + np.maximum(_ALNUM_VALUES[middle[:, pos]], 0)) % 36
         step = (np.where(s == 0, 36, s) * 2) % 37
-        state = np.where(pos < lengths, step, state)
+        state = step if lengths is None else np.where(pos < lengths, step, state)
     return _ALNUM_CHARS[(37 - state) % 36]
 
 
@@ -285,14 +311,14 @@ def license_id_valid(values: Any, variant: str | None = None) -> np.ndarray:
     matrix, lengths = _padded(middle)
     check = as_strings(pc.list_element(parts, 4))
     _, check_byte = _fixed(check, 1)
-    check_ok = _mod37_36_bytes(matrix, lengths) == check_byte[:, 0]
+    check_ok = license_check_bytes(matrix, lengths) == check_byte[:, 0]
     return (shape & type_ok & issuer_ok & check_ok) | ~_validity(arr)
 
 
 def license_check_char(middle: str) -> str:
     """GB/T 36904 校验位 for the concatenated type code, issuer code, serial and version."""
     matrix = _body(middle, len(middle), _ALNUM_VALUES, "a license id middle")
-    return chr(_mod37_36_bytes(matrix, np.array([matrix.shape[1]]))[0])
+    return chr(license_check_bytes(matrix)[0])
 
 
 def _license_variant(variant: str | None) -> None:

@@ -277,3 +277,139 @@ def test_demo_sources_read_through_their_connections(demo: DemoSources, monkeypa
         assert len(batches) >= 2
         assert sum(b.num_rows for b in batches) == counts.rows
         assert sum(b.column("is_deleted").to_pylist().count(1) for b in batches) == counts.deleted
+
+
+# -- the demo's identifiers, judged by validation.identifiers -----------------------------------
+
+
+def _column(path: Path, table: str, column: str) -> list[Any]:
+    with sqlite3.connect(path) as conn:
+        return [v for (v,) in conn.execute(f'SELECT "{column}" FROM "{table}" ORDER BY rowid')]
+
+
+def _kinds(demo: DemoSources, dataset: str, keys: list[str]) -> list[str]:
+    """Each row's defect kind ('' for valid and deleted rows), by its normalised key."""
+    kind_of = {k: kind for (ds, kind), ks in demo.defect_keys.items() if ds == dataset for k in ks}
+    return [kind_of.get(k, "") for k in keys]
+
+
+def _mismatches(kinds: list[str], ok: Any, meant_to_fail: set[str]) -> Counter[str]:
+    """Rows whose verdict disagrees with their kind, counted by kind (no identifiers in messages)."""
+    return Counter(kind or "valid" for kind, good in zip(kinds, ok.tolist()) if good == (kind in meant_to_fail))
+
+
+def test_id_numbers_verify_and_each_broken_one_breaks_its_rule(demo: DemoSources) -> None:
+    import numpy as np
+
+    from validation.identifiers import id_birth_dates, id_check_bytes, id_number_valid, normalise_id_numbers
+
+    ids = normalise_id_numbers(_column(demo.population, "population_person", "id_number"))
+    kinds = _kinds(demo, "population", ids.to_pylist())
+    assert not _mismatches(kinds, id_number_valid(ids, TODAY), {"wrong_check_char", "impossible_date", "future_birth_date"})
+
+    matrix = np.frombuffer(b"".join(v.encode() for v in ids.to_pylist()), dtype=np.uint8).reshape(-1, 18)
+    check_right = id_check_bytes(matrix[:, :17]) == matrix[:, 17]
+    born, real = id_birth_dates(ids)
+    future = born > int(TODAY.strftime("%Y%m%d"))
+    kind = np.array(kinds)
+    assert not check_right[kind == "wrong_check_char"].any() and real[kind == "wrong_check_char"].all()
+    assert check_right[kind == "impossible_date"].all() and not real[kind == "impossible_date"].any()
+    assert check_right[kind == "future_birth_date"].all() and future[kind == "future_birth_date"].all()
+
+
+def test_credit_codes_verify_and_a_wrong_check_char_is_only_that(demo: DemoSources) -> None:
+    from validation.identifiers import id_number_valid, normalise_codes, normalise_id_numbers, uscc_check_char, uscc_valid
+
+    codes = normalise_codes(_column(demo.legal_entity, "legal_entity", "uscc")).to_pylist()
+    kinds = _kinds(demo, "legal_entity", codes)
+    assert not _mismatches(kinds, uscc_valid(codes), {"wrong_check_char"})
+    repaired = [c[:17] + uscc_check_char(c[:17]) for c, k in zip(codes, kinds) if k == "wrong_check_char"]
+    assert repaired and uscc_valid(repaired).all()  # GB 11714 part and all else right: only the GB 32100 char is wrong
+
+    types = _column(demo.legal_entity, "legal_entity", "legal_rep_id_type")
+    reps = [r for r, t in zip(_column(demo.legal_entity, "legal_entity", "legal_rep_id_number"), types) if t == "111"]
+    assert reps and id_number_valid(normalise_id_numbers(reps), TODAY).all()
+
+
+def test_license_ids_verify_and_each_broken_one_breaks_its_rule(demo: DemoSources) -> None:
+    from validation.identifiers import (
+        LICENSE_PREFIX,
+        id_number_valid,
+        issuer_code_valid,
+        license_check_char,
+        license_id_valid,
+        normalise_codes,
+        normalise_id_numbers,
+        uscc_valid,
+    )
+
+    ids = normalise_codes(_column(demo.e_license, "e_license", "license_id")).to_pylist()
+    kinds = _kinds(demo, "e_license", ids)
+    assert not _mismatches(kinds, license_id_valid(ids), {"wrong_check_char"})
+    wrong = [i for i, k in zip(ids, kinds) if k == "wrong_check_char"]
+    middles = ["".join(i.removeprefix(LICENSE_PREFIX).split(".")[:4]) for i in wrong]
+    repaired = [i[:-1] + license_check_char(m) for i, m in zip(wrong, middles)]
+    assert repaired and license_id_valid(repaired).all()  # all else right: only the 校验位 is wrong
+
+    issuers = _column(demo.e_license, "e_license", "issuer_code")
+    types = _column(demo.e_license, "e_license", "license_type_code")
+    assert issuer_code_valid(issuers).all() and uscc_valid([t[:18] for t in types]).all()
+    holder_types = _column(demo.e_license, "e_license", "holder_id_type")
+    holders = _column(demo.e_license, "e_license", "holder_id")
+    person = [(h, k) for h, t, k in zip(holders, holder_types, kinds) if t == "111"]
+    person_ok = id_number_valid(normalise_id_numbers([h for h, _ in person]), TODAY)
+    assert not _mismatches([k for _, k in person], person_ok, {"holder_id_invalid"})
+    assert uscc_valid(normalise_codes([h for h, t in zip(holders, holder_types) if t == "001"])).all()
+
+
+# -- where the demo writes: the catalog's connection, table, key and columns ---------------------
+
+
+def _edited_catalog(tmp_path: Path, file: str, old: str, new: str) -> Path:
+    import shutil
+
+    from common.catalog import PROJECT_ROOT
+
+    catalogs = tmp_path / "catalogs"
+    shutil.copytree(PROJECT_ROOT / "catalogs", catalogs)
+    path = catalogs / file
+    text = path.read_text(encoding="utf-8")
+    assert text.count(old) == 1
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    return catalogs
+
+
+def test_connection_ids_come_from_the_catalog(tmp_path: Path) -> None:
+    from common.catalog import load_catalog
+
+    catalogs = _edited_catalog(tmp_path, "population.yaml", "connection: population_db", "connection: census_db")
+    written = write_demo_sources(tmp_path / "out", rows=200, seed=3, as_of=AS_OF, catalog=load_catalog(catalogs))
+    assert set(written.connection_uris()) == {"census_db", "legal_entity_db", "e_license_db"}
+    assert written.environment()["AIRFLOW_CONN_CENSUS_DB"] == f"sqlite:///{written.population}"
+
+
+def test_the_catalog_default_is_the_projects_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    catalogs = _edited_catalog(tmp_path, "e_license.yaml", "connection: e_license_db", "connection: zzk_db")
+    monkeypatch.setenv("GOVSHARE_CATALOG", str(catalogs))
+    written = write_demo_sources(tmp_path / "out", rows=200, seed=3, as_of=AS_OF)
+    assert written.connection_uris()["zzk_db"] == f"sqlite:///{written.e_license}"
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "named"),
+    [
+        ("e_license.yaml", "table: e_license", "table: DZZZ_ZZXX", "DZZZ_ZZXX"),  # not a contract table
+        ("e_license.yaml", "  license_id:\n", "  license_id:\n    column: ZZBS\n", "ZZBS"),  # not a contract column
+    ],
+)
+def test_a_catalog_the_contract_tables_cannot_hold_is_a_config_error_naming_it(
+    tmp_path: Path, file: str, old: str, new: str, named: str
+) -> None:
+    from common.catalog import load_catalog
+    from common.errors import ConfigError
+
+    catalog = load_catalog(_edited_catalog(tmp_path, file, old, new))
+    with pytest.raises(ConfigError) as caught:
+        write_demo_sources(tmp_path / "out", rows=200, seed=3, as_of=AS_OF, catalog=catalog)
+    assert named in str(caught.value) + " ".join(caught.value.problems)
+    assert not (tmp_path / "out" / "e_license.db").exists()

@@ -18,14 +18,18 @@ from stdnum.iso7064 import mod_37_36
 from common.errors import ConfigError
 from validation.identifiers import (
     USCC_ALPHABET,
+    gb11714_check_bytes,
     gb11714_check_char,
+    id_check_bytes,
     id_check_char,
     id_number_valid,
     issuer_code_valid,
+    license_check_bytes,
     license_check_char,
     license_id_valid,
     normalise_codes,
     normalise_id_numbers,
+    uscc_check_bytes,
     uscc_check_char,
     uscc_valid,
 )
@@ -39,6 +43,17 @@ ALNUM = DIGITS + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 def _list(mask: np.ndarray) -> list[bool]:
     assert isinstance(mask, np.ndarray) and mask.dtype == bool
     return mask.tolist()
+
+
+def _matrix(bodies: list[str], width: int | None = None) -> np.ndarray:
+    """ASCII bodies as an (n, width) byte matrix, zero-padded on the right."""
+    width = width or len(bodies[0])
+    return np.frombuffer("".join(b.ljust(width, "\0") for b in bodies).encode(), dtype=np.uint8).reshape(-1, width)
+
+
+def _chars(check_bytes: np.ndarray) -> list[str]:
+    assert check_bytes.dtype == np.uint8
+    return [chr(b) for b in check_bytes]
 
 
 # -- GB 11643 ---------------------------------------------------------------------------------------
@@ -124,6 +139,12 @@ def test_id_check_char_agrees_with_stdnum(body: str) -> None:
     assert id_check_char(body) == ric.calc_check_digit(body + "0")
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(alphabet=DIGITS, min_size=17, max_size=17), min_size=1, max_size=30))
+def test_id_check_bytes_of_a_batch_agree_with_stdnum(bodies: list[str]) -> None:
+    assert _chars(id_check_bytes(_matrix(bodies))) == [ric.calc_check_digit(b + "0") for b in bodies]
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.text(alphabet=DIGITS, min_size=6, max_size=6),
@@ -189,6 +210,18 @@ def test_generated_usccs_are_valid(authority: str, kind: str, division: str, org
     assert _list(uscc_valid([number, wrong_check])) == [True, False]
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(alphabet=USCC_ALPHABET, min_size=17, max_size=17), min_size=1, max_size=30))
+def test_uscc_check_bytes_of_a_batch_agree_with_stdnum(bodies: list[str]) -> None:
+    assert _chars(uscc_check_bytes(_matrix(bodies))) == [uscc.calc_check_digit(b) for b in bodies]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(alphabet=ALNUM, min_size=8, max_size=8), min_size=1, max_size=30))
+def test_gb11714_check_bytes_of_a_batch_agree_with_the_oracle(bodies: list[str]) -> None:
+    assert _chars(gb11714_check_bytes(_matrix(bodies))) == [_gb11714_oracle(b) for b in bodies]
+
+
 def test_gb11714_check_char_of_vectors() -> None:
     for number in VECTORS["uscc"]["valid"]:
         assert gb11714_check_char(number[8:16]) == number[16]
@@ -225,6 +258,17 @@ def test_license_check_chars_of_vectors_agree_with_stdnum() -> None:
 @given(st.text(alphabet=ALNUM, min_size=1, max_size=60))
 def test_license_check_char_agrees_with_stdnum(middle: str) -> None:
     assert license_check_char(middle) == mod_37_36.calc_check_digit(middle)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(alphabet=ALNUM, min_size=1, max_size=60), min_size=1, max_size=20))
+def test_license_check_bytes_of_padded_rows_of_any_length_agree_with_stdnum(middles: list[str]) -> None:
+    width = max(len(m) for m in middles) + 3  # padding beyond every row's length must not count
+    lengths = np.array([len(m) for m in middles])
+    expected = [mod_37_36.calc_check_digit(m) for m in middles]
+    assert _chars(license_check_bytes(_matrix(middles, width), lengths)) == expected
+    if len(set(lengths)) == 1:
+        assert _chars(license_check_bytes(_matrix(middles))) == expected
 
 
 def _license(parts: list[str]) -> str:
