@@ -161,7 +161,7 @@ def today() -> date:
 
 def plan(run: Run) -> list[int]:
     """Decide what to read: the watermark range and, for a large full read, key-range parts."""
-    from connectors.sql import open_source
+    from connectors import open_source
     from lineage import openlineage
     from sharing.state import read_state
 
@@ -204,7 +204,7 @@ def ingest(run: Run, part: int = 0) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     from connectors.base import prefetch
-    from connectors.sql import open_source
+    from connectors import open_source
     from common.schema import IS_DELETED
     from keys.protection import quarantine_encryption
     from sharing.changes import RowHasher
