@@ -56,13 +56,10 @@ class PostgresSource(SqlSource):
             return
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(self._statement_timeout_sql())
+            cursor.execute(_statement_timeout_sql(self.statement_timeout_s))
         finally:
             cursor.close()
         dbapi_connection.commit()
-
-    def _statement_timeout_sql(self) -> str:
-        return f"SET statement_timeout = {max(1, round((self.statement_timeout_s or 0) * 1000))}"
 
     def _postgres_uri(self) -> str:
         """libpq URI for ADBC: the connection's own parameters plus the connect timeout."""
@@ -110,7 +107,7 @@ class PostgresSource(SqlSource):
             try:
                 cursor = conn.cursor()
                 if self.statement_timeout_s is not None:
-                    cursor.execute(self._statement_timeout_sql())
+                    cursor.execute(_statement_timeout_sql(self.statement_timeout_s))
                 cursor.adbc_statement.set_options(**{_ADBC_PG_BATCH_BYTES: str(_PG_BATCH_BYTES)})
                 cursor.execute(sql)
                 for batch in cursor.fetch_record_batch():
@@ -129,6 +126,10 @@ class PostgresSource(SqlSource):
         if dialect.paramstyle in ("pyformat", "format"):
             sql = sql.replace("%%", "%")  # escaped for psycopg's placeholders, which ADBC does not have
         return sql
+
+
+def _statement_timeout_sql(seconds: float) -> str:
+    return f"SET statement_timeout = {max(1, round(seconds * 1000))}"
 
 
 def _libpq_timeout(seconds: float) -> int:

@@ -88,7 +88,8 @@ def coded_server(demo_sources: Any, uri: str) -> str:
         ddl = re.sub(r"\bTIMESTAMP\b", "DATETIME(6)", ddl)
     db = sqlite3.connect(demo_sources.paths["e_license"])
     db.row_factory = sqlite3.Row
-    rows = [dict(r) for r in db.execute(f"SELECT {', '.join(f'{c} AS {code}' for c, code in CODES.items())} FROM e_license")]
+    select = ", ".join(f"{canonical} AS {code}" for canonical, code in CODES.items())
+    rows = [dict(r) for r in db.execute(f"SELECT {select} FROM e_license")]
     db.close()
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
@@ -123,8 +124,9 @@ def test_mapped_source_syncs_like_the_canonical_one(home, sources, demo_sources,
     assert left.equals(right)
 
 
-def test_mapping_to_a_missing_column_is_exit_2_naming_it(home, sources, demo_sources, coded_source, tmp_path, monkeypatch,
-                                                        capsys):
+def test_mapping_to_a_missing_column_is_exit_2_naming_it(
+    home, sources, demo_sources, coded_source, tmp_path, monkeypatch, capsys
+):
     codes = {**CODES, "issuer_code": "ZZBFJGDM_TYPO"}
     monkeypatch.setenv("GOVSHARE_CATALOG", str(mapped_catalog(tmp_path, codes)))
     monkeypatch.setenv("AIRFLOW_CONN_E_LICENSE_DB", coded_source())

@@ -29,7 +29,11 @@ def _engine_questions(path: Path) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("module", sorted(p.name for p in CONNECTORS.glob("*.py") if p.name not in ("factory.py", "connections.py")))
+# connections.py turns Airflow's connection fields into the URL the factory then reads
+_ASKING = ("factory.py", "connections.py")
+
+
+@pytest.mark.parametrize("module", sorted(p.name for p in CONNECTORS.glob("*.py") if p.name not in _ASKING))
 def test_no_module_but_the_factory_asks_which_database_it_reads(module: str) -> None:
     assert _engine_questions(CONNECTORS / module) == []
 

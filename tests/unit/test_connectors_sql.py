@@ -42,7 +42,11 @@ def test_auto_picks_the_fastest_streaming_path(dataset: Any, url: str, engine: t
 
 @pytest.mark.parametrize(
     ("url", "driver"),
-    [("sqlite:////tmp/x.db", "sqlalchemy"), ("postgresql+psycopg://u@h/db", "sqlalchemy"), ("mysql+pymysql://u@h/db", "sqlalchemy")],
+    [
+        ("sqlite:////tmp/x.db", "sqlalchemy"),
+        ("postgresql+psycopg://u@h/db", "sqlalchemy"),
+        ("mysql+pymysql://u@h/db", "sqlalchemy"),
+    ],
 )
 def test_an_explicit_driver_is_kept(dataset: Any, url: str, driver: str) -> None:
     assert source_for(dataset, make_url(url), driver=driver).driver == driver  # type: ignore[arg-type]
