@@ -1,6 +1,11 @@
 """The source extension point: something that yields Arrow record batches since a watermark.
 
-Every implementation passes the same contract tests (tests/integration/test_connectors_contract.py).
+Each database is one implementation of ``Source``, one engine class per database:
+``connectors.sqlite.SqliteSource``, ``connectors.postgresql.PostgresSource`` and
+``connectors.mysql.MySqlSource``, on the shared base ``connectors.sql.SqlSource``.
+``connectors.factory.open_source`` is the only code that asks which database a connection names
+and picks the class; nothing else branches on the engine. Every implementation passes the same
+contract tests (tests/integration/test_connectors_contract.py).
 """
 
 from __future__ import annotations

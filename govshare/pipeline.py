@@ -72,7 +72,7 @@ def start(dataset_id: str, run_id: str | None = None, full: bool = False,
 
 def plan(run: Run) -> list[int]:
     """Decide what to read: the watermark range and, for a large full read, key-range parts."""
-    from connectors.sql import open_source
+    from connectors import open_source
     from lineage import openlineage
     from sharing.state import read_state
 
@@ -108,7 +108,7 @@ def ingest(run: Run, part: int = 0) -> Validated:
     alone takes seconds), so the suite's run costs this stage little beyond waiting for its result.
     """
     from connectors.base import prefetch
-    from connectors.sql import open_source
+    from connectors import open_source
     from keys.pseudonyms import RowHasher
     from sharing.index import published_refs
     from sharing.publish import PartFiles

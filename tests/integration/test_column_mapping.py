@@ -1,16 +1,28 @@
-"""A bureau whose view uses GB/T 36903 element codes maps them to canonical names in the catalog."""
+"""A bureau whose view uses GB/T 36903 element codes maps them to canonical names in the catalog.
+
+The coded view is built on every source engine (SQLite, and the PostgreSQL and MariaDB servers
+that scripts/test-servers.sh starts); the canonical view it is compared with is the demo's SQLite.
+On PostgreSQL the unquoted DDL folds the codes to lower case, which the connector matches as SQL
+does (case-insensitively).
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+import sqlalchemy as sa
 
 from common.catalog import PROJECT_ROOT
+from connectors.connections import parse_connection, to_url
+from connectors.ddl import create_table_sql
 from govshare.cli import main
 
 pytestmark = pytest.mark.integration
@@ -43,7 +55,18 @@ def mapped_catalog(tmp_path: Path, codes: dict[str, str]) -> Path:
     return catalogs
 
 
-def coded_source(demo_sources, tmp_path: Path) -> Path:
+CodedSource = Callable[[], str]
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def coded_source(request: pytest.FixtureRequest, demo_sources: Any, tmp_path: Path) -> CodedSource:
+    """Builds the coded view DZZZ_ZZXX from the demo's e_license rows on one engine; returns its URI."""
+    if request.param == "sqlite":
+        return lambda: coded_sqlite(demo_sources, tmp_path)
+    return lambda: coded_server(demo_sources, request.getfixturevalue("scratch_database")(request.param))
+
+
+def coded_sqlite(demo_sources: Any, tmp_path: Path) -> str:
     target = tmp_path / "coded.db"
     db = sqlite3.connect(target)
     db.execute("ATTACH DATABASE ? AS src", (str(demo_sources.paths["e_license"]),))
@@ -51,10 +74,37 @@ def coded_source(demo_sources, tmp_path: Path) -> Path:
     db.execute(f"CREATE TABLE DZZZ_ZZXX AS SELECT {select} FROM src.e_license")
     db.commit()
     db.close()
-    return target
+    return f"sqlite:///{target}"
 
 
-def test_mapped_source_syncs_like_the_canonical_one(home, sources, demo_sources, tmp_path, monkeypatch):
+def coded_server(demo_sources: Any, uri: str) -> str:
+    """The contract DDL of e_license under the codes, on a server, holding the demo's rows."""
+    ddl = create_table_sql("e_license").replace("CREATE TABLE e_license", "CREATE TABLE DZZZ_ZZXX")
+    for canonical, code in CODES.items():
+        ddl = re.sub(rf"(?m)^(\s*){canonical}\b", rf"\g<1>{code}", ddl)
+    ddl = ddl.replace("PRIMARY KEY (license_id)", f"PRIMARY KEY ({CODES['license_id']})")
+    url = to_url("e_license_db", parse_connection("e_license_db", uri))
+    if url.get_backend_name() in ("mysql", "mariadb"):
+        ddl = re.sub(r"\bTIMESTAMP\b", "DATETIME(6)", ddl)
+    db = sqlite3.connect(demo_sources.paths["e_license"])
+    db.row_factory = sqlite3.Row
+    select = ", ".join(f"{canonical} AS {code}" for canonical, code in CODES.items())
+    rows = [dict(r) for r in db.execute(f"SELECT {select} FROM e_license")]
+    db.close()
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(ddl)
+        # the names as the server spells them (PostgreSQL folds unquoted names to lower case)
+        inspector = sa.inspect(conn)
+        (name,) = inspector.get_table_names()
+        spelled = {c["name"].lower(): c["name"] for c in inspector.get_columns(name)}
+        coded = sa.table(name, *(sa.column(spelled[code.lower()]) for code in CODES.values()))
+        conn.execute(sa.insert(coded), [{spelled[code.lower()]: v for code, v in r.items()} for r in rows])
+    engine.dispose()
+    return uri
+
+
+def test_mapped_source_syncs_like_the_canonical_one(home, sources, demo_sources, coded_source, tmp_path, monkeypatch):
     assert main(["sync", "e_license"]) == 0
     canonical = tmp_path / "canonical.parquet"
     assert main(["pull", "e_license", "--subscriber", "approval-general", "--purpose", "对照", "--out", str(canonical)]) == 0
@@ -62,7 +112,7 @@ def test_mapped_source_syncs_like_the_canonical_one(home, sources, demo_sources,
     shutil.rmtree(home.store / "e_license")
     shutil.rmtree(home.state)
     monkeypatch.setenv("GOVSHARE_CATALOG", str(mapped_catalog(tmp_path, CODES)))
-    monkeypatch.setenv("AIRFLOW_CONN_E_LICENSE_DB", f"sqlite:///{coded_source(demo_sources, tmp_path)}")
+    monkeypatch.setenv("AIRFLOW_CONN_E_LICENSE_DB", coded_source())
     assert main(["sync", "e_license"]) == 0
     mapped = tmp_path / "mapped.parquet"
     assert main(["pull", "e_license", "--subscriber", "approval-general", "--purpose", "对照", "--out", str(mapped)]) == 0
@@ -74,10 +124,12 @@ def test_mapped_source_syncs_like_the_canonical_one(home, sources, demo_sources,
     assert left.equals(right)
 
 
-def test_mapping_to_a_missing_column_is_exit_2_naming_it(home, sources, demo_sources, tmp_path, monkeypatch, capsys):
+def test_mapping_to_a_missing_column_is_exit_2_naming_it(
+    home, sources, demo_sources, coded_source, tmp_path, monkeypatch, capsys
+):
     codes = {**CODES, "issuer_code": "ZZBFJGDM_TYPO"}
     monkeypatch.setenv("GOVSHARE_CATALOG", str(mapped_catalog(tmp_path, codes)))
-    monkeypatch.setenv("AIRFLOW_CONN_E_LICENSE_DB", f"sqlite:///{coded_source(demo_sources, tmp_path)}")
+    monkeypatch.setenv("AIRFLOW_CONN_E_LICENSE_DB", coded_source())
     assert main(["sync", "e_license"]) == 2
     assert "ZZBFJGDM_TYPO" in capsys.readouterr().err
     assert not (home.store / "e_license").exists()

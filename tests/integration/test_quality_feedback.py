@@ -79,7 +79,7 @@ def _expected_checked(db: Path, demo_sources, id_type: str) -> int:
 
 def _good_file(dataset, keystore: Keystore, path: Path) -> tuple[Path, dict]:
     """The run's good rows as the pipeline stages them (it deletes its own after publishing)."""
-    from connectors.sql import open_source
+    from connectors import open_source
     from govshare.pipeline import today
     from keys.pseudonyms import with_fingerprints
     from validation.engine import Validator
