@@ -2,8 +2,10 @@
 
     common.errors   one root (GovshareError) and its branches, each an exit code
     common.catalog  the catalog loader: datasets, fields, sharing classes, subscribers, grants
+    common.yaml_strict  YAML as the catalog reads it: no repeated keys, no aliases, bounded sizes
     common.checks   the vocabulary of checks a catalog may name (light: no pandas, no GX)
-    common.schema   canonical Arrow schemas and the system columns
+    common.columns  the names of the system columns
+    common.schema   canonical Arrow schemas
     common.home     GOVSHARE_HOME and its folders
     common.times    the sources' time zone, today, UTC time stamps
     common.files    canonical JSON, file digests, atomic writes

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from common.checks import CHECKS, Check, check_problems
+from common.columns import IS_DELETED, UPDATED_AT
 from common.errors import ConfigError
 from common.yaml_strict import KeyLines, read_yaml, show
 
@@ -360,8 +361,8 @@ class _Loader:
         source = self._section(where, doc, "source")
         connection_id = self._name(where, source, "connection", _NAME, "source.connection")
         table = self._name(where, source, "table", _SOURCE_IDENT, "source.table")
-        watermark = str(source.get("watermark_column", "updated_at"))
-        deleted = str(source.get("deleted_column", "is_deleted"))
+        watermark = str(source.get("watermark_column", UPDATED_AT))
+        deleted = str(source.get("deleted_column", IS_DELETED))
         for label, value in (("source.watermark_column", watermark), ("source.deleted_column", deleted)):
             if not _SOURCE_IDENT.match(value):
                 self.problem(where, f"{label} {show(value)} is not a plain SQL identifier")

@@ -14,14 +14,11 @@ if TYPE_CHECKING:
 
     from common.catalog import Dataset, Field
 
-UPDATED_AT = "updated_at"
-IS_DELETED = "is_deleted"
-SYSTEM_COLUMNS = (UPDATED_AT, IS_DELETED)
-# Columns a subscriber's output always carries, after Delta Sharing's change data feed.
-CHANGE_TYPE = "_change_type"
-COMMIT_VERSION = "_commit_version"
-# True while an open objection (异议) names exactly this published record.
-DISPUTED = "_disputed"
+# The column names themselves live in common.columns (the catalog loader needs them too).
+from common.columns import CHANGE_TYPE, COMMIT_VERSION, DISPUTED, IS_DELETED, SYSTEM_COLUMNS, UPDATED_AT  # noqa: E402
+
+__all__ = ["CHANGE_TYPE", "COMMIT_VERSION", "DISPUTED", "IS_DELETED", "SYSTEM_COLUMNS", "UPDATED_AT",
+           "arrow_type", "fields_schema", "source_schema"]
 
 
 def arrow_type(field: Field) -> pa.DataType:

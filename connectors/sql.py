@@ -34,7 +34,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
-from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -44,6 +43,7 @@ from sqlalchemy.pool import NullPool
 
 from common.errors import ConfigError, SourceUnavailable
 from common.schema import IS_DELETED, UPDATED_AT, arrow_type, source_schema
+from common.times import SOURCE_ZONE, SOURCE_ZONE_NAME
 from connectors.base import DEFAULT_BATCH_ROWS, KeyRange
 
 if TYPE_CHECKING:
@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 
 Driver = Literal["auto", "adbc", "sqlalchemy"]
 
-LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 _MIDNIGHT_SUFFIX = r"^(\d{4}-\d{2}-\d{2})[ T]00:00(:00(\.0*)?)?$"
 
 
@@ -429,7 +428,7 @@ def to_canonical(arr: pa.Array, target: pa.DataType) -> pa.Array:
         return arr.cast(target)
     if pa.types.is_timestamp(target):
         if pa.types.is_timestamp(arr.type) and arr.type.tz is not None:
-            arr = pc.local_timestamp(arr.cast(pa.timestamp(arr.type.unit, str(LOCAL_TZ))))
+            arr = pc.local_timestamp(arr.cast(pa.timestamp(arr.type.unit, SOURCE_ZONE_NAME)))
         elif is_text:
             arr = pc.utf8_trim_whitespace(arr)
         return arr.cast(target)
@@ -473,7 +472,7 @@ def _match(name: str, present: Sequence[str]) -> str | None:
 def _naive_local(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value
-    return value.astimezone(LOCAL_TZ).replace(tzinfo=None)
+    return value.astimezone(SOURCE_ZONE).replace(tzinfo=None)
 
 
 def _connect_timeout(url: URL, default: float, connection_id: str) -> float:

@@ -20,6 +20,7 @@ import pendulum
 from airflow.sdk import Asset, dag, get_current_context, task
 
 from common.catalog import Dataset, load_catalog
+from common.times import SOURCE_ZONE_NAME
 
 DEFAULT_ARGS = {
     "owner": "data-resource-bureau",
@@ -37,7 +38,7 @@ def build_sync_dag(ds: Dataset):  # noqa: ANN201 - an Airflow DAG
         dag_id=f"sync_{ds.id}",
         description=f"Sync {ds.title} ({ds.id}) from {ds.connection_id} into a signed, encrypted sharing set",
         schedule=ds.schedule,
-        start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Shanghai"),
+        start_date=pendulum.datetime(2026, 1, 1, tz=SOURCE_ZONE_NAME),
         catchup=False,
         max_active_runs=1,
         tags=["govshare", "sync", ds.id],

@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 from common.catalog import Catalog, Dataset, load_catalog
 from common.errors import ConfigError
 from common.schema import IS_DELETED, UPDATED_AT
+from common.times import SOURCE_ZONE
 from validation.identifiers import (
     ALNUM36,
     ID_CHECK_CHARS,
@@ -149,7 +149,6 @@ LICENSE_TYPES: tuple[tuple[str, str, str, int, str, str], ...] = (
     ("不动产权证书", "015", "person", 0, "自然资源和规划局", "BDC"),
 )
 
-LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 
 
 @dataclass(frozen=True)
@@ -225,7 +224,7 @@ def write_demo_sources(
     catalog = catalog if catalog is not None else load_catalog()
     datasets = {ds: catalog.dataset(ds) for ds in DEFECTS}
     if as_of is None:
-        as_of = datetime.now(LOCAL_TZ).replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
+        as_of = datetime.now(SOURCE_ZONE).replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
     out_dir = Path(out_dir).expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
 

@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # folder -> floor; a folder may import only folders on lower floors (and itself)
 FLOORS = {
-    "common": 0,  # ground types: errors, catalog, check vocabulary, schema, home, run and stage results, files
+    "common": 0,  # ground types: errors, catalog, check vocabulary, columns, schema, home, times, run and stage results, files
     "keys": 1,  # keystore, protection, pseudonyms, masking
     "connectors": 2,  # reading sources
     "validation": 2,  # judging records
