@@ -16,13 +16,14 @@ import json
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
 from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self, TypeVar
 
 from common.catalog import Dataset
+from common.errors import InternalError
 from common.files import write_json
 from common.home import Home
 
@@ -374,14 +375,17 @@ class RunRecord(Record):
         quality = doc.pop("quality", None)
         if isinstance(doc.get("protect"), dict) and doc["protect"].get("skipped"):
             doc.pop("protect")  # records of runs that had nothing new
+        if isinstance(doc.get("validate"), dict) and doc["validate"].get("gate") == {}:
+            doc["validate"] = {**doc["validate"], "gate": None}  # the gate had not judged yet
         record = _adapter(cls).validate_python(doc)
         return replace(record, quality=QualityFiles.from_json(quality)) if quality else record
 
 
 def new_run_id(hint: str | None = None) -> str:
     """A file-safe run id: Airflow's run id when there is one, else a fresh one."""
-    if hint:
-        return _RUN_ID.sub("_", hint).strip("_")[:120]
+    safe = _RUN_ID.sub("_", hint or "").strip("_.")[:120]  # never '..' or a hidden name
+    if safe:
+        return safe
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return f"cli_{stamp}_{secrets.token_hex(3)}"
 
@@ -394,7 +398,6 @@ class Run:
     home: Home
     run_id: str
     full: bool = False
-    _parts_cache: list[int] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def folder(self) -> Path:
@@ -414,8 +417,6 @@ class Run:
         return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
 
     def require(self, cls: type[R], part: int | None = None) -> R:
-        from common.errors import InternalError
-
         result = self.load(cls, part)
         if result is None:
             raise InternalError(f"{self.dataset.id} run {self.run_id}: the {cls.STAGE} stage has no result yet; "
