@@ -74,9 +74,12 @@ def plan(run: Run) -> list[int]:
     """Decide what to read: the watermark range and, for a large full read, key-range parts."""
     from connectors import open_source
     from lineage import openlineage
+    from sharing.schema_change import check_sync
     from sharing.state import read_state
+    from sharing.store import SharingStore
 
     ds = run.dataset
+    check_sync(SharingStore(run.home.store, ds.id), ds, run.full)  # a changed schema needs --full
     state = read_state(run.home.state, ds.id)
     # Rows committed late, or sharing the watermark's updated_at, are re-read within the lookback;
     # change detection keeps the unchanged ones from being published again.

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from common.errors import InternalError
 from common.schema import CHANGE_TYPE, COMMIT_VERSION
 
 UPSERT = "upsert"
@@ -34,12 +35,15 @@ def fold(changes: Sequence[VersionChanges], key: str, schema: pa.Schema, keep_de
     newer version touches its key: walking from the newest version back, each older version is
     filtered against the keys seen so far (a hash lookup into the newer versions' keys, which are
     few next to a snapshot) instead of sorting everything.
+
+    Every version must already hold ``schema``'s types: a value is never converted to another
+    type here (sharing.schema_change decides which versions may be folded together).
     """
     out_schema = schema.append(pa.field(CHANGE_TYPE, pa.string())).append(pa.field(COMMIT_VERSION, pa.int64()))
     parts: list[pa.Table] = []
     seen: list[pa.Array] = []
     for c in reversed(changes):
-        upserts = _tag(c.upserts.select(schema.names).cast(schema), UPSERT, c.version)
+        upserts = _tag(_conform(c, schema), UPSERT, c.version)
         deletes = c.deletes.select([key])
         filler = {
             name: pa.nulls(deletes.num_rows, schema.field(name).type) if name != key else deletes.column(key)
@@ -58,6 +62,17 @@ def fold(changes: Sequence[VersionChanges], key: str, schema: pa.Schema, keep_de
     if not parts:
         return out_schema.empty_table()
     return pa.concat_tables(list(reversed(parts))) if len(parts) > 1 else parts[0]
+
+
+def _conform(c: VersionChanges, schema: pa.Schema) -> pa.Table:
+    """The version's upserts in ``schema``'s column order, with its nullability; types must match."""
+    upserts = c.upserts.select(schema.names)
+    for field in schema:
+        found = upserts.schema.field(field.name).type
+        if found != field.type:
+            raise InternalError(f"version {c.version} holds {field.name} as {found}, the view reads it as {field.type}: "
+                                "versions of different schemas were folded together")
+    return upserts.cast(schema)
 
 
 def _tag(table: pa.Table, change: str, version: int) -> pa.Table:

@@ -27,6 +27,7 @@ from sharing.deliver import deliver
 from sharing.disputes import DisputeLog, disputed_mask
 from sharing.feed import DELETE
 from sharing.read import base_version, read_view
+from sharing.schema_change import check_catalog, check_span
 from sharing.store import SharingStore
 from sharing.verify import verify_chain, verify_files
 
@@ -92,6 +93,8 @@ def granted_view(home: Home, dataset: Dataset, grant: Grant, version: int | None
         verify_files(store, manifests[v - 1])
 
     columns = list(grant.fields) if ds.key in grant.fields else [ds.key, *grant.fields]
+    # one schema from the subscriber's copy (version N of --since N) to upto, and the catalog's
+    check_catalog(ds, check_span(ds.id, manifests, since or first, upto), columns, upto)
     disputes = DisputeLog(home, ds.id).open()
     view = read_view(store, keystore, ds, manifests, columns, first, upto, keep_deletes=since is not None,
                      with_refs=bool(disputes))

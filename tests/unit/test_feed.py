@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pytest
 
+from common.errors import InternalError
 from sharing.feed import VersionChanges, fold
 
 SCHEMA = pa.schema([("k", pa.string()), ("v", pa.int64())])
@@ -49,3 +51,10 @@ def test_empty_fold_has_the_change_columns():
     table = fold([], "k", SCHEMA, keep_deletes=True)
     assert table.num_rows == 0
     assert table.schema.names == ["k", "v", "_change_type", "_commit_version"]
+
+
+def test_a_version_of_another_type_is_refused_not_converted():
+    strings = pa.schema([("k", pa.string()), ("v", pa.string())])
+    old = VersionChanges(1, pa.table({"k": ["a"], "v": ["1"]}, schema=strings), pa.table({"k": pa.array([], pa.string())}))
+    with pytest.raises(InternalError, match="version 1 holds v as string, the view reads it as int64"):
+        fold([old, *HISTORY[1:]], "k", SCHEMA, keep_deletes=True)
