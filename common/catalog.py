@@ -464,6 +464,10 @@ class _Loader:
                 self.problem(fw, f"source column {show(column)} is mapped twice")
             columns.add(column.lower())
             checks = tuple(self._check(f"{fw}: checks[{i}]", c, "field") for i, c in enumerate(_as_list(spec.get("checks"))))
+            for check in checks:
+                kinds = CHECKS[check.name].field_types if check.name in CHECKS else ()
+                if kinds and type_ not in kinds:
+                    self.problem(fw, f"check {show(check.name)} applies to {' or '.join(kinds)} fields, not to a {show(type_)} field")
             out.append(
                 Field(
                     name=name,

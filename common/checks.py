@@ -30,6 +30,10 @@ class CheckSpec:
     required_params: tuple[str, ...] = ()
     optional_params: tuple[str, ...] = ()
     doc: str = ""
+    field_types: tuple[str, ...] = ()  # a field check's field types (empty: any); record checks name theirs
+
+
+TEXT = ("string",)
 
 
 CODE_LISTS = (
@@ -49,15 +53,15 @@ LICENSE_VARIANTS = ("strict",)
 CHECKS: dict[str, CheckSpec] = {
     s.name: s
     for s in (
-        CheckSpec("not_blank", "field", doc="present and not only white space"),
-        CheckSpec("id_number", "field", doc="GB 11643 公民身份号码: form, real birth date, MOD 11-2 check character"),
-        CheckSpec("uscc", "field", doc="GB 32100 统一社会信用代码: alphabet, GB 11714 check, check character"),
-        CheckSpec("license_id", "field", optional_params=("variant",), doc="GB/T 36904 证照标识: prefix, parts, MOD 37,36"),
-        CheckSpec("issuer_code", "field", doc="a valid USCC, or a 6-digit division code"),
-        CheckSpec("code_list", "field", required_params=("list",), doc="value from a named code list"),
-        CheckSpec("division", "field", doc="GB/T 2260 administrative division code"),
-        CheckSpec("not_future", "field", doc="a date not after the day of the check"),
-        CheckSpec("not_negative", "field", doc="a number >= 0"),
+        CheckSpec("not_blank", "field", doc="present and not only white space", field_types=TEXT),
+        CheckSpec("id_number", "field", doc="GB 11643 公民身份号码: form, real birth date, MOD 11-2 check character", field_types=TEXT),
+        CheckSpec("uscc", "field", doc="GB 32100 统一社会信用代码: alphabet, GB 11714 check, check character", field_types=TEXT),
+        CheckSpec("license_id", "field", optional_params=("variant",), doc="GB/T 36904 证照标识: prefix, parts, MOD 37,36", field_types=TEXT),
+        CheckSpec("issuer_code", "field", doc="a valid USCC, or a 6-digit division code", field_types=TEXT),
+        CheckSpec("code_list", "field", required_params=("list",), doc="value from a named code list", field_types=TEXT),
+        CheckSpec("division", "field", doc="GB/T 2260 administrative division code", field_types=TEXT),
+        CheckSpec("not_future", "field", doc="a date not after the day of the check", field_types=("date", "timestamp")),
+        CheckSpec("not_negative", "field", doc="a number >= 0", field_types=("int", "decimal")),
         CheckSpec("birth_date_matches_id", "record", required_params=("id", "birth_date"), doc="birth_date equals the date inside the ID number"),
         CheckSpec("sex_matches_id", "record", required_params=("id", "sex"), doc="sex code 1/2 agrees with the ID's sex digit"),
         CheckSpec("id_by_type", "record", required_params=("type", "id"), doc="111 -> ID number rules, 001 -> USCC rules"),
