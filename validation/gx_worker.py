@@ -30,6 +30,22 @@ many bytes: the Arrow IPC schema of the batches, then one Arrow IPC record batch
 then a zero length, the end of the session (alone when no batch was fed). Every read takes exactly
 the bytes announced, so nothing is read past a session's end. End of file where a header would
 start ends the child; anywhere else it is an error.
+
+Why a hand-written child and not the standard library (measured for issue 9, 2026-12, on this
+2-core machine under load 1.6-7.6, runs interleaved): a ``ProcessPoolExecutor(max_workers=1,
+mp_context=forkserver, initializer=<import GX>)`` fed ``batch.serialize()`` buffers, with a
+semaphore for back-pressure, needed 305 code lines against this module's 460 and ran GX as fast
+(warm child, 1.05M population rows in memory, 4 runs: 2.19 s median against 2.24 s here; in
+``benchmarks.run --rows 1000000`` the child's GX time 4.3 s against 4.2 s, 7 runs), but ingest got
+slower (median 17.6 s against 14.7 s, slower in 6 of 7 pairs) because its child cannot see
+whether a batch is waiting, so it cannot run what it holds early (``CATCH_UP_ROWS``; with that
+turned off here, ingest took 7.5/34.0/14.5 s against 3.7/6.5/8.3 s), and its pickled copies cost
+the parent 0.06-0.12 s of CPU and 50-60 MiB of peak per million rows (0.015 s, 156 MiB here). It also
+read private attributes (``_processes``, ``_broken``) to kill a failed child and name its exit
+code (public only from Python 3.14), left its worker blocked for ever on its call queue when the
+parent was SIGKILLed (here stdin reaches end of file), and forkserver re-imports the parent's
+main script. ``multiprocessing.Pool`` silently replaces a killed worker and never delivers its
+result (a hang), and GX 1.x validates only in the calling process. So the child stays.
 """
 
 from __future__ import annotations
@@ -177,7 +193,6 @@ class GxWorker:
         self._rule_ids = frozenset(r.id for r in rules)
         self.seconds = 0.0  # the child's own figure, known after finish(): building the suite, GX's runs
         self.import_seconds = 0.0  # the GX import the child paid in this session (0 when warm), after finish()
-        self.wait_seconds = 0.0  # how long finish() waited for the child
         self.rows = 0
         self.peak_rss_kib: int | None = None  # the child's peak RSS so far, known after finish()
         self.output = b""  # what the child wrote on stdout for this session: one JSON line of counts
@@ -232,7 +247,6 @@ class GxWorker:
         if self._totals is None and self._failure is None and not self._shutdown.alive:
             self._failure = self._error(self._proc.returncode, "closed before its counts were read")
         if self._totals is None and self._failure is None:
-            started = time.perf_counter()
             try:
                 self.end_input()
                 self._thread.join()
@@ -242,7 +256,6 @@ class GxWorker:
             except GovshareError as exc:
                 self._failure = exc
             finally:
-                self.wait_seconds += time.perf_counter() - started
                 if self._totals is not None and self._shutdown.detach() is not None:
                     _give_back(self._proc)
                 else:
@@ -534,7 +547,9 @@ def main() -> int:
         except OSError:
             return 1  # the parent is gone: nobody to tell
         if not result["ok"]:
-            return 1
+            # At once, without the interpreter's teardown of GX and pandas: on a loaded machine that
+            # took longer than STOP_SECONDS, and the parent then reported a kill, not exit code 1.
+            os._exit(1)
 
 
 _last_runner: tuple[bytes, SuiteRunner] | None = None  # the child's: the suite of its last session
