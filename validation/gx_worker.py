@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Self
 
 from common.catalog import Dataset
-from common.errors import ConfigError, GovshareError
+from common.errors import ConfigError, GovshareError, InternalError
 from validation.gx_suite import outcomes
 from validation.rules import Rule
 
@@ -114,7 +114,7 @@ class InlineGx:
     def feed(self, batch: pa.RecordBatch) -> None:
         """A normalised batch with at least the columns the suite reads and ``is_deleted``."""
         if self._finished:
-            raise GovshareError(f"GX of dataset {self.dataset.id} was fed a batch after its totals were taken")
+            raise InternalError(f"GX of dataset {self.dataset.id} was fed a batch after its totals were taken")
         started = time.perf_counter()
         try:
             offset = 0
@@ -226,9 +226,9 @@ class GxWorker:
         """Queue a batch for the child; blocks only while ``queue_batches`` batches are waiting."""
         if self._state.error is not None or not self._shutdown.alive or self._failure is not None:
             self.finish()  # raises: the pipe broke, the child failed or the worker was closed
-            raise GovshareError(f"GX of dataset {self.dataset.id} was fed a batch after its totals were taken")
+            raise InternalError(f"GX of dataset {self.dataset.id} was fed a batch after its totals were taken")
         if self._ended:
-            raise GovshareError(f"GX of dataset {self.dataset.id} was fed a batch after the end of its input")
+            raise InternalError(f"GX of dataset {self.dataset.id} was fed a batch after the end of its input")
         self._batches.put(batch)
         self._fed += 1
 
@@ -304,11 +304,11 @@ class GxWorker:
         self.peak_rss_kib = peak if type(peak) is int else None
         return totals
 
-    def _error(self, exit_code: int | None, reason: str) -> GovshareError:
+    def _error(self, exit_code: int | None, reason: str) -> InternalError:
         died = ("still running" if exit_code is None else f"killed by signal {-exit_code}" if exit_code < 0
                 else f"exit code {exit_code}")
         sending = f"; {self._state.error}" if self._state.error else ""
-        return GovshareError(
+        return InternalError(
             f"the Great Expectations worker of dataset {self.dataset.id} failed: {reason} ({died}{sending})",
             problems=[
                 "the quarantine is not affected, but this run has no GX counts to compare it with",
