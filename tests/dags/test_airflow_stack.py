@@ -106,6 +106,13 @@ class Stack:
         with urllib.request.urlopen(request, timeout=30) as response:
             return Api(self.base, json.loads(response.read())["access_token"])
 
+    def report(self) -> str:
+        """The stack's own output and the end of each component's log, for a failed assertion."""
+        logs = self.home / "airflow" / "logs"
+        tails = [f"== {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+                 for log in sorted(logs.glob("*.log"))]
+        return "\n".join([self.output.read_text()[-2000:], *tails])
+
     def stop(self) -> int:
         """SIGTERM, as Ctrl-C or a service manager would; SIGKILL for whatever outlives the timeout."""
         if self.process.poll() is None:
@@ -179,7 +186,7 @@ def test_triggered_sync_runs_to_success_under_the_scheduler_and_publishes(stack:
     triggered = _wait_for("the triggered run to finish", triggered_run, deadline)
     runs = _wait_for("every run to finish", all_runs, deadline)
 
-    assert triggered["state"] == "success", stack.output.read_text()[-2000:]
+    assert triggered["state"] == "success", stack.report()
     assert triggered["triggered_by"] == "rest_api"
     assert [r["state"] for r in runs] == ["success"] * len(runs)
     versions = subprocess.run([str(GOVSHARE), "versions", "population", "--json"], capture_output=True, text=True,
@@ -188,7 +195,7 @@ def test_triggered_sync_runs_to_success_under_the_scheduler_and_publishes(stack:
     published = json.loads(versions.stdout)
     assert [v["version"] for v in published] == [1] and published[0]["upserts"] > 0
 
-    assert stack.stop() == 0, stack.output.read_text()[-2000:]
+    assert stack.stop() == 0, stack.report()
     assert _group_members(stack.groups) == []
     logs = stack.home / "airflow" / "logs"
     task_logs = list(logs.glob("dag_id=sync_population/**/*.log"))
