@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-unit bench clean
+.PHONY: install demo airflow test test-unit bench clean
 
 install: $(STAMP)
 
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: install
 	scripts/demo.sh
+
+# Airflow in the foreground: scheduler, dag-processor, triggerer, api-server (UI on 127.0.0.1:8080).
+airflow: install
+	scripts/airflow-stack
 
 # PostgreSQL and MariaDB for the integration tests (scripts/test-servers.sh): started for the run
 # and stopped after it, unless they were already running.

@@ -5,6 +5,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export GOVSHARE_HOME="$(realpath -m "${GOVSHARE_HOME:-$root/var}")"
 gs="$root/.venv/bin/govshare"
 airflow="$root/scripts/airflow"
+# shellcheck disable=SC1091
+source "$root/scripts/demo-home.sh"
 datasets=(population legal_entity e_license)
 reports="$GOVSHARE_HOME/reports"
 pulls="$GOVSHARE_HOME/pulls"
@@ -13,10 +15,10 @@ mkdir -p "$reports" "$pulls" "$GOVSHARE_HOME/airflow"
 step() { printf '\n== %s\n' "$*"; }
 
 step "govshare init (keys under $GOVSHARE_HOME/keystore, generated here, never committed)"
-"$gs" init
+govshare_home_init
 
 step "demo sources (SQLite), valid rows plus a known share of defective ones"
-"$gs" demo-data --rows "${DEMO_ROWS:-2000}" --out "$GOVSHARE_HOME/demo"
+govshare_demo_sources
 # shellcheck disable=SC1091
 source "$GOVSHARE_HOME/demo/connections.env"
 
