@@ -34,7 +34,8 @@ class _Kind:
 _KINDS: dict[int, _Kind] = {
     errno.ENOSPC: _Kind("full", True, "no space left on the device holding {path}; free space and run again"),
     errno.EDQUOT: _Kind("full", True, "disk quota exceeded on the device holding {path}; free space and run again"),
-    errno.EROFS: _Kind("read-only", False, "cannot write {path}: the file system is read-only; {folder} must be writable"),
+    errno.EROFS: _Kind("read-only", False,
+                       "cannot write {path}: the file system is read-only; {folder} must be writable"),
     errno.EACCES: _Kind("denied", False, "permission denied on {path}; {folder} must be writable by this user"),
     errno.EPERM: _Kind("denied", False, "operation not permitted on {path}; {folder} must be writable by this user"),
     errno.ENOENT: _Kind("vanished", False, "{path} vanished while govshare was using it: was {folder} or a folder in "
@@ -60,13 +61,14 @@ def storage_error(exc: BaseException, home: Path, *written: Path) -> GovshareErr
 
 
 def _os_error(exc: BaseException | None) -> OSError | None:
-    """``exc`` or the first OSError it was raised from (a library may wrap the original)."""
-    seen = 0
-    while exc is not None and seen < 8:
+    """``exc`` or the first OSError it was raised from (``raise ... from``: a library may wrap the
+    original; an error merely raised while handling one is not taken for it)."""
+    for _ in range(8):
+        if exc is None:
+            return None
         if isinstance(exc, OSError) and exc.errno is not None:
             return exc
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
+        exc = exc.__cause__
     return None
 
 

@@ -132,7 +132,8 @@ class Quarantine:
         # dictionaries where values repeat (statuses, rule lists, runs, times); refs and masked keys are unique
         with replacing(self.cases_path) as tmp:
             pq.write_table(cases, tmp, compression="zstd", use_dictionary=[
-                "rules", "status", "first_run", "last_run", "first_seen", "last_seen", "closed_at", "closed_by", "note"])
+                "rules", "status", "first_run", "last_run", "first_seen", "last_seen", "closed_at", "closed_by",
+                "note"])
         self._cases = cases
 
     def _events(self, events: Iterable[dict[str, Any]]) -> None:
