@@ -1,8 +1,10 @@
 """What the sync DAGs' tasks call: one pipeline stage, with govshare's errors mapped to Airflow's.
 
-Retriable errors (a source down or timing out, a publish race) are re-raised so Airflow retries
-with backoff. Every other govshare error fails the task at once: retrying bad configuration, a
-broken signature or a gate decision cannot help.
+Retriable errors (a source down or timing out, a publish race, a full disk) are re-raised so
+Airflow retries with backoff. Every other govshare error fails the task at once: retrying bad
+configuration, a read-only home, a broken signature or a gate decision cannot help. An OS error
+of govshare's own writes is turned into the govshare error that names the path
+(common.oserrors); a protect that failed so discards the version it was staging.
 """
 
 from __future__ import annotations
@@ -14,15 +16,32 @@ def run_stage(stage: str, dataset_id: str, airflow_run_id: str, *, part: int | N
     from airflow.sdk.exceptions import AirflowFailException
 
     from common.errors import GovshareError
-    from govshare import pipeline
     from govshare.cli import quiet_libraries
 
     quiet_libraries()
     try:
-        run = pipeline.start(dataset_id, airflow_run_id, full=full)
-        function = getattr(pipeline, stage)
-        return function(run) if part is None else function(run, part)
+        return _run(stage, dataset_id, airflow_run_id, part, full)
     except GovshareError as exc:
         if exc.retriable:
             raise
         raise AirflowFailException(" | ".join(exc.lines())) from exc
+
+
+def _run(stage: str, dataset_id: str, airflow_run_id: str, part: int | None, full: bool) -> Any:
+    from common.home import home
+    from common.oserrors import storage_error
+    from common.run import new_run_id
+    from govshare import pipeline
+    from sharing.store import SharingStore
+
+    try:
+        run = pipeline.start(dataset_id, airflow_run_id, full=full)
+        function = getattr(pipeline, stage)
+        return function(run) if part is None else function(run, part)
+    except OSError as exc:
+        error = storage_error(exc, home().root)
+        if error is None:
+            raise
+        if stage == "protect":  # the retry stages the version afresh; the half-written one only fills the disk
+            SharingStore(home().store, dataset_id).discard(new_run_id(airflow_run_id))
+        raise error from exc

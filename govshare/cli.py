@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from common.errors import ConfigError, GovshareError
+from common.oserrors import storage_error
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,24 +90,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     quiet_libraries()
+    args: argparse.Namespace | None = None
     try:
         args = build_parser().parse_args(argv)
         handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
         return handler(args)
     except GovshareError as exc:
-        for line in exc.lines():
-            print(f"govshare: {line}", file=sys.stderr)
-        return exc.exit_code
+        return _failed(exc)
     except KeyboardInterrupt:
         print("govshare: interrupted", file=sys.stderr)
         return 1
-    except Exception as exc:  # a bug: say what, never dump values
+    except Exception as exc:  # a full disk or read-only home is no bug; anything else: say what, never dump values
+        storage = storage_error(exc, *_written_paths(args))
+        if storage is not None:
+            return _failed(storage)
         if os.environ.get("GOVSHARE_DEBUG"):
             raise
         command = (argv or sys.argv[1:] or ["?"])[0]
         print(f"govshare: unexpected failure in '{command}': {exc.__class__.__name__} "
               "(a bug; rerun with GOVSHARE_DEBUG=1 for a traceback)", file=sys.stderr)
         return 1
+
+
+def _failed(exc: GovshareError) -> int:
+    for line in exc.lines():
+        print(f"govshare: {line}", file=sys.stderr)
+    return exc.exit_code
+
+
+def _written_paths(args: argparse.Namespace | None) -> list[Path]:
+    """GOVSHARE_HOME and the command's --out (a file or folder; a database URL is not a path)."""
+    from common.home import home
+
+    out = getattr(args, "out", None)
+    return [home().root, *([Path(out).resolve()] if out is not None and "://" not in str(out) else [])]
 
 
 def _init(args: argparse.Namespace) -> int:

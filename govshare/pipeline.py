@@ -232,11 +232,15 @@ def sync(dataset_id: str, full: bool = False, catalog: Catalog | None = None, ho
          run_id: str | None = None) -> SyncResult:
     """One whole sync outside Airflow: the same stage functions the DAG's tasks call."""
     run = start(dataset_id, run_id, full, catalog, home)
-    warm_up()
-    for part in plan(run):
-        ingest(run, part)
-    protect(run)
-    return publish(run)
+    try:
+        warm_up()
+        for part in plan(run):
+            ingest(run, part)
+        protect(run)
+        return publish(run)
+    except BaseException:
+        _finish(run)  # a failed sync in a row is not resumed: what it staged would only fill the disk
+        raise
 
 
 # -- helpers ---------------------------------------------------------------------------------

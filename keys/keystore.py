@@ -41,7 +41,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from common.errors import ConfigError, IntegrityError
+from common.errors import ConfigError, GovshareError, IntegrityError
 
 Algorithm = Literal["AES-256-GCM", "HMAC-SHA256", "Ed25519"]
 Purpose = Literal["master", "hmac", "signing"]
@@ -110,14 +110,31 @@ class Keystore:
         with self._lock():
             entries = self._read_index() if (self.path / INDEX_FILE).exists() else {}
             have = {e.name for e in entries.values()}
-            for name, purpose in wanted:
-                if name not in have:
-                    entry = self._create_key(name, purpose)
-                    entries[entry.key_id] = entry
-                    created.append(entry.key_id)
-            if created:
-                self._write_index(entries)
+            before = set(self.path.iterdir())
+            try:
+                for name, purpose in wanted:
+                    if name not in have:
+                        entry = self._create_key(name, purpose)
+                        entries[entry.key_id] = entry
+                        created.append(entry.key_id)
+                if created:
+                    self._write_index(entries)
+            except BaseException:
+                # keys not (yet) listed were never used: drop them, so that the retry (after a full
+                # disk is freed) creates them afresh instead of refusing to overwrite them
+                self._drop_unlisted(before)
+                raise
         return created
+
+    def _drop_unlisted(self, before: set[Path]) -> None:
+        """Remove the files made since ``before`` that the index (if it is readable) does not list."""
+        try:
+            entries = self._read_index().values() if (self.path / INDEX_FILE).exists() else ()
+        except (OSError, GovshareError):
+            return  # cannot tell which keys are listed: keep every file
+        listed = {self.path / f for e in entries for f in (e.file, e.public_file) if f}
+        for path in set(self.path.iterdir()) - before - listed:
+            path.unlink(missing_ok=True)
 
     def _make_folder(self) -> None:
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -165,16 +182,23 @@ class Keystore:
 
     def _write_temp(self, content: bytes) -> Path:
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".tmp-")  # mkstemp creates it 0600
-        with os.fdopen(fd, "wb") as out:
-            out.write(content)
-            out.flush()
-            os.fsync(out.fileno())
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(content)
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            os.unlink(tmp)  # a full disk leaves no half-written key material behind
+            raise
         return Path(tmp)
 
     def _write_index(self, entries: Mapping[str, KeyEntry]) -> None:
         doc = {"format": INDEX_FORMAT, "keys": [asdict(entries[k]) for k in sorted(entries)]}
         tmp = self._write_temp((json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode())
-        os.replace(tmp, self.path / INDEX_FILE)
+        try:
+            os.replace(tmp, self.path / INDEX_FILE)
+        finally:
+            tmp.unlink(missing_ok=True)
         _fsync_dir(self.path)
 
     # -- the index -------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import IntegrityError
-from common.files import canonical_json
+from common.files import append_whole, canonical_json
 from keys.keystore import Keystore
 
 GENESIS = "0" * 64
@@ -45,8 +45,7 @@ class AccessLog:
                 }
                 entry["hash"] = hashlib.sha256(canonical_json(entry)).hexdigest()
                 entry["signature"] = self.keystore.sign(entry["hash"].encode("ascii"))
-                fh.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
-                fh.flush()
+                append_whole(fh.fileno(), json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
         return entry

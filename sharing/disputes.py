@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from common.catalog import Catalog, Dataset
 from common.errors import AccessDenied, ConfigError, IntegrityError
-from common.files import canonical_json
+from common.files import append_whole, canonical_json
 from common.home import Home
 from common.times import utc_now
 
@@ -72,7 +72,7 @@ class DisputeLog:
                 entry = {**event, "seq": len(events) + 1, "time": utc_now(),
                          "prev_hash": events[-1]["hash"] if events else GENESIS}
                 entry["hash"] = hashlib.sha256(canonical_json(entry)).hexdigest()
-                fh.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
+                append_whole(fh.fileno(), json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
         return entry

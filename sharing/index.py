@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from common.files import replacing
 from keys.pseudonyms import FINGERPRINT, KEY_REF, last_per_ref
 from sharing.changes import INDEX_SCHEMA, VERSION
 
@@ -146,9 +146,8 @@ class StateIndex:
         rows = int(meta["rows"]) + growth
         target = self.folder / DELTAS / f"{version:08d}.parquet"
         target.parent.mkdir(exist_ok=True)
-        tmp = target.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(delta.read_bytes())
-        os.replace(tmp, target)
+        with replacing(target) as tmp:
+            tmp.write_bytes(delta.read_bytes())
         deltas = [*meta["deltas"], version]
         self._write_meta(rows, deltas)
         base_rows = pq.ParquetFile(self.base).metadata.num_rows if self.base.is_file() else 0
@@ -166,9 +165,9 @@ class StateIndex:
         self._clear_deltas()
 
     def _write_base(self, snapshot: Path | None, version: int | None, keep_base: bool) -> None:
-        tmp = self.base.with_suffix(f".{os.getpid()}.tmp")
         rows = 0
-        with pq.ParquetWriter(tmp, BASE_SCHEMA, compression="none", use_dictionary=[VERSION]) as writer:
+        with replacing(self.base) as tmp, \
+                pq.ParquetWriter(tmp, BASE_SCHEMA, compression="none", use_dictionary=[VERSION]) as writer:
             if keep_base:
                 changes = self.latest_changes()
                 touched = changes.column(KEY_REF).combine_chunks()
@@ -188,15 +187,13 @@ class StateIndex:
                     writer.write_batch(_as_base(pa.RecordBatch.from_arrays(
                         [upserts.column(KEY_REF), upserts.column(FINGERPRINT), versions], schema=INDEX_SCHEMA)))
                     rows += upserts.num_rows
-        os.replace(tmp, self.base)
         if snapshot is not None:
             self._write_meta(rows, [])
 
     def _write_meta(self, rows: int, deltas: list[int]) -> None:
         path = self.folder / META
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"rows": rows, "deltas": deltas}), encoding="utf-8")
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            tmp.write_text(json.dumps({"rows": rows, "deltas": deltas}), encoding="utf-8")
 
     def _clear_deltas(self) -> None:
         folder = self.folder / DELTAS

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from common.files import replacing
+
 
 @dataclass(frozen=True)
 class SyncState:
@@ -33,13 +35,12 @@ def write_state(state_dir: Path, dataset_id: str, state: SyncState) -> None:
     """Atomic replace: a crash leaves the old watermark, never a torn file."""
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_path(state_dir, dataset_id)
-    tmp = path.with_suffix(".json.tmp")
     doc = {
         "watermark": state.watermark.isoformat() if state.watermark else None,
         "version": state.version,
         "run_id": state.run_id,
     }
-    tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())

@@ -17,7 +17,6 @@ import csv
 import html
 import io
 import json
-import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import pyarrow.compute as pc
 
 from common.catalog import Dataset
 from common.errors import ConfigError
+from common.files import replacing
 from common.run import CrossrefResult, Gate, QualityFiles, RuleSummary, ValidationSummary
 from common.times import utc_now
 from keys.keystore import Keystore
@@ -332,6 +332,5 @@ def _num(value: Any) -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)

@@ -12,7 +12,6 @@ case needs it.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from common.errors import ConfigError
-from common.files import write_json
+from common.files import append_whole, replacing, write_json
 from common.run import QuarantineUpdate
 from common.times import utc_now
 from keys.keystore import Keystore
@@ -129,12 +128,12 @@ class Quarantine:
 
     def _write(self, cases: pa.Table) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.cases_path.with_suffix(f".{os.getpid()}.tmp")
         cases = cases.cast(CASES_SCHEMA)
         # dictionaries where values repeat (statuses, rule lists, runs, times); refs and masked keys are unique
-        pq.write_table(cases, tmp, compression="zstd", use_dictionary=[
-            "rules", "status", "first_run", "last_run", "first_seen", "last_seen", "closed_at", "closed_by", "note"])
-        os.replace(tmp, self.cases_path)
+        with replacing(self.cases_path) as tmp:
+            pq.write_table(cases, tmp, compression="zstd", use_dictionary=[
+                "rules", "status", "first_run", "last_run", "first_seen", "last_seen", "closed_at", "closed_by",
+                "note"])
         self._cases = cases
 
     def _events(self, events: Iterable[dict[str, Any]]) -> None:
@@ -142,7 +141,7 @@ class Quarantine:
         if lines:
             self.folder.mkdir(parents=True, exist_ok=True)
             with open(self.events_path, "a", encoding="utf-8") as fh:
-                fh.writelines(lines)
+                append_whole(fh.fileno(), "".join(lines))
 
 
 def keep_rejected(folder: Path, run_id: str, rejected: Sequence[Path], failed_by_rule: dict[str, int],
