@@ -111,12 +111,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _init(args: argparse.Namespace) -> int:
     from common.catalog import load_catalog
+    from common.files import private_dir
     from common.home import home
     from keys.keystore import Keystore
 
     catalog = load_catalog()
     h = home()
-    h.root.mkdir(parents=True, exist_ok=True)
+    private_dir(h.root)  # 0700 when made here: everything below it is the bureau's alone
     created = Keystore(h.keystore).init(catalog.key_names(), [s.id for s in catalog.subscribers.values() if s.keys == "local"])
     if not h.marker.exists():
         h.marker.write_text(json.dumps({"format": "govshare-home/1"}) + "\n", encoding="utf-8")

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from common.errors import ConfigError, IntegrityError
-from common.files import canonical_json, write_atomic
+from common.files import PRIVATE_FILE, canonical_json, private_dir, write_private
 from common.home import Home
 from keys.keystore import Keystore
 from sharing.store import SharingStore
@@ -83,8 +83,10 @@ class AccessLog:
         """Append one record and re-sign the head; ConfigError (nothing appended) when the log
         or its head file cannot be written."""
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a+", encoding="utf-8") as fh:
+            private_dir(self.folder)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)  # purposes are free text
+            os.fchmod(fd, PRIVATE_FILE)
+            with open(fd, "a+", encoding="utf-8") as fh:
                 fcntl.flock(fh, fcntl.LOCK_EX)
                 try:
                     return self._append_locked(fh, record)
@@ -119,8 +121,7 @@ class AccessLog:
     def _write_head(self, head: LogHead) -> None:
         body = {"format": HEAD_FORMAT, **head.to_json(), "time": datetime.now(timezone.utc).isoformat()}
         doc = {**body, "signature": self.keystore.sign(canonical_json(body))}
-        self.head_path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.head_path, json.dumps(doc, indent=2) + "\n")
+        write_private(self.head_path, json.dumps(doc, indent=2) + "\n")
 
     # -- reading ---------------------------------------------------------------------------
 
