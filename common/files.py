@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from common.errors import ConfigError
+
 
 def canonical_json(doc: dict[str, Any]) -> bytes:
     """The exact bytes that get signed and chained."""
@@ -64,3 +66,87 @@ def append_whole(fd: int, text: str) -> None:
 def write_json(path: Path, doc: Any) -> Path:
     """A JSON document, human-readable, written atomically."""
     return write_atomic(path, json.dumps(doc, ensure_ascii=False, indent=2, default=str))
+
+
+# -- files with personal data: 0600 in folders 0700, whatever the umask ----------------------
+
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+
+
+def private_dir(folder: Path) -> Path:
+    """Make ``folder`` and its missing parents, each created 0700 (folders that already exist
+    are left as they are: a pull into /tmp/x must not change /tmp)."""
+    missing = []
+    current = folder
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, PRIVATE_DIR)
+        except FileExistsError:
+            continue
+        os.chmod(path, PRIVATE_DIR)  # mkdir's mode passes through the umask
+    return folder
+
+
+def private_file(path: Path) -> Path:
+    """Create ``path`` empty and 0600 (or truncate it and set 0600) before any data goes in;
+    writers that open it by name afterwards (pyarrow) keep the mode."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+    try:
+        os.fchmod(fd, PRIVATE_FILE)
+    finally:
+        os.close(fd)
+    return path
+
+
+def private_tmp(path: Path) -> Path:
+    """The temporary file beside ``path`` that an atomic write fills before its rename, created 0600."""
+    private_dir(path.parent)
+    return private_file(path.with_name(f".{path.name}.{os.getpid()}.tmp"))
+
+
+def write_private(path: Path, data: bytes | str) -> Path:
+    """Like write_atomic, for a file with personal data: 0600 from its first byte, in folders 0700."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    tmp = private_tmp(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(raw)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def inside(path: Path, folder: Path) -> bool:
+    """Is ``path`` (symlinks resolved) ``folder`` or somewhere under it."""
+    resolved, root = path.resolve(), folder.resolve()
+    return resolved == root or root in resolved.parents
+
+
+def check_output_file(raw: str, protected: dict[str, Path], option: str = "--out") -> Path:
+    """The file a command is told to write, refused (ConfigError, exit 2, naming the path) when it
+    lies inside one of the ``protected`` places (label -> folder; symlinks resolved) or cannot be
+    written there: empty, an existing folder, under a file, or in a place that is not writable."""
+    if not raw.strip():
+        raise ConfigError(f"{option} is empty: name the file to write")
+    path = Path(raw).expanduser().resolve()
+    for label, folder in protected.items():
+        if inside(path, folder):
+            raise ConfigError(f"{option} {raw}: {path} is inside {label} ({folder.resolve()}); "
+                              "write it somewhere else, nothing was written")
+    if path.is_dir():
+        raise ConfigError(f"{option} {raw}: {path} is a folder; name a file")
+    existing = path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{option} {raw}: {existing} is a file, so nothing can be written under it")
+    if not os.access(existing, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"{option} {raw}: {existing} is not writable")
+    return path

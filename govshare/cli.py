@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset")
     p.add_argument("--version", type=int)
     p.add_argument("--format", choices=("html", "json"), default=None)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", required=True)
 
     p = sub.add_parser("dispute", help="objections (异议) to published records",
                        description="govshare dispute DATASET KEY --subscriber ID --reason TEXT | "
@@ -128,12 +128,13 @@ def _written_paths(args: argparse.Namespace | None) -> list[Path]:
 
 def _init(args: argparse.Namespace) -> int:
     from common.catalog import load_catalog
+    from common.files import private_dir
     from common.home import home
     from keys.keystore import Keystore
 
     catalog = load_catalog()
     h = home()
-    h.root.mkdir(parents=True, exist_ok=True)
+    private_dir(h.root)  # 0700 when made here: everything below it is the bureau's alone
     created = Keystore(h.keystore).init(catalog.key_names(), [s.id for s in catalog.subscribers.values() if s.keys == "local"])
     if not h.marker.exists():
         h.marker.write_text(json.dumps({"format": "govshare-home/1"}) + "\n", encoding="utf-8")
@@ -218,8 +219,8 @@ def _pull(args: argparse.Namespace) -> int:
     from common.home import home
     from govshare.delivery import pull
 
-    result = pull(load_catalog(), home().require_initialised(), args.dataset, args.subscriber, args.purpose, args.out,
-                  version=args.version, since=args.since)
+    result = pull(load_catalog(), home().require_initialised(), args.dataset, args.subscriber, args.purpose,
+                  _checked_out(args.out), version=args.version, since=args.since)
     scope = f"changes after version {result.since} up to {result.version}" if result.since is not None else f"version {result.version}"
     print(f"{result.dataset} {scope} for {result.subscriber}: {result.rows} rows ({result.deletes} deletes), "
           f"{len(result.fields)} fields -> {result.out} (access log record {result.delivery})")
@@ -231,9 +232,10 @@ def _lineage(args: argparse.Namespace) -> int:
     from common.home import home
     from lineage.report import build_report, write_report
 
-    fmt = args.format or ("json" if args.out.suffix.lower() == ".json" else "html")
+    out = Path(_checked_out(args.out))
+    fmt = args.format or ("json" if out.suffix.lower() == ".json" else "html")
     report = build_report(load_catalog(), home().require_initialised(), args.dataset, args.version)
-    path = write_report(report, args.out.resolve(), fmt)
+    path = write_report(report, out, fmt)
     print(f"{args.dataset} version {report['version']['number']}: lineage report ({fmt}) -> {path}")
     return 0
 
@@ -304,12 +306,34 @@ def _quarantine(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     from common.home import home
     from keys.keystore import Keystore
-    from lineage.audit import AccessLog
+    from lineage.audit import AccessLog, manifest_heads
 
     h = home().require_initialised()
-    count = AccessLog(h.audit, Keystore(h.keystore)).verify()
-    print(f"access log: {count} record(s), chain and signatures verified")
+    keystore = Keystore(h.keystore)
+    summary = AccessLog.of(h, keystore).verify(manifest_heads(h.store, keystore))
+    print(f"access log: {summary.records} record(s), chain and signatures verified, "
+          f"against {len(summary.heads)} signed head(s) (head file and manifests)")
+    for seq in summary.unconfirmed:
+        print(f"access log: delivery record {seq} started, not confirmed (nothing confirmed as delivered)")
     return 0
+
+
+def _checked_out(raw: str) -> str:
+    """--out as a file path or a SQLAlchemy URL, refused (exit 2, nothing written) inside
+    GOVSHARE_HOME, the catalog folder or the project's source tree, or where it cannot be written."""
+    from common.catalog import PROJECT_ROOT, catalog_dir
+    from common.files import check_output_file
+    from common.home import home
+
+    protected = {"GOVSHARE_HOME": home().root, "the catalog folder (GOVSHARE_CATALOG)": catalog_dir(),
+                 "the project's source tree": PROJECT_ROOT}
+    if "://" not in raw:
+        return str(check_output_file(raw, protected))
+    if raw.split("://", 1)[0].split("+", 1)[0].lower() == "sqlite":
+        database = raw.split("://", 1)[1].removeprefix("/").split("?", 1)[0]
+        if database and database != ":memory:":
+            check_output_file(database, protected, option="--out (SQLite database)")
+    return raw
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -185,6 +185,7 @@ def protect(run: Run) -> Protected | None:
 def publish(run: Run) -> SyncResult:
     """Make the version visible, keep the quarantine, then advance the watermark."""
     from lineage import openlineage
+    from lineage.audit import AccessLog
     from lineage.runs import save_run_record
     from sharing.disputes import clear_changed
     from sharing.index import StateIndex
@@ -205,7 +206,8 @@ def publish(run: Run) -> SyncResult:
     quarantined = record.validate.rejected if record.validate else 0
     manifest = None
     if protected.changes:
-        manifest = publish_version(SharingStore(run.home.store, ds.id), keystore, ds, record)
+        manifest = publish_version(SharingStore(run.home.store, ds.id), keystore, ds, record,
+                                   access_log=AccessLog.of(run.home, keystore).head().to_json())
         StateIndex(run.home.state, ds.id).add(run.file(INDEX_DELTA), manifest.version, replace=manifest.kind == "snapshot",
                                               growth=protected.new_keys - protected.deletes)
         clear_changed(run.home, ds.id, run.file(INDEX_DELTA), manifest.version)

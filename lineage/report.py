@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from common.catalog import SHARING_LABELS, Catalog
+from common.errors import ConfigError
+from common.files import write_private
 from common.home import Home
 from common.times import SOURCE_ZONE_NAME, utc_now
 from keys.keystore import Keystore
@@ -72,7 +74,8 @@ def build_report(catalog: Catalog, home: Home, dataset_id: str, version: int | N
         ],
         "manifest": doc,
         "deliveries": [
-            {k: e.get(k) for k in ("seq", "time", "subscriber", "purpose", "approval_id", "version", "since", "fields", "rows", "deletes")}
+            {k: e.get(k) for k in ("seq", "time", "subscriber", "purpose", "approval_id", "version", "since", "fields", "rows",
+                                   "deletes", "outcome")}
             for e in AccessLog(home.audit, keystore).deliveries(ds.id, number)
         ],
         "cross_dataset": [
@@ -109,10 +112,12 @@ def _case_counts(home: Home, dataset_id: str) -> dict[str, int]:
 
 
 def write_report(report: dict[str, Any], out: Path, fmt: str) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """Written 0600 (folders made for it 0700), whatever the umask: it names subscribers and purposes."""
     text = json.dumps(report, ensure_ascii=False, indent=2) if fmt == "json" else render_html(report)
-    out.write_text(text, encoding="utf-8")
-    return out
+    try:
+        return write_private(out, text)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write the lineage report ({exc.strerror}); nothing was written") from None
 
 
 def _action(doc: dict[str, Any], field: str) -> str:

@@ -8,9 +8,11 @@ airflow="$root/scripts/airflow"
 # shellcheck disable=SC1091
 source "$root/scripts/demo-home.sh"
 datasets=(population legal_entity e_license)
-reports="$GOVSHARE_HOME/reports"
-pulls="$GOVSHARE_HOME/pulls"
-mkdir -p "$reports" "$pulls" "$GOVSHARE_HOME/airflow"
+# pulls and reports leave the home: --out may not point into GOVSHARE_HOME or the source tree
+out="$(realpath -m "${GOVSHARE_DEMO_OUT:-${TMPDIR:-/tmp}/govshare-demo-$(id -u)}")"
+reports="$out/reports"
+pulls="$out/pulls"
+mkdir -p "$GOVSHARE_HOME/airflow"
 
 step() { printf '\n== %s\n' "$*"; }
 
@@ -53,7 +55,7 @@ done
 
 step "published"
 for d in "${datasets[@]}"; do
-  "$root/.venv/bin/python" - "$GOVSHARE_HOME/reports/lineage-$d.json" <<'PY'
+  "$root/.venv/bin/python" - "$reports/lineage-$d.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1], encoding="utf-8"))
 v, rows = r["version"], r["rows"]

@@ -19,10 +19,11 @@ are reported.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -34,6 +35,7 @@ from sqlalchemy.pool import NullPool
 
 from common.catalog import Dataset, Field
 from common.errors import ConfigError, TargetUnavailable
+from common.files import private_file
 from common.schema import CHANGE_TYPE, COMMIT_VERSION, DISPUTED
 from sharing.feed import DELETE, UPSERT
 
@@ -52,19 +54,15 @@ class DeliveryResult:
     target: str  # the database URL with the password masked
 
 
-def deliver(table: pa.Table, dataset: Dataset, fields: tuple[str, ...], url: str) -> DeliveryResult:
-    """Apply ``table`` (``fields`` + _change_type + _commit_version) to the database at ``url``."""
-    if dataset.key not in fields:
-        raise ConfigError(
-            f"dataset {dataset.id}: the grant does not include the key field {dataset.key}, so its rows cannot be "
-            f"delivered into a table keyed on {dataset.key}; pull to a Parquet file instead, or extend the grant"
-        )
-    target_url = _parse_url(url)
-    target = target_url.render_as_string(hide_password=True)
+def deliver(table: pa.Table, dataset: Dataset, fields: tuple[str, ...], url: str,
+            before_commit: Callable[[DeliveryResult], None] | None = None) -> DeliveryResult:
+    """Apply ``table`` (``fields`` + _change_type + _commit_version) to the database at ``url``.
+
+    ``before_commit`` (the access log's completion record of the delivery) is called with the
+    result once every change is applied, inside the transaction: when it raises, the transaction
+    is rolled back and nothing is applied."""
+    target_url, target = check_target(dataset, fields, url)
     engine = _engine(target_url, target)
-    dialect = engine.dialect.name
-    if dialect not in _SUPPORTED:
-        raise ConfigError(f"--out {target}: delivery into {dialect} is not supported (use one of: {', '.join(_SUPPORTED)})")
     target_table = target_table_for(dataset, fields)
     change = table.column(CHANGE_TYPE)
     upserts = table.filter(pc.equal(change, UPSERT))
@@ -72,15 +70,42 @@ def deliver(table: pa.Table, dataset: Dataset, fields: tuple[str, ...], url: str
         upserts = upserts.append_column(DISPUTED, pa.repeat(pa.scalar(False), upserts.num_rows))
     upserts = upserts.select([*fields, COMMIT_VERSION, DISPUTED])
     deletes = table.filter(pc.equal(change, DELETE)).select([dataset.key, COMMIT_VERSION])
+    result = DeliveryResult(target_table.name, upserts.num_rows, deletes.num_rows, target)
     try:
         with _failures(target_url, target, dataset.id):
             with engine.begin() as conn:
                 _prepare(conn, target_table, dataset.key)
                 _apply_upserts(conn, target_table, dataset.key, upserts)
                 _apply_deletes(conn, target_table, dataset.key, deletes)
+                if before_commit is not None:
+                    before_commit(result)
     finally:
         engine.dispose()
-    return DeliveryResult(target_table.name, upserts.num_rows, deletes.num_rows, target)
+    return result
+
+
+def check_target(dataset: Dataset, fields: tuple[str, ...], url: str) -> tuple[URL, str]:
+    """What can be refused before connecting (ConfigError): a grant without the key field, a URL
+    that is not one, a dialect govshare does not deliver into. The URL, and its text with the
+    password masked."""
+    if dataset.key not in fields:
+        raise ConfigError(
+            f"dataset {dataset.id}: the grant does not include the key field {dataset.key}, so its rows cannot be "
+            f"delivered into a table keyed on {dataset.key}; pull to a Parquet file instead, or extend the grant"
+        )
+    target_url = _parse_url(url)
+    target = target_url.render_as_string(hide_password=True)
+    if target_url.get_backend_name() == "sqlite" and not target_url.database:
+        raise ConfigError(f"--out {target}: a SQLite target needs a file path, e.g. sqlite:////abs/path.db")
+    try:
+        dialect = target_url.get_dialect().name
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"--out {target}: the database driver {exc.name!r} is not installed") from None
+    except sa.exc.NoSuchModuleError:
+        raise ConfigError(f"--out {target}: SQLAlchemy has no dialect or driver for {target_url.drivername!r}") from None
+    if dialect not in _SUPPORTED:
+        raise ConfigError(f"--out {target}: delivery into {dialect} is not supported (use one of: {', '.join(_SUPPORTED)})")
+    return target_url, target
 
 
 def target_table_for(dataset: Dataset, fields: tuple[str, ...]) -> sa.Table:
@@ -143,6 +168,8 @@ def _engine(url: URL, target: str) -> Engine:
     backend = url.get_backend_name()
     if backend == "sqlite" and not url.database:
         raise ConfigError(f"--out {target}: a SQLite target needs a file path, e.g. sqlite:////abs/path.db")
+    if backend == "sqlite" and url.database != ":memory:":
+        _private_sqlite_file(Path(url.database), target)
     connect_args = {} if backend == "sqlite" else {"connect_timeout": CONNECT_TIMEOUT_S}
     try:
         return sa.create_engine(url, poolclass=NullPool, connect_args=connect_args)
@@ -150,6 +177,17 @@ def _engine(url: URL, target: str) -> Engine:
         raise ConfigError(f"--out {target}: the database driver {exc.name!r} is not installed") from None
     except sa.exc.ArgumentError:
         raise ConfigError(f"--out {target}: SQLAlchemy has no dialect or driver for {url.drivername!r}") from None
+
+
+def _private_sqlite_file(path: Path, target: str) -> None:
+    """A new SQLite target holds personal data: created 0600 before SQLite opens it (a missing
+    folder is left to SQLite: the target is unavailable, not made up)."""
+    if path.exists() or not path.parent.is_dir():
+        return
+    try:
+        private_file(path)
+    except OSError as exc:
+        raise ConfigError(f"--out {target}: cannot create {path} ({exc.strerror}); nothing was delivered") from None
 
 
 @contextmanager

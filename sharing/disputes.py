@@ -13,7 +13,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import re
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from common.catalog import Catalog, Dataset
+from common.catalog import Catalog, Dataset, Subscriber
 from common.errors import AccessDenied, ConfigError, IntegrityError
 from common.files import append_whole, canonical_json
 from common.home import Home
+from common.times import today as local_today
 from common.times import utc_now
 
 MAX_REASON = 500
@@ -106,9 +109,7 @@ def raise_dispute(catalog: Catalog, home: Home, dataset_id: str, key: str, subsc
     from sharing.index import StateIndex
 
     ds = catalog.dataset(dataset_id)
-    subscriber = catalog.subscriber(subscriber_id)
-    if subscriber is None or subscriber.grant_for(ds.id) is None:
-        raise AccessDenied(f"subscriber {subscriber_id!r} has no grant for {ds.id} and cannot dispute its records")
+    subscriber = _disputing_subscriber(catalog, subscriber_id, ds.id, local_today())
     reason = (reason or "").strip()
     if not reason or len(reason) > MAX_REASON:
         raise ConfigError(f"--reason must be 1 to {MAX_REASON} characters (the objection as stated by the approval system)")
@@ -125,6 +126,27 @@ def raise_dispute(catalog: Catalog, home: Home, dataset_id: str, key: str, subsc
         "fingerprint": fingerprint.hex(), "version": version,
         "masked_key": mask_keys(pa.array([normalised]))[0].as_py(), "subscriber": subscriber.id, "reason": reason,
     })
+
+
+def _disputing_subscriber(catalog: Catalog, subscriber_id: str, dataset_id: str, today: date) -> Subscriber:
+    """The subscriber, if it may dispute the dataset's records: registered, active, with a grant
+    for the dataset whose approval (if any) is in force. Decided before the key is looked at, and
+    refused with one message whatever the reason, so a refusal never tells whether a key exists."""
+    subscriber = catalog.subscriber(subscriber_id)
+    grant = subscriber.grant_for(dataset_id) if subscriber is not None and subscriber.active else None
+    if subscriber is None or grant is None or (grant.approval is not None and grant.approval.in_force(today)):
+        raise AccessDenied(f"subscriber {shown_subscriber(subscriber_id)!r} "
+                           f"has no grant in force for {dataset_id} and cannot dispute its records; nothing was flagged")
+    return subscriber
+
+
+_PLAIN_ID = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
+
+
+def shown_subscriber(subscriber_id: str) -> str:
+    """A subscriber id as given, for messages and the access log, only when it has the shape of a
+    catalog id (a letter first): whatever else was typed there may be a person's identifier."""
+    return subscriber_id if _PLAIN_ID.fullmatch(subscriber_id or "") else "(not a subscriber id; not shown)"
 
 
 def resolve_dispute(catalog: Catalog, home: Home, dataset_id: str, dispute_id: str, by: str, note: str) -> dict[str, Any]:

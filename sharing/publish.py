@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -231,9 +231,12 @@ def _write_deletes(path, keystore: Keystore, ds: Dataset, keys: pa.Array) -> dic
     return protection.description
 
 
-def publish_version(store: SharingStore, keystore: Keystore, dataset: Dataset, record: RunRecord) -> Manifest:
+def publish_version(store: SharingStore, keystore: Keystore, dataset: Dataset, record: RunRecord,
+                    access_log: Mapping[str, Any] | None = None) -> Manifest:
     """Sign the manifest of the run's staged version, link it to version N-1 and make it version N
-    atomically. ``record`` says what the run read (extract), judged (validate) and staged (protect)."""
+    atomically. ``record`` says what the run read (extract), judged (validate) and staged (protect).
+    ``access_log`` is the access log's head (count, hash of the last record): signed into the
+    manifest, it lets ``govshare audit verify`` see records cut off the end of the log."""
     ds, window, protected = dataset, record.extract, record.protect
     if window is None or protected is None or record.validate is None:
         raise InternalError(f"{ds.id} run {record.run_id}: publish before extract, validate and protect were recorded")
@@ -268,6 +271,8 @@ def publish_version(store: SharingStore, keystore: Keystore, dataset: Dataset, r
             "files": files,
             "previous": {"version": previous.version, "manifest_sha256": previous.digest} if previous else None,
         }
+        if access_log is not None:
+            doc["access_log"] = {"count": int(access_log["count"]), "hash": str(access_log["hash"])}
         raw = canonical_json(doc)
         store.commit(staged, version, raw, keystore.sign(raw))
     return Manifest(version=version, raw=raw, doc=doc)

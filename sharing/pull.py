@@ -1,13 +1,15 @@
 """A subscriber's granted view of a verified version, or of the changes since one.
 
-Access is decided before anything is read: a known subscriber, a grant for the dataset, an
-approval in force for 有条件共享 fields, and a stated purpose (申请事由, 1..200 characters).
+Access is decided before anything is read: a known, active subscriber, a grant for the dataset,
+its approval in force (required for 有条件共享 fields), and a stated purpose (申请事由, 1..200
+characters). The output is written 0600 (folders made for it 0700), whatever the umask.
 A pull (govshare.delivery) puts these together with the access log's record of the delivery.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -18,13 +20,13 @@ import pyarrow.parquet as pq
 
 from common.catalog import Catalog, Dataset, Grant, Subscriber
 from common.errors import AccessDenied, ConfigError
-from common.files import sha256_file
+from common.files import private_tmp, sha256_file
 from common.home import Home
 from common.schema import CHANGE_TYPE, COMMIT_VERSION, DISPUTED
 from keys.keystore import Keystore
 from keys.pseudonyms import FINGERPRINT, KEY_REF
-from sharing.deliver import deliver
-from sharing.disputes import DisputeLog, disputed_mask
+from sharing.deliver import check_target, deliver
+from sharing.disputes import DisputeLog, disputed_mask, shown_subscriber
 from sharing.feed import DELETE
 from sharing.read import base_version, read_view
 from sharing.schema_change import check_catalog, check_span
@@ -44,22 +46,25 @@ def check_purpose(purpose: str | None) -> str:
 
 
 def authorise(catalog: Catalog, subscriber_id: str, dataset_id: str, today: date) -> tuple[Subscriber, Grant]:
+    """The subscriber and its grant for the dataset, or AccessDenied saying why: unknown, suspended
+    or revoked subscriber; no grant; an approval that is not in force (not yet valid, expired,
+    suspended or revoked); conditional fields without an approval."""
     subscriber = catalog.subscriber(subscriber_id)
     if subscriber is None:
-        raise AccessDenied(f"subscriber {subscriber_id!r} is not registered in the catalog; no data is shared with it")
+        raise AccessDenied(f"subscriber {shown_subscriber(subscriber_id)!r} is not registered in the catalog; "
+                           "no data is shared with it")
+    if not subscriber.active:
+        raise AccessDenied(f"subscriber {subscriber.id} is {subscriber.status}; no data is shared with it")
     grant = subscriber.grant_for(dataset_id)
     if grant is None:
         raise AccessDenied(f"subscriber {subscriber_id} has no grant for dataset {dataset_id}")
     ds = catalog.dataset(dataset_id)
     conditional = [f for f in grant.fields if ds.field(f).sharing == "conditional"]
-    if conditional:
-        approval = grant.approval
-        if approval is None:  # the loader refuses this; kept as a second lock
-            raise AccessDenied(f"subscriber {subscriber_id}: conditional fields of {dataset_id} need a recorded approval")
-        if approval.expires_on is not None and approval.expires_on < today:
-            raise AccessDenied(
-                f"subscriber {subscriber_id}: approval {approval.id} for {dataset_id} expired on {approval.expires_on}"
-            )
+    if conditional and grant.approval is None:  # the loader refuses this; kept as a second lock
+        raise AccessDenied(f"subscriber {subscriber_id}: conditional fields of {dataset_id} need a recorded approval")
+    why_not = grant.approval.in_force(today) if grant.approval else None
+    if why_not:
+        raise AccessDenied(f"subscriber {subscriber_id}: {why_not}; its grant for {dataset_id} is not in force")
     return subscriber, grant
 
 
@@ -105,21 +110,37 @@ def granted_view(home: Home, dataset: Dataset, grant: Grant, version: int | None
     return GrantedView(delivered, upto, first, manifests[upto - 1].digest, deletes)
 
 
-def write_view(view: GrantedView, dataset: Dataset, grant: Grant, out: str) -> dict[str, str]:
+Confirm = Callable[[dict[str, str]], None]
+
+
+def check_output(dataset: Dataset, grant: Grant, out: str) -> None:
+    """Refuse, before anything is logged or read, an output the view cannot go to (ConfigError)."""
+    if "://" in out:
+        check_target(dataset, grant.fields, out)
+
+
+def write_view(view: GrantedView, dataset: Dataset, grant: Grant, out: str, confirm: Confirm) -> dict[str, str]:
     """Write the view as Parquet at ``out``, or apply it to the database a SQLAlchemy URL names;
-    what the access log records of the output."""
+    what the access log records of the output. ``confirm`` (the access log's completion record)
+    is called with it after everything is written and before it becomes visible: the file's
+    rename, the transaction's commit. If it fails, nothing is delivered."""
     if "://" in out:  # a SQLAlchemy URL: apply the changes to the subscriber's database
-        return {"target": deliver(view.table, dataset, grant.fields, out).target}
+        result = deliver(view.table, dataset, grant.fields, out,
+                         before_commit=lambda done: confirm({"target": done.target}))
+        return {"target": result.target}
     target = Path(out).resolve()
-    _write_atomically(view.table, target)
-    return {"output_sha256": sha256_file(target)}
-
-
-def _write_atomically(table, target: Path) -> None:  # noqa: ANN001 - a pyarrow table
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        tmp = private_tmp(target)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write {target} ({exc.strerror}); nothing was delivered") from None
+    try:
+        try:
+            pq.write_table(view.table, tmp, compression="zstd")
+        except OSError as exc:
+            raise ConfigError(f"--out {out}: cannot write {target} ({exc}); nothing was delivered") from None
+        output = {"output_sha256": sha256_file(tmp)}
+        confirm(output)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+    return output

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from common.catalog import Dataset
 from common.errors import ConfigError
-from common.files import replacing
+from common.files import private_dir, write_private
 from common.run import CrossrefResult, Gate, QualityFiles, RuleSummary, ValidationSummary
 from common.times import utc_now
 from keys.keystore import Keystore
@@ -209,12 +209,11 @@ def write_quality_report(report: Mapping[str, Any], folder: Path) -> dict[str, P
     if not _FILE_SAFE.match(stem):
         raise ConfigError(f"cannot name quality report files after dataset {header['dataset']!r} and run "
                           f"{header['run_id']!r}: use letters, digits, '_', '.', '+', '-'")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = private_dir(Path(folder))
     paths = {"json": folder / f"{stem}.json", "csv": folder / f"{stem}.csv", "html": folder / f"{stem}.html"}
-    _write_atomic(paths["json"], json.dumps(report, ensure_ascii=False, indent=2).encode("utf-8"))
-    _write_atomic(paths["csv"], render_csv(report).encode("utf-8-sig"))
-    _write_atomic(paths["html"], render_html(report).encode("utf-8"))
+    write_private(paths["json"], json.dumps(report, ensure_ascii=False, indent=2).encode("utf-8"))
+    write_private(paths["csv"], render_csv(report).encode("utf-8-sig"))
+    write_private(paths["html"], render_html(report).encode("utf-8"))
     return paths
 
 
@@ -329,8 +328,3 @@ def _cell(value: Any) -> str:
 
 def _num(value: Any) -> str:
     return f'<td class="n">{_esc(value)}</td>'
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    with replacing(path) as tmp:
-        tmp.write_bytes(data)

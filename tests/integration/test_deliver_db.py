@@ -144,10 +144,12 @@ def test_pulling_the_same_changes_twice_leaves_the_table_as_it_was(home, sources
 def test_access_log_records_the_target_without_a_digest(home, sources, target_url):
     assert main(["sync", "legal_entity"]) == 0
     assert pull("legal_entity", "approval-general", target_url) == 0
-    record = delivery_records(home)[-1]
+    record, completion = delivery_records(home)[-2:]
     assert record["event"] == "delivery" and record["purpose"] == PURPOSE
-    assert record["target"] == sa.make_url(target_url).render_as_string(hide_password=True)
-    assert "output_sha256" not in record
+    assert completion["event"] == "delivery-complete" and completion["delivery"] == record["seq"]
+    assert completion["outcome"] == "confirmed"
+    assert completion["target"] == sa.make_url(target_url).render_as_string(hide_password=True)
+    assert "output_sha256" not in record and "output_sha256" not in completion
     assert main(["audit", "verify"]) == 0
 
 
