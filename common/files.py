@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import ConfigError
+from common.oserrors import read_only
 
 
 def canonical_json(doc: dict[str, Any]) -> bytes:
@@ -147,6 +148,9 @@ def check_output_file(raw: str, protected: dict[str, Path], option: str = "--out
         existing = existing.parent
     if not existing.is_dir():
         raise ConfigError(f"{option} {raw}: {existing} is a file, so nothing can be written under it")
+    if read_only(existing):
+        raise ConfigError(f"{option} {raw}: cannot write {path}: the file system is read-only; "
+                          f"the folder {existing} is not writable")
     if not os.access(existing, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise ConfigError(f"{option} {raw}: {existing} is not writable")
     return path

@@ -44,18 +44,19 @@ _KINDS: dict[int, _Kind] = {
 _QUOTED_PATH = re.compile(r"'(/[^']+)'")
 
 
-def storage_error(exc: BaseException, home: Path, *written: Path) -> GovshareError | None:
-    """The govshare error for an OS error raised while writing under ``home`` or one of the
-    ``written`` paths (a pull's --out, a report's file), or None when ``exc`` is not one."""
+def storage_error(exc: BaseException, home: Path | None, *written: Path) -> GovshareError | None:
+    """The govshare error for an OS error raised while writing under ``home`` (None: no home is
+    involved) or one of the ``written`` paths (a pull's --out, a report's file), or None when
+    ``exc`` is not one."""
     found = _os_error(exc)
     if found is None or found.errno not in _KINDS:
         return None
     kind = _KINDS[found.errno]
-    roots = (home, *written)
+    roots = tuple(p for p in (home, *written) if p is not None)
     path = _named_path(found) or _likely_root(kind.condition, roots)
     if kind.condition == "vanished" and not any(_within(path, root) for root in roots):
         return None  # a missing file outside what govshare writes is not a vanished home
-    folder = f"GOVSHARE_HOME {home}" if _within(path, home) else f"the folder {_existing(path)}"
+    folder = f"GOVSHARE_HOME {home}" if home is not None and _within(path, home) else f"the folder {_existing(path)}"
     message = kind.says.format(path=path, folder=folder)
     return TemporaryFailure(message) if kind.retriable else ConfigError(message)
 
@@ -77,6 +78,12 @@ def _named_path(exc: OSError) -> Path | None:
         return Path(os.fsdecode(exc.filename))
     quoted = _QUOTED_PATH.search(str(exc))
     return Path(quoted.group(1)) if quoted else None
+
+
+def read_only(path: Path) -> bool:
+    """Is the file system that holds ``path`` (or would hold it) mounted read-only."""
+    stat = _statvfs(path)
+    return bool(stat and stat.f_flag & os.ST_RDONLY)
 
 
 def _likely_root(condition: Condition, roots: Sequence[Path]) -> Path:

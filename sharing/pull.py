@@ -19,9 +19,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from common.catalog import Catalog, Dataset, Grant, Subscriber
-from common.errors import AccessDenied, ConfigError
+from common.errors import AccessDenied, ConfigError, GovshareError
 from common.files import private_tmp, sha256_file
 from common.home import Home
+from common.oserrors import storage_error
 from common.schema import CHANGE_TYPE, COMMIT_VERSION, DISPUTED
 from keys.keystore import Keystore
 from keys.pseudonyms import FINGERPRINT, KEY_REF
@@ -132,15 +133,23 @@ def write_view(view: GrantedView, dataset: Dataset, grant: Grant, out: str, conf
     try:
         tmp = private_tmp(target)
     except OSError as exc:
-        raise ConfigError(f"--out {out}: cannot write {target} ({exc.strerror}); nothing was delivered") from None
+        raise _unwritable(exc, out, target) from None
     try:
         try:
             pq.write_table(view.table, tmp, compression="zstd")
         except OSError as exc:
-            raise ConfigError(f"--out {out}: cannot write {target} ({exc}); nothing was delivered") from None
+            raise _unwritable(exc, out, target) from None
         output = {"output_sha256": sha256_file(tmp)}
         confirm(output)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
     return output
+
+
+def _unwritable(exc: OSError, out: str, target: Path) -> GovshareError:
+    """A pull's output that cannot be written: a full disk is worth a retry (75), the rest is exit 2."""
+    mapped = storage_error(exc, None, target.parent)
+    if mapped is not None:
+        return type(mapped)(f"--out {out}: {mapped.message}; nothing was delivered")
+    return ConfigError(f"--out {out}: cannot write {target} ({exc.strerror or exc}); nothing was delivered")
