@@ -260,6 +260,7 @@ def publish(run: Run) -> SyncResult:
                              f"the sync state; run 'govshare sync {ds.id}' to finish it first")
     elif protected.changes:
         manifest = publish_version(store, keystore, ds, record)
+    if manifest is not None:
         StateIndex(run.home.state, ds.id).add(run.file(INDEX_DELTA), manifest.version, replace=manifest.kind == "snapshot",
                                               growth=protected.new_keys - protected.deletes)
         clear_changed(run.home, ds.id, run.file(INDEX_DELTA), manifest.version)
