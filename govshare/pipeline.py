@@ -66,14 +66,14 @@ def start(dataset_id: str, run_id: str | None = None, full: bool = False,
     """Open a run (a fresh one, or the run with this id whose plan fixed its mode), holding the
     dataset's sync lease: ``hold="run"`` across the task processes of an Airflow run,
     ``"process"`` for a whole sync in this process (sharing.store explains the staleness rule)."""
-    from sharing.store import SharingStore
+    from sharing.store import SyncLease
 
     catalog = catalog or load_catalog()
     home = (home or default_home()).require_initialised()
     gx_setting()  # a wrong GOVSHARE_GX fails here, before anything is planned
     run = Run(catalog.dataset(dataset_id), home, new_run_id(run_id), full)
-    store = SharingStore(home.store, run.dataset.id)
-    store.hold(run.run_id, hold)  # exit 75 naming the holder when another run syncs the dataset
+    lease = SyncLease(home.work, run.dataset.id)
+    lease.hold(run.run_id, hold)  # exit 75 naming the holder when another run syncs the dataset
     try:
         planned = run.plan
         run = Run(run.dataset, home, run.run_id, planned.full) if planned else run
@@ -81,7 +81,7 @@ def start(dataset_id: str, run_id: str | None = None, full: bool = False,
         run.folder.mkdir(parents=True, exist_ok=True)
     except BaseException:
         if hold == "process":
-            store.release(run.run_id)
+            lease.release(run.run_id)
         raise
     return run
 
@@ -287,7 +287,7 @@ def publish(run: Run) -> SyncResult:
 def sync(dataset_id: str, full: bool = False, catalog: Catalog | None = None, home: Home | None = None,
          run_id: str | None = None) -> SyncResult:
     """One whole sync outside Airflow: the same stage functions the DAG's tasks call."""
-    from sharing.store import SharingStore
+    from sharing.store import SyncLease
 
     run = start(dataset_id, run_id, full, catalog, home, hold="process")
     try:
@@ -297,7 +297,7 @@ def sync(dataset_id: str, full: bool = False, catalog: Catalog | None = None, ho
         protect(run)
         return publish(run)
     finally:
-        SharingStore(run.home.store, run.dataset.id).release(run.run_id)
+        SyncLease(run.home.work, run.dataset.id).release(run.run_id)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -426,12 +426,11 @@ def _append(good, key_ref, fingerprint):  # noqa: ANN001, ANN202 - pyarrow batch
 
 
 def _finish(run: Run) -> None:
-    from sharing.store import SharingStore
+    from sharing.store import SharingStore, SyncLease
 
-    store = SharingStore(run.home.store, run.dataset.id)
-    store.discard(run.run_id)
+    SharingStore(run.home.store, run.dataset.id).discard(run.run_id)
     shutil.rmtree(run.folder, ignore_errors=True)
-    store.release(run.run_id)
+    SyncLease(run.home.work, run.dataset.id).release(run.run_id)
 
 
 def _with_last(items: Iterator[T]) -> Iterator[tuple[T, bool]]:

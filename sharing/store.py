@@ -8,13 +8,13 @@ Layout under GOVSHARE_HOME/store/<dataset>/:
                       deletes.parquet keys withdrawn by this version (protected like the key)
     .staging/<run>/                   a version being assembled; invisible to readers
     .publish.lock                     serialises publishers (fcntl, for the commit alone)
-    .sync.lease                       the run that may sync the dataset now, from plan to publish
-    .sync.lock                        fcntl lock taken to read and change the lease
 
 A version becomes visible by one rename of its complete folder, so a reader sees version N
 whole or not at all. Version numbers are 1, 2, 3, ... and never reused.
 
-The sync lease: one run per dataset between plan and publish, so that two runs never decide
+The sync lease (``SyncLease``: GOVSHARE_HOME/work/<dataset>.lease, the run that may sync the
+dataset now, and <dataset>.lease.lock, the fcntl lock taken to read and change it): one run per
+dataset between plan and publish, so that two runs never decide
 against the same published state and publish the same change twice. Airflow runs the stages of
 one run as separate processes, so the lease is a file naming the run (run id, pid and host of the
 process that took or renewed it last, since when), not a lock on an open file. A run takes it at
@@ -57,7 +57,6 @@ MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 MANIFEST_FORMAT = "govshare-manifest/1"
 _VERSION_DIGITS = 8
-LEASE = ".sync.lease"
 LEASE_TTL_ENV = "GOVSHARE_SYNC_LEASE_TTL"
 WAIT_ENV = "GOVSHARE_SYNC_WAIT"
 DEFAULT_LEASE_TTL = 7200.0
@@ -229,12 +228,20 @@ class SharingStore:
                 path.unlink(missing_ok=True)
         return gone
 
-    # -- the sync lease ------------------------------------------------------------------
+
+
+class SyncLease:
+    """The dataset's sync lease, in the home's work folder (see the module's docstring)."""
+
+    def __init__(self, work: Path, dataset_id: str) -> None:
+        self.dataset_id = dataset_id
+        self.folder = work
+        self.path = work / f"{dataset_id}.lease"
 
     @contextmanager
     def _lease_lock(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".sync.lock", "a+") as fh:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / f"{self.dataset_id}.lease.lock", "a+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
@@ -243,13 +250,14 @@ class SharingStore:
 
     def lease(self) -> Lease | None:
         """The lease as written (stale or not); None when no run holds it."""
-        path = self.root / LEASE
+        path = self.path
         try:
-            doc = json.loads(path.read_bytes())
-            return Lease(**doc)
+            lease = Lease(**json.loads(path.read_bytes()))
+            datetime.fromisoformat(lease.renewed_at)
+            return lease
         except FileNotFoundError:
             return None
-        except (UnicodeDecodeError, json.JSONDecodeError, TypeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError):
             raise IntegrityError(f"{self.dataset_id}: the sync lease {path} is unreadable; make sure no sync of "
                                  f"{self.dataset_id} runs, then remove it") from None
 
@@ -267,7 +275,7 @@ class SharingStore:
                     if current is not None and current.run_id != run_id:
                         _log.warning("%s: taking over the stale sync lease of %s", self.dataset_id, current.describe())
                     lease = _lease(run_id, scope, now, current if current and current.run_id == run_id else None)
-                    write_atomic(self.root / LEASE, json.dumps(asdict(lease)))
+                    write_atomic(self.path, json.dumps(asdict(lease)))
                     return lease
             if time.monotonic() >= deadline:
                 raise TemporaryFailure(
@@ -285,7 +293,7 @@ class SharingStore:
         with self._lease_lock():
             current = self.lease()
             if current is not None and current.run_id == run_id:
-                (self.root / LEASE).unlink(missing_ok=True)
+                self.path.unlink(missing_ok=True)
 
 
 def _lease(run_id: str, scope: LeaseScope, now: datetime, renewed: Lease | None) -> Lease:

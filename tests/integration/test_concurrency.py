@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from sharing.store import SharingStore
+from sharing.store import SyncLease
 from tests.integration.syncing import DATASET, ROOT, Place, new_place
 
 pytestmark = pytest.mark.integration
@@ -25,8 +25,8 @@ pytestmark = pytest.mark.integration
 HOLDER = """
 import sys, time
 from pathlib import Path
-from sharing.store import SharingStore
-SharingStore(Path(sys.argv[1]), "population").hold("holder-run", sys.argv[2])
+from sharing.store import SyncLease
+SyncLease(Path(sys.argv[1]), "population").hold("holder-run", sys.argv[2])
 print("held", flush=True)
 time.sleep(600)
 """
@@ -76,7 +76,7 @@ def test_two_syncs_started_together_publish_each_change_once(case: Together, onc
         assert f"held by run {holder}" in err
     assert published(place) == once
     assert "verified" in place.ok("verify", DATASET)
-    assert place.stray_files() == [] and not (place.store / ".sync.lease").exists()
+    assert place.stray_files() == [] and not (place.home / "work" / f"{DATASET}.lease").exists()
 
 
 @dataclass(frozen=True)
@@ -102,11 +102,11 @@ HELD = [
 def test_a_held_lease_is_named_and_a_dead_one_taken_over(case: Held, once, tmp_path: Path, demo_sources) -> None:
     place = new_place(tmp_path, demo_sources)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(place.home / "store"), case.scope],
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(place.home / "work"), case.scope],
                               stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert holder.stdout.readline().strip() == "held"
-        store = SharingStore(place.home / "store", DATASET)
+        store = SyncLease(place.home / "work", DATASET)
         lease = store.lease()
         assert (lease.run_id, lease.pid, lease.host) == ("holder-run", holder.pid, socket.gethostname())
         if case.kill_holder:
@@ -114,7 +114,7 @@ def test_a_held_lease_is_named_and_a_dead_one_taken_over(case: Held, once, tmp_p
             holder.wait(timeout=30)
         if case.renewed_ago is not None:
             at = (datetime.now(timezone.utc) - case.renewed_ago).isoformat()
-            (store.root / ".sync.lease").write_text(json.dumps(asdict(replace(lease, renewed_at=at))), encoding="utf-8")
+            store.path.write_text(json.dumps(asdict(replace(lease, renewed_at=at))), encoding="utf-8")
         done = place.run("sync", DATASET)
         assert done.returncode == case.exit_code, done.stderr
         assert case.message in done.stdout + done.stderr

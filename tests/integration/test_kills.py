@@ -61,4 +61,4 @@ def test_a_killed_sync_is_finished_by_the_next(case: Case, clean, tmp_path: Path
     assert state["watermark"].replace("T", " ")[:19] == head["watermark_to"].replace("T", " ")[:19]
     assert "verified" in place.ok("verify", DATASET)
     assert place.stray_files() == []
-    assert not (place.store / ".sync.lease").exists()
+    assert not (place.home / "work" / f"{DATASET}.lease").exists()
