@@ -13,7 +13,7 @@ A version becomes visible by one rename of its complete folder, so a reader sees
 whole or not at all. Version numbers are 1, 2, 3, ... and never reused.
 
 The sync lease (``SyncLease``: GOVSHARE_HOME/work/<dataset>.lease, the run that may sync the
-dataset now, and <dataset>.lease.lock, the fcntl lock taken to read and change it): one run per
+dataset now; an fcntl lock on the work folder is taken to read and change it): one run per
 dataset between plan and publish, so that two runs never decide
 against the same published state and publish the same change twice. Airflow runs the stages of
 one run as separate processes, so the lease is a file naming the run (run id, pid and host of the
@@ -240,13 +240,14 @@ class SyncLease:
 
     @contextmanager
     def _lease_lock(self) -> Iterator[None]:
+        """An fcntl lock on the work folder itself: no lock file is left behind."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / f"{self.dataset_id}.lease.lock", "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        fd = os.open(self.folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
     def lease(self) -> Lease | None:
         """The lease as written (stale or not); None when no run holds it."""
