@@ -204,13 +204,21 @@ def _verify(args: argparse.Namespace) -> int:
     from common.home import home
     from keys.keystore import Keystore
     from sharing.store import SharingStore
-    from sharing.verify import verify_dataset
+    from common.errors import IntegrityError
+    from sharing.verify import check_consistency, verify_dataset
 
     ds = load_catalog().dataset(args.dataset)
     h = home().require_initialised()
-    chain = verify_dataset(SharingStore(h.store, ds.id), Keystore(h.keystore), args.version)
+    store, keystore = SharingStore(h.store, ds.id), Keystore(h.keystore)
+    found = check_consistency(store, keystore, h.state)  # store, sync state and state index agree
+    if found.pending is not None:
+        raise IntegrityError(f"{ds.id}: version {found.pending.version} (run {found.pending_run}) is visible but its "
+                             f"publish was interrupted before the sync state recorded it; the next "
+                             f"'govshare sync {ds.id}' finishes it")
+    chain = verify_dataset(store, keystore, args.version)
     print(f"{ds.id}: versions 1..{chain.head.version} verified: signatures, manifest chain, "
-          f"{chain.files_checked} file digests; head manifest sha256 {chain.head.digest}")
+          f"{chain.files_checked} file digests, sync state and state index at version {found.state.version}; "
+          f"head manifest sha256 {chain.head.digest}")
     return 0
 
 

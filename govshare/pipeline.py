@@ -6,6 +6,11 @@ results (common.run) and files in the run's work folder (personal data in them e
 rest), so a retried task redoes only its own stage. The watermark advances only in publish,
 after the version is visible.
 
+Every stage starts by taking the dataset's sync lease (sharing.store: one run per dataset from
+plan to publish), finishing the publish of a run that was killed after its version became
+visible, removing what killed runs left half-made, and checking store, state and index against
+each other (sharing.verify.check_consistency), so a damaged home fails before a row is read.
+
 This module is wiring: each rule it applies lives in the library below it (the gate in
 validation.gate, quarantine cases in validation.quarantine, the version's files in
 sharing.publish, lineage in lineage/).
@@ -16,10 +21,11 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from common.catalog import Catalog, load_catalog
-from common.errors import GateBlocked, InternalError
+from common.errors import GateBlocked, IntegrityError, InternalError
+from common.faults import checkpoint
 from common.home import Home
 from common.home import home as default_home
 from common.run import (
@@ -56,15 +62,55 @@ class SyncResult:
 
 
 def start(dataset_id: str, run_id: str | None = None, full: bool = False,
-          catalog: Catalog | None = None, home: Home | None = None) -> Run:
-    """Open a run (a fresh one, or the run with this id whose plan fixed its mode)."""
+          catalog: Catalog | None = None, home: Home | None = None, hold: Literal["process", "run"] = "run") -> Run:
+    """Open a run (a fresh one, or the run with this id whose plan fixed its mode), holding the
+    dataset's sync lease: ``hold="run"`` across the task processes of an Airflow run,
+    ``"process"`` for a whole sync in this process (sharing.store explains the staleness rule)."""
+    from sharing.store import SyncLease
+
     catalog = catalog or load_catalog()
     home = (home or default_home()).require_initialised()
     gx_setting()  # a wrong GOVSHARE_GX fails here, before anything is planned
     run = Run(catalog.dataset(dataset_id), home, new_run_id(run_id), full)
-    run.folder.mkdir(parents=True, exist_ok=True)
-    planned = run.plan
-    return Run(run.dataset, home, run.run_id, planned.full) if planned else run
+    lease = SyncLease(home.work, run.dataset.id)
+    lease.hold(run.run_id, hold)  # exit 75 naming the holder when another run syncs the dataset
+    try:
+        planned = run.plan
+        run = Run(run.dataset, home, run.run_id, planned.full) if planned else run
+        _recover(run)
+        run.folder.mkdir(parents=True, exist_ok=True)
+    except BaseException:
+        if hold == "process":
+            lease.release(run.run_id)
+        raise
+    return run
+
+
+def _recover(run: Run) -> None:
+    """Before a stage: finish the publish of a run killed after its version became visible, remove
+    what killed runs left, and check the store against state and index."""
+    from sharing.state import discard_temporary
+    from sharing.store import SharingStore
+    from sharing.verify import check_consistency
+
+    ds, store = run.dataset, SharingStore(run.home.store, run.dataset.id)
+    keystore = Keystore(run.home.keystore)
+    found = check_consistency(store, keystore, run.home.state, repair=True)
+    interrupted = found.pending_run
+    if interrupted is not None and interrupted != run.run_id:
+        dead = Run(ds, run.home, interrupted)
+        if dead.plan is not None and dead.load(Protected) is not None:
+            publish(Run(ds, run.home, interrupted, dead.plan.full))  # records the version; publishes nothing
+        elif not run.full:
+            raise IntegrityError(f"{ds.id}: version {found.pending.version} (run {interrupted}) is visible but its "
+                                 f"publish was interrupted before the state recorded it, and the run's work folder "
+                                 f"{dead.folder} is gone; run 'govshare sync {ds.id} --full' to rebuild the state")
+    store.discard_others(run.run_id)
+    discard_temporary(run.home.state, ds.id)
+    for folder in (run.home.work / ds.id).glob("*"):
+        if folder.name != run.run_id:
+            shutil.rmtree(folder, ignore_errors=True)
+    check_consistency(store, keystore, run.home.state, repair=run.full)
 
 
 # -- stages ----------------------------------------------------------------------------------
@@ -144,6 +190,7 @@ def ingest(run: Run, part: int = 0) -> Validated:
                     staged.write(_append(verdict.good, key_ref, fingerprint))
                     cross.add(verdict.good)
                     rejected.write(verdict.rejected, hasher)
+                    checkpoint("extract")
             finally:
                 staging = staged.close()
         summary = validator.summary()  # waits for the GX worker's counts
@@ -156,6 +203,7 @@ def ingest(run: Run, part: int = 0) -> Validated:
                        good_deletes=staging.deletes, rejected=rejected.rows, summary=summary,
                        gx=GxUse(validator.gx_where, round(validator.gx_seconds, 3), validator.gx_worker_peak_kib))
     run.save(result, part)
+    checkpoint("staged")
     return result
 
 
@@ -177,6 +225,7 @@ def protect(run: Run) -> Protected | None:
     staged = StagedRun(run.folder, tuple(run.require(Staged, p) for p in run.parts))
     protected = write_version_files(SharingStore(run.home.store, ds.id), index, ds, keystore, staged, run.run_id,
                                     run.full)
+    checkpoint("protect")
     _gate(run, keystore, protected, state_rows)
     run.save(protected)
     return protected
@@ -192,6 +241,7 @@ def publish(run: Run) -> SyncResult:
     from sharing.publish import INDEX_DELTA, publish_version
     from sharing.state import SyncState, read_state, write_state
     from sharing.store import SharingStore
+    from sharing.verify import check_consistency
 
     ds = run.dataset
     planned = run.require(Plan)
@@ -205,9 +255,16 @@ def publish(run: Run) -> SyncResult:
     record = run.record()
     quarantined = record.validate.rejected if record.validate else 0
     manifest = None
-    if protected.changes:
-        manifest = publish_version(SharingStore(run.home.store, ds.id), keystore, ds, record,
-                                   access_log=AccessLog.of(run.home, keystore).head().to_json())
+    store = SharingStore(run.home.store, ds.id)
+    found = check_consistency(store, keystore, run.home.state, repair=run.full)  # before every publish
+    if found.pending is not None and found.pending_run == run.run_id:
+        manifest = found.pending  # this run's version became visible before a crash: record it, never twice
+    elif found.pending is not None and not run.full:
+        raise IntegrityError(f"{ds.id}: version {found.pending.version} of run {found.pending_run} is not recorded in "
+                             f"the sync state; run 'govshare sync {ds.id}' to finish it first")
+    elif protected.changes:
+        manifest = publish_version(store, keystore, ds, record, access_log=AccessLog.of(run.home, keystore).head().to_json())
+    if manifest is not None:
         StateIndex(run.home.state, ds.id).add(run.file(INDEX_DELTA), manifest.version, replace=manifest.kind == "snapshot",
                                               growth=protected.new_keys - protected.deletes)
         clear_changed(run.home, ds.id, run.file(INDEX_DELTA), manifest.version)
@@ -218,7 +275,8 @@ def publish(run: Run) -> SyncResult:
     high = planned.watermark_to
     if state.watermark is not None and (high is None or state.watermark > high):
         high = state.watermark  # a lookback re-read never moves the watermark back
-    write_state(run.home.state, ds.id, SyncState(high, version or state.version, run.run_id))
+    write_state(run.home.state, ds.id, SyncState(high, version or state.version, run.run_id,
+                                                 manifest.digest if manifest else state.manifest_sha256))
     run.save(Published(utc_now(), version, manifest.digest if manifest else None))
     record = run.record()
     save_run_record(run.home, record)
@@ -233,7 +291,9 @@ def publish(run: Run) -> SyncResult:
 def sync(dataset_id: str, full: bool = False, catalog: Catalog | None = None, home: Home | None = None,
          run_id: str | None = None) -> SyncResult:
     """One whole sync outside Airflow: the same stage functions the DAG's tasks call."""
-    run = start(dataset_id, run_id, full, catalog, home)
+    from sharing.store import SyncLease
+
+    run = start(dataset_id, run_id, full, catalog, home, hold="process")
     try:
         warm_up()
         for part in plan(run):
@@ -241,8 +301,11 @@ def sync(dataset_id: str, full: bool = False, catalog: Catalog | None = None, ho
         protect(run)
         return publish(run)
     except BaseException:
-        _finish(run)  # a failed sync in a row is not resumed: what it staged would only fill the disk
+        if not _visible_unrecorded(run):
+            _finish(run)  # a failed sync in a row is not resumed: what it staged would only fill the disk
         raise
+    finally:
+        SyncLease(run.home.work, run.dataset.id).release(run.run_id)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -370,11 +433,30 @@ def _append(good, key_ref, fingerprint):  # noqa: ANN001, ANN202 - pyarrow batch
     return pa.RecordBatch.from_arrays([*good.columns, key_ref, fingerprint], schema=schema)
 
 
-def _finish(run: Run) -> None:
+def _visible_unrecorded(run: Run) -> bool:
+    """Did this run's version become visible without the state recording it (a failure late in
+    publish)? Then its work folder stays: the next sync finishes the version from it. When in
+    doubt, the folder stays too."""
+    from sharing.state import read_state
     from sharing.store import SharingStore
+
+    try:
+        store = SharingStore(run.home.store, run.dataset.id)
+        latest = store.latest()
+        if latest is None:
+            return False
+        return (store.read_manifest(latest).doc.get("run_id") == run.run_id
+                and read_state(run.home.state, run.dataset.id).version != latest)
+    except Exception:  # noqa: BLE001 - a damaged store or state: keep what the run has, the next sync says why
+        return True
+
+
+def _finish(run: Run) -> None:
+    from sharing.store import SharingStore, SyncLease
 
     SharingStore(run.home.store, run.dataset.id).discard(run.run_id)
     shutil.rmtree(run.folder, ignore_errors=True)
+    SyncLease(run.home.work, run.dataset.id).release(run.run_id)
 
 
 def _with_last(items: Iterator[T]) -> Iterator[tuple[T, bool]]:

@@ -7,7 +7,9 @@ A publish writes what it changed, not the whole state: the index is a base file
 key_ref, fingerprint, change). A key's latest delta row wins over the base; a delete removes it.
 When the deltas hold more than COMPACT_SHARE of the base's rows, or MAX_DELTAS files, they are
 folded into a new base, streaming; a snapshot replaces base and deltas. ``index.json`` keeps the
-state's row count and the versions it covers, so the gate reads the size without a scan.
+state's row count, the delta versions and the version the index is at (``version``: the store's
+head when it was written), so the gate reads the size without a scan and the pipeline can check
+index, state and store against each other (``check``; sharing.verify.check_consistency).
 
 Every change is a new file renamed into place, then the metadata: a crash between the two leaves a
 delta the metadata does not list yet, which readers ignore (the index then lags one version: the
@@ -27,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from common.errors import IntegrityError
 from common.files import replacing
 from keys.pseudonyms import FINGERPRINT, KEY_REF, last_per_ref
 from sharing.changes import INDEX_SCHEMA, VERSION
@@ -77,10 +80,44 @@ class StateIndex:
     def meta(self) -> dict[str, Any]:
         path = self.folder / META
         if path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))
+            try:
+                doc = json.loads(path.read_bytes())
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                raise self._damaged(path, "is not valid JSON") from None
+            if not (isinstance(doc, dict) and _count(doc.get("rows"))
+                    and isinstance(doc.get("deltas"), list) and all(_count(v) for v in doc["deltas"])
+                    and (doc.get("version") is None or _count(doc["version"]))):
+                raise self._damaged(path, "does not hold rows, deltas and version as numbers")
+            return doc
         if self.base.is_file():  # an index from before the deltas: the base alone
             return {"rows": pq.ParquetFile(self.base).metadata.num_rows, "deltas": []}
         return {"rows": 0, "deltas": []}
+
+    def version(self) -> int | None:
+        """The version the index is at (None: no index, or one from before it was recorded)."""
+        meta = self.meta()
+        if meta.get("version") is not None:
+            return int(meta["version"])
+        return max(int(v) for v in meta["deltas"]) if meta["deltas"] else None
+
+    def check(self) -> int | None:
+        """That the index's files are there and readable (metadata, base, every listed delta);
+        its version. IntegrityError naming the file otherwise."""
+        if not self.exists():
+            return None
+        version = self.version()
+        for path in [self.base, *(p for _, p in self.deltas())]:
+            if not path.is_file():
+                raise self._damaged(path, "is missing")
+            try:
+                pq.ParquetFile(path).metadata
+            except (OSError, pa.ArrowException):
+                raise self._damaged(path, "is not a readable Parquet file") from None
+        return version
+
+    def _damaged(self, path: Path, what: str) -> IntegrityError:
+        return IntegrityError(f"{self.dataset_id}: the state index file {path} {what}; run "
+                              f"'govshare sync {self.dataset_id} --full' to rebuild the index from a full read")
 
     def rows(self) -> int:
         """Keys in the current published state."""
@@ -135,9 +172,12 @@ class StateIndex:
 
         ``replace``: the version is a snapshot, its upserts are the whole state. Otherwise
         ``growth`` is how the state's row count changes (new keys minus deletes), as the publish
-        decision counted them (Decision.new_keys, Decision.deletes).
+        decision counted them (Decision.new_keys, Decision.deletes). A version the index is at
+        already (a publish finished again after a crash) changes nothing.
         """
         self.folder.mkdir(parents=True, exist_ok=True)
+        if self.exists() and (self.version() or 0) >= version:
+            return
         if replace:
             self._write_base(delta, version, keep_base=False)
             self._clear_deltas()
@@ -149,7 +189,7 @@ class StateIndex:
         with replacing(target) as tmp:
             tmp.write_bytes(delta.read_bytes())
         deltas = [*meta["deltas"], version]
-        self._write_meta(rows, deltas)
+        self._write_meta(rows, deltas, version)
         base_rows = pq.ParquetFile(self.base).metadata.num_rows if self.base.is_file() else 0
         delta_rows = sum(pq.ParquetFile(path).metadata.num_rows for _, path in self.deltas())
         if len(deltas) >= MAX_DELTAS or delta_rows > COMPACT_SHARE * max(base_rows, 1):
@@ -159,9 +199,9 @@ class StateIndex:
         """Fold the deltas into a new base (streaming over the base), then drop them."""
         if not self.deltas():
             return
-        rows = self.rows()
+        rows, version = self.rows(), self.version()
         self._write_base(None, None, keep_base=True)
-        self._write_meta(rows, [])
+        self._write_meta(rows, [], version)
         self._clear_deltas()
 
     def _write_base(self, snapshot: Path | None, version: int | None, keep_base: bool) -> None:
@@ -188,18 +228,22 @@ class StateIndex:
                         [upserts.column(KEY_REF), upserts.column(FINGERPRINT), versions], schema=INDEX_SCHEMA)))
                     rows += upserts.num_rows
         if snapshot is not None:
-            self._write_meta(rows, [])
+            self._write_meta(rows, [], version)
 
-    def _write_meta(self, rows: int, deltas: list[int]) -> None:
+    def _write_meta(self, rows: int, deltas: list[int], version: int | None) -> None:
         path = self.folder / META
         with replacing(path) as tmp:
-            tmp.write_text(json.dumps({"rows": rows, "deltas": deltas}), encoding="utf-8")
+            tmp.write_text(json.dumps({"rows": rows, "deltas": deltas, "version": version}), encoding="utf-8")
 
     def _clear_deltas(self) -> None:
         folder = self.folder / DELTAS
         if folder.is_dir():
             for path in folder.glob("*.parquet"):
                 path.unlink()
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def published_refs(state_dir: Path) -> Callable[[str], pa.Array | None]:

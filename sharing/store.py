@@ -7,10 +7,29 @@ Layout under GOVSHARE_HOME/store/<dataset>/:
                       upserts.parquet rows inserted or changed by this version (protected)
                       deletes.parquet keys withdrawn by this version (protected like the key)
     .staging/<run>/                   a version being assembled; invisible to readers
-    .publish.lock                     serialises publishers
+    .publish.lock                     serialises publishers (fcntl, for the commit alone)
 
 A version becomes visible by one rename of its complete folder, so a reader sees version N
 whole or not at all. Version numbers are 1, 2, 3, ... and never reused.
+
+The sync lease (``SyncLease``: GOVSHARE_HOME/work/<dataset>.lease, the run that may sync the
+dataset now; an fcntl lock on the work folder is taken to read and change it): one run per
+dataset between plan and publish, so that two runs never decide
+against the same published state and publish the same change twice. Airflow runs the stages of
+one run as separate processes, so the lease is a file naming the run (run id, pid and host of the
+process that took or renewed it last, since when), not a lock on an open file. A run takes it at
+the start of every stage (a stage of the run that holds it renews it) and gives it back when it
+finishes. A lease whose holder cannot be working any more is stale and may be taken over:
+
+- the holder's process is alive on this host (pid and its start time match): never stale;
+- ``process`` lease (``govshare sync``: plan to publish in one process): stale as soon as that
+  process is gone from this host (killed, crashed);
+- ``run`` lease (an Airflow run: a task process per stage, none alive between two tasks): stale
+  when it was last renewed more than GOVSHARE_SYNC_LEASE_TTL seconds ago (default 7200);
+- a holder on another host: the same TTL.
+
+Another run that finds the lease held waits up to GOVSHARE_SYNC_WAIT seconds (default 0), then
+fails with exit 75 (retriable) naming the run that holds it and since when.
 """
 
 from __future__ import annotations
@@ -18,21 +37,56 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
+import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from common.errors import ConfigError, IntegrityError, PublishConflict
-from common.files import canonical_json
+from common.errors import ConfigError, IntegrityError, PublishConflict, TemporaryFailure
+from common.faults import checkpoint
+from common.files import canonical_json, write_atomic
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 MANIFEST_FORMAT = "govshare-manifest/1"
 _VERSION_DIGITS = 8
+LEASE_TTL_ENV = "GOVSHARE_SYNC_LEASE_TTL"
+WAIT_ENV = "GOVSHARE_SYNC_WAIT"
+DEFAULT_LEASE_TTL = 7200.0
+LeaseScope = Literal["process", "run"]
+_POLL = 0.2
+_log = logging.getLogger("govshare.lease")
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who may sync a dataset now: the run, and the process that took or renewed it last."""
+
+    run_id: str
+    scope: LeaseScope
+    host: str
+    pid: int
+    pid_started: str | None  # the process's start time (Linux /proc), so a reused pid is not taken for it
+    since: str  # ISO time, UTC: when the run took the lease
+    renewed_at: str
+
+    def describe(self) -> str:
+        return f"run {self.run_id} (pid {self.pid} on {self.host}, since {self.since})"
+
+    def stale(self, now: datetime, ttl: float) -> bool:
+        if self.host == socket.gethostname():
+            if _started(self.pid) == self.pid_started and _alive(self.pid):
+                return False
+            if self.scope == "process":
+                return True
+        return (now - datetime.fromisoformat(self.renewed_at)).total_seconds() > ttl
 
 
 @dataclass(frozen=True)
@@ -145,16 +199,140 @@ class SharingStore:
 
         Call under publish_lock(), with version == latest() + 1.
         """
+        checkpoint("files")
+        target = self.version_dir(version)
+        if target.exists():
+            raise PublishConflict(f"{self.dataset_id} version {version} already exists: another publisher was first; retry the run")
+        if version != (self.latest() or 0) + 1:
+            raise IntegrityError(f"{self.dataset_id}: refusing to publish version {version} after version {self.latest()}: "
+                                 "version numbers run 1, 2, 3 without gaps")
         (staged / MANIFEST).write_bytes(manifest)
         (staged / SIGNATURE).write_bytes(canonical_json(signature))
         _fsync_tree(staged)
-        target = self.version_dir(version)
+        checkpoint("manifest")
         self.versions_dir.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            raise PublishConflict(f"{self.dataset_id} version {version} already exists: another publisher was first; retry the run")
         os.rename(staged, target)  # atomic on one filesystem: the version appears whole
         _fsync_dir(self.versions_dir)
+        checkpoint("visible")
         return target
+
+    def discard_others(self, run_id: str) -> list[Path]:
+        """Remove what runs other than ``run_id`` left half-made (their .staging folders, temporary
+        files): call while holding the sync lease, when no other run can be assembling a version."""
+        gone = [p for p in self.staging_dir.glob("*") if p.name != run_id]
+        gone += [p for p in self.root.glob("*.tmp")] + [p for p in self.root.glob(".*.tmp")]
+        for path in gone:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        return gone
+
+
+
+class SyncLease:
+    """The dataset's sync lease, in the home's work folder (see the module's docstring)."""
+
+    def __init__(self, work: Path, dataset_id: str) -> None:
+        self.dataset_id = dataset_id
+        self.folder = work
+        self.path = work / f"{dataset_id}.lease"
+
+    @contextmanager
+    def _lease_lock(self) -> Iterator[None]:
+        """An fcntl lock on the work folder itself: no lock file is left behind."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def lease(self) -> Lease | None:
+        """The lease as written (stale or not); None when no run holds it."""
+        path = self.path
+        try:
+            lease = Lease(**json.loads(path.read_bytes()))
+            datetime.fromisoformat(lease.renewed_at)
+            return lease
+        except FileNotFoundError:
+            return None
+        except (UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError):
+            raise IntegrityError(f"{self.dataset_id}: the sync lease {path} is unreadable; make sure no sync of "
+                                 f"{self.dataset_id} runs, then remove it") from None
+
+    def hold(self, run_id: str, scope: LeaseScope, wait: float | None = None) -> Lease:
+        """Take or renew the sync lease for ``run_id``; wait up to ``wait`` seconds (default
+        GOVSHARE_SYNC_WAIT) while another run holds it, then TemporaryFailure (exit 75)."""
+        wait = _seconds(WAIT_ENV, 0.0) if wait is None else wait
+        deadline = time.monotonic() + wait
+        told = False
+        while True:
+            with self._lease_lock():
+                now = datetime.now(timezone.utc)
+                current = self.lease()
+                if current is None or current.run_id == run_id or current.stale(now, _seconds(LEASE_TTL_ENV, DEFAULT_LEASE_TTL)):
+                    if current is not None and current.run_id != run_id:
+                        _log.warning("%s: taking over the stale sync lease of %s", self.dataset_id, current.describe())
+                    lease = _lease(run_id, scope, now, current if current and current.run_id == run_id else None)
+                    write_atomic(self.path, json.dumps(asdict(lease)))
+                    return lease
+            if time.monotonic() >= deadline:
+                raise TemporaryFailure(
+                    f"{self.dataset_id}: another sync holds the dataset: {current.describe()}, last renewed "
+                    f"{current.renewed_at}; nothing was read or published, retry when it has finished "
+                    f"(or wait for it: {WAIT_ENV}=SECONDS)")
+            if not told:
+                _log.warning("%s: waiting up to %.0f s for the sync lease held by %s", self.dataset_id, wait,
+                             current.describe())
+                told = True
+            time.sleep(_POLL)
+
+    def release(self, run_id: str) -> None:
+        """Give the lease back if ``run_id`` holds it."""
+        with self._lease_lock():
+            current = self.lease()
+            if current is not None and current.run_id == run_id:
+                self.path.unlink(missing_ok=True)
+
+
+def _lease(run_id: str, scope: LeaseScope, now: datetime, renewed: Lease | None) -> Lease:
+    pid = os.getpid()
+    fresh = Lease(run_id, scope, socket.gethostname(), pid, _started(pid), now.isoformat(), now.isoformat())
+    return replace(fresh, since=renewed.since) if renewed else fresh
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _started(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a number of seconds") from None
+    if value < 0:
+        raise ConfigError(f"{name}={raw!r}: expected a number of seconds, 0 or more")
+    return value
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -1,7 +1,24 @@
-"""Verification of published versions: signatures, the manifest chain and file digests.
+"""Verification of published versions: signatures, the manifest chain and file digests; and of
+the store against the sync state and the state index (``check_consistency``).
 
 Any mismatch raises IntegrityError (exit 3). Nothing is trusted that was not checked: readers
-(``govshare pull``) verify the chain up to the version they serve and every file they read.
+(``govshare pull``) verify the chain up to the version they serve and every file they read, and
+a sync checks store, state and index against each other before it reads a row and again before
+it publishes.
+
+What store and state may be (N: the store's newest version; S: the version the state records):
+
+- no store, no state: a fresh dataset, fine;
+- S == N, the state's manifest digest that of N, the index at N: fine;
+- N == S + 1 (S none: N == 1): a publish made N visible and was interrupted before it recorded
+  it (``pending``); the pipeline finishes that run's publish from its work folder;
+- S > N, or the digest of S differs: versions were removed or replaced in the store. Never
+  repaired by a sync (it would reuse the numbers): restore the store;
+- the store holds versions but there is no state (or a state several versions behind, or an
+  index that is missing or at another version): the state is refused; ``govshare sync DATASET
+  --full`` adopts the store after verifying its chain and head files, and its snapshot version
+  N+1 rebuilds state and index (``repair=True``);
+- an unreadable state file or index file: exit 3 naming the file, never repaired silently.
 """
 
 from __future__ import annotations
@@ -13,6 +30,8 @@ from pathlib import Path
 from common.errors import IntegrityError
 from common.files import sha256_file
 from keys.keystore import Keystore
+from sharing.index import StateIndex
+from sharing.state import SyncState, read_state, state_exists, state_path
 from sharing.store import MANIFEST, SIGNATURE, Manifest, SharingStore
 
 
@@ -106,3 +125,81 @@ def _inside(folder: Path, relative: str, dataset: str, version: int) -> Path:
 
 def _ranges(numbers: list[int]) -> str:
     return ", ".join(str(n) for n in numbers[:10]) + (" ..." if len(numbers) > 10 else "")
+
+
+@dataclass(frozen=True)
+class Consistency:
+    """What check_consistency found: the verified head, the state, and a pending version."""
+
+    head: Manifest | None
+    state: SyncState
+    index_version: int | None
+    pending: Manifest | None  # the head, made visible by a publish that did not record it
+
+    @property
+    def pending_run(self) -> str | None:
+        return self.pending.doc.get("run_id") if self.pending else None
+
+
+def check_consistency(store: SharingStore, keystore: Keystore, state_dir: Path, repair: bool = False) -> Consistency:
+    """Check the store (chain, signatures, the head's files), the state and the index against each
+    other (see the module's docstring). ``repair``: a full snapshot is about to rebuild state and
+    index, so only the store must be sound and no version may be missing."""
+    ds = store.dataset_id
+    state = read_state(state_dir, ds)
+    index_version = StateIndex(state_dir, ds).check()
+    latest = store.latest()
+    head = verify_chain(store, keystore, latest)[-1] if latest else None
+    if head is not None:
+        verify_files(store, head)
+    recorded = state.version or 0
+    _check_not_lost(store, state_dir, state, latest, index_version)
+    if state.version is not None and state.manifest_sha256 is not None:
+        found = store.read_manifest(state.version).digest
+        if found != state.manifest_sha256:
+            raise IntegrityError(
+                f"{ds} version {state.version}: its manifest is not the one published (sha256 {found[:16]}..., the sync "
+                f"state {state_path(state_dir, ds)} recorded {state.manifest_sha256[:16]}...): the version was replaced; "
+                "restore the store from a backup")
+    pending = head if latest is not None and latest == recorded + 1 else None
+    if not repair:
+        _check_state_follows(store, state_dir, state, latest, index_version, pending)
+    return Consistency(head, state, index_version, pending)
+
+
+def _check_not_lost(store: SharingStore, state_dir: Path, state: SyncState, latest: int | None,
+                    index_version: int | None) -> None:
+    """State and index never name a version the store does not hold: publishing would reuse it."""
+    ds = store.dataset_id
+    for witness, version in ((f"the sync state {state_path(state_dir, ds)}", state.version),
+                             (f"the state index {StateIndex(state_dir, ds).folder}", index_version)):
+        if version is not None and version > (latest or 0):
+            newest = f"is version {latest}" if latest else "is missing (no version at all)"
+            raise IntegrityError(
+                f"{ds}: {witness} is at version {version} but the store's newest version {newest}: "
+                f"version(s) {_ranges(list(range((latest or 0) + 1, version + 1)))} are missing from {store.versions_dir}; "
+                "restore the store from a backup (a sync would reuse the version numbers, so none runs)")
+
+
+def _check_state_follows(store: SharingStore, state_dir: Path, state: SyncState, latest: int | None,
+                         index_version: int | None, pending: Manifest | None) -> None:
+    """The state (and the index) are at the store's head, or one behind it with the head pending."""
+    ds = store.dataset_id
+    repair = f"run 'govshare sync {ds} --full' to adopt the verified store and rebuild the state with a full snapshot"
+    if latest is not None and pending is None and (state.version or 0) < latest:
+        if not state_exists(state_dir, ds):
+            raise IntegrityError(f"{ds}: the store holds versions 1..{latest} but there is no sync state "
+                                 f"({state_path(state_dir, ds)}); {repair}")
+        raise IntegrityError(f"{ds}: the sync state {state_path(state_dir, ds)} is at version {state.version} "
+                             f"but the store's newest version is {latest}; {repair}")
+    index = StateIndex(state_dir, ds)
+    if state.version is not None and not index.exists():
+        raise IntegrityError(f"{ds}: the state index {index.folder} is missing (the state is at version "
+                             f"{state.version}); {repair}")
+    if state.manifest_sha256 is not None and index.exists() and index_version is None:
+        raise IntegrityError(f"{ds}: the state index {index.folder} has no index.json (the state is at version "
+                             f"{state.version}); {repair}")
+    allowed = {state.version} | ({pending.version} if pending else set())
+    if index_version is not None and index_version not in allowed:
+        raise IntegrityError(f"{ds}: the state index {index.folder} is at version {index_version} but the sync state "
+                             f"is at version {state.version}; {repair}")
