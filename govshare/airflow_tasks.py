@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from common.errors import GovshareError
+
 
 def run_stage(stage: str, dataset_id: str, airflow_run_id: str, *, part: int | None = None, full: bool = False) -> Any:
     from airflow.sdk.exceptions import AirflowFailException
 
-    from common.errors import GovshareError
     from govshare.cli import quiet_libraries
 
     quiet_libraries()
@@ -24,7 +25,20 @@ def run_stage(stage: str, dataset_id: str, airflow_run_id: str, *, part: int | N
     except GovshareError as exc:
         if exc.retriable:
             raise
+        _release(dataset_id, airflow_run_id)  # a run failed for good must not hold the dataset for the lease's TTL
         raise AirflowFailException(" | ".join(exc.lines())) from exc
+
+
+def _release(dataset_id: str, airflow_run_id: str) -> None:
+    """Give up the dataset's sync lease if this run holds it (clearing the task later takes it anew)."""
+    from common.home import home
+    from common.run import new_run_id
+    from sharing.store import SyncLease
+
+    try:
+        SyncLease(home().work, dataset_id).release(new_run_id(airflow_run_id))
+    except (OSError, GovshareError):
+        pass  # the original failure is what the task reports; a lease that cannot be released expires
 
 
 def _run(stage: str, dataset_id: str, airflow_run_id: str, part: int | None, full: bool) -> Any:
