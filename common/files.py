@@ -75,6 +75,13 @@ PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
 
 
+def keep_private() -> None:
+    """From now on, files and folders this process creates are its user's alone (0600 / 0700),
+    whatever the umask it was started with: pyarrow, SQLite and every other writer included. The
+    command boundaries (the CLI, the Airflow task adapter) call it first."""
+    os.umask(0o077)
+
+
 def private_dir(folder: Path) -> Path:
     """Make ``folder`` and its missing parents, each created 0700 (folders that already exist
     are left as they are: a pull into /tmp/x must not change /tmp)."""

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from common.files import keep_private
 from common.errors import ConfigError, GovshareError
 from common.oserrors import storage_error
 
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    keep_private()  # personal data in everything written: 0600 files, 0700 folders
     quiet_libraries()
     args: argparse.Namespace | None = None
     try:

@@ -33,6 +33,15 @@ EXPECTED = [
     ("home/reports/quality/population/*.json", 0o600),
     ("home/reports/quality/population/*.html", 0o600),
     ("home/reports/quality/population", 0o700),
+    ("home/quarantine", 0o700),
+    ("home/quarantine/population", 0o700),
+    ("home/quarantine/population/*.parquet", 0o600),  # rejected rows and the cases
+    ("home/quarantine/population/*.json", 0o600),
+    ("home/store/population/versions/00000001", 0o700),
+    ("home/store/population/versions/00000001/*", 0o600),  # the published set: names in the clear
+    ("home/state/population.json", 0o600),
+    ("home/lineage/runs/population/*.json", 0o600),
+    ("home/keystore", 0o700),
 ]
 
 
