@@ -87,18 +87,20 @@ class SqliteSource(SqlSource):
         """The greatest text MAX that parses as a usable time; unreadable values at the top are
         stepped over one distinct value at a time (each an index seek)."""
         layout = self.layout()
-        text = sa.cast(sa.column(layout.updated_at), sa.Text)
-        clauses = [text >= WATERMARK_FLOOR.strftime(_TS_TEXT), text.op("GLOB")(_TIME_GLOB)]
+        updated = sa.column(layout.updated_at)
+        clauses = [updated >= WATERMARK_FLOOR.strftime(_TS_TEXT), updated.op("GLOB")(_TIME_GLOB)]
         if cap is not None:
-            clauses.append(text < (cap + timedelta(days=1)).strftime("%Y-%m-%d"))
+            clauses.append(updated < (cap + timedelta(days=1)).strftime("%Y-%m-%d"))
         below: str | None = None
         with self._unavailable("reading the high watermark"), self.engine().connect() as conn:
             for _ in range(_HIGH_WATERMARK_TRIES):
-                where = clauses if below is None else [*clauses, text < below]
-                top = conn.execute(sa.select(sa.func.max(text)).select_from(sa.table(layout.table)).where(*where)).scalar()
+                where = clauses if below is None else [*clauses, updated < below]
+                # ORDER BY ... LIMIT 1, not MAX(): a backward walk of the index that stops at once
+                top = conn.execute(sa.select(updated).select_from(sa.table(layout.table)).where(*where)
+                                   .order_by(updated.desc()).limit(1)).scalar()
                 if top is None:
                     return None
-                value = self._usable_time(top, cap)
+                value = self._usable_time(str(top), cap)
                 if value is not None:
                     return value
                 below = top
@@ -163,12 +165,15 @@ class SqliteSource(SqlSource):
         """Rows the window's text filter leaves out whose text may be no usable time: NULL, not
         shaped like one, before the floor, from the cap's second on (judged when parsed)."""
         assert window.cap is not None
-        text = sa.cast(updated, sa.Text)
+        # On the column itself, not a cast: the index on updated_at answers it (a number sorts
+        # before any text in SQLite, so it is a candidate by the floor).
+        # Text of another shape sorts outside [floor, cap) too ('yesterday', '', '2026/11/20'),
+        # except the odd one inside it ('2026-1-5'): that one is judged when a window meets it
+        # (every full read does).
         candidate = sa.or_(
             updated.is_(None),
-            sa.not_(text.op("GLOB")(_TIME_GLOB)),
-            text < sa.bindparam("floor_text", WATERMARK_FLOOR.strftime(_TS_TEXT)),
-            text >= sa.bindparam("cap_second", window.cap.strftime(_TS_TEXT)),
+            updated < sa.bindparam("floor_text", WATERMARK_FLOOR.strftime(_TS_TEXT)),
+            updated >= sa.bindparam("cap_second", window.cap.strftime(_TS_TEXT)),
         )
         if window.empty:
             return candidate
