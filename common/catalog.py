@@ -33,6 +33,7 @@ SharingClass = Literal["unconditional", "conditional", "none"]
 Sensitivity = Literal["public", "internal", "personal", "sensitive_personal"]
 FieldType = Literal["string", "date", "timestamp", "decimal", "int"]
 KeySource = Literal["local", "external"]
+BadWatermark = Literal["quarantine", "fail"]  # a source row whose updated_at is no usable watermark
 Status = Literal["active", "suspended", "revoked"]  # of a subscriber and of an approval
 
 SHARING_LABELS: dict[str, str] = {
@@ -51,6 +52,10 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 DEFAULT_LOOKBACK = timedelta(hours=1)
 DEFAULT_PART_ROWS = 2_000_000
+# How far past now (at the sources' zone) an updated_at may lie, for clocks that run ahead; a run
+# reads up to now + this at most, so the watermark never passes it.
+DEFAULT_FUTURE_TOLERANCE = timedelta(days=1)
+MAX_FUTURE_TOLERANCE = timedelta(days=366)
 MAX_LISTED_PROBLEMS = 30  # a hostile catalog cannot flood the terminal; the count is always given
 MAX_PROBLEM_CHARS = 300
 
@@ -98,6 +103,8 @@ class Dataset:
     gate: Gate = Gate()
     lookback: timedelta = DEFAULT_LOOKBACK  # re-read window before the watermark for late commits
     part_rows: int = DEFAULT_PART_ROWS  # a full read larger than this is split into key-range parts
+    future_tolerance: timedelta = DEFAULT_FUTURE_TOLERANCE  # updated_at after now + this: no usable watermark
+    bad_watermark: BadWatermark = "quarantine"  # such rows quarantined, or the run stopped (exit 2)
 
     def field(self, name: str) -> Field:
         for f in self.fields:
@@ -222,7 +229,8 @@ DATASET_SHAPE = Keys({
     "kind": None, "id": None, "title": None, "provider": None, "key": None, "schedule": None,
     "checks": None,  # each check's parameters are checked against the check vocabulary
     "source": Keys(dict.fromkeys(
-        ("connection", "table", "watermark_column", "deleted_column", "lookback", "part_rows"))),
+        ("connection", "table", "watermark_column", "deleted_column", "lookback", "part_rows",
+         "future_tolerance", "bad_watermark"))),
     "protection": Keys(dict.fromkeys(("footer_key", "conditional_key"))),
     "gate": Keys(dict.fromkeys(
         ("max_rejected_share", "max_missing_required_share", "min_snapshot_ratio", "max_delete_share"))),
@@ -401,6 +409,12 @@ class _Loader:
             else:
                 self.problem(where, f"source.lookback {show(raw_lookback)} must be a duration like '1h', '30m', '3600s'")
 
+        future_tolerance = self._future_tolerance(where, source)
+        bad_watermark = source.get("bad_watermark", "quarantine")
+        if not _among(bad_watermark, get_args(BadWatermark)):
+            self.problem(where, f"source.bad_watermark {show(bad_watermark)} must be one of: {', '.join(get_args(BadWatermark))}")
+            bad_watermark = "quarantine"
+
         part_rows = source.get("part_rows", DEFAULT_PART_ROWS)
         if not isinstance(part_rows, int) or isinstance(part_rows, bool) or part_rows < 1000:
             self.problem(where, f"source.part_rows must be a whole number of at least 1000, not {show(part_rows)}")
@@ -428,7 +442,21 @@ class _Loader:
             gate=Gate(**gate_values),
             lookback=lookback,
             part_rows=part_rows,
+            future_tolerance=future_tolerance,
+            bad_watermark=bad_watermark,
         )
+
+    def _future_tolerance(self, where: str, source: dict[str, Any]) -> timedelta:
+        raw = source.get("future_tolerance")
+        if raw is None:
+            return DEFAULT_FUTURE_TOLERANCE
+        m = _DURATION.match(str(raw).strip()) if not isinstance(raw, bool) else None
+        value = timedelta(**{_UNITS[m.group(2)]: int(m.group(1))}) if m else None
+        if value is None or value > MAX_FUTURE_TOLERANCE:
+            self.problem(where, f"source.future_tolerance {show(raw)} must be a duration like '1d', '6h', '0s', "
+                                f"at most {MAX_FUTURE_TOLERANCE.days}d")
+            return DEFAULT_FUTURE_TOLERANCE
+        return value
 
     def _fields(self, where: str, raw: Any) -> tuple[Field, ...]:
         if not isinstance(raw, dict) or not raw:

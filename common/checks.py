@@ -70,6 +70,13 @@ CHECKS: dict[str, CheckSpec] = {
 }
 
 
+# Not a catalog's to name: every dataset has it, on its watermark column (rule ``updated_at.watermark``).
+WATERMARK_CHECK = CheckSpec(
+    "watermark", "field",
+    doc="the source's change time is a readable time from 1900-01-01 and not after now + source.future_tolerance",
+)
+
+
 def check_problems(check: Check) -> list[str]:
     """What is wrong with one check declaration (empty when it is fine)."""
     spec = CHECKS.get(check.name)

@@ -62,4 +62,6 @@ def home() -> Home:
     """GOVSHARE_HOME, default ./var under the project root."""
     raw = os.environ.get("GOVSHARE_HOME")
     root = Path(raw).expanduser() if raw else PROJECT_ROOT / "var"
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"GOVSHARE_HOME {root} is not a folder: point GOVSHARE_HOME at a folder (it is created if missing)")
     return Home(root.resolve())

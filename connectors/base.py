@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from common.catalog import Dataset
 
 DEFAULT_BATCH_ROWS = 100_000
+# The earliest updated_at taken as a change time. Earlier values (0000-00-00, years BC, 1899)
+# are no usable watermark, like NULL, unreadable text and times after a run's cap (now plus the
+# catalog's source.future_tolerance): such rows never move the watermark (see read_batches).
+WATERMARK_FLOOR = datetime(1900, 1, 1)
 
 # A range of the source key column: lo inclusive, hi exclusive, None an open end. Plain text so
 # that it travels through XCom to a mapped Airflow task as it is.
@@ -41,20 +45,30 @@ class Source(Protocol):
         """Fail with ConfigError naming every missing table or column, before any row is read."""
         ...
 
-    def high_watermark(self) -> datetime | None:
-        """The greatest updated_at at the source, None when the view is empty."""
+    def high_watermark(self, cap: datetime | None = None) -> datetime | None:
+        """The greatest usable updated_at at the source (from WATERMARK_FLOOR, not after ``cap``),
+        None when there is none."""
+        ...
+
+    def count_unusable(self, cap: datetime) -> int:
+        """How many rows have no usable updated_at: NULL, unreadable, before WATERMARK_FLOOR or after cap."""
         ...
 
     def read_batches(
         self,
         after: datetime | None,
-        upto: datetime,
+        upto: datetime | None,
         batch_rows: int = DEFAULT_BATCH_ROWS,
         key_range: KeyRange | None = None,
+        cap: datetime | None = None,
     ) -> Iterator[pa.RecordBatch]:
-        """Rows with after < updated_at <= upto (after None: all up to upto), in no particular
-        order (no server-side sort), streamed in batches of at most batch_rows rows. With a
-        key_range, only the rows whose source key is in it."""
+        """Rows with after < updated_at <= upto (after None: all from WATERMARK_FLOOR; upto None:
+        none), in no particular order (no server-side sort), streamed in batches of at most
+        batch_rows rows. With a key_range, only the rows whose source key is in it.
+
+        Without a cap an unreadable updated_at in the window is a ConfigError. With a cap (upto
+        must not pass it), every row of no usable updated_at (count_unusable) is yielded as
+        well, after the window's rows, with updated_at NULL: validation quarantines it."""
         ...
 
     def count(self, after: datetime | None, upto: datetime, *, exact: bool = True) -> int:
@@ -143,6 +157,16 @@ def _read_ahead(source: Iterator[pa.RecordBatch], ahead, stop) -> None:  # noqa:
     except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
         put(("error", exc))
     finally:
-        close = getattr(source, "close", None)
-        if close is not None:
-            close()
+        _close_quietly(source, put)
+
+
+def _close_quietly(source: Iterator[pa.RecordBatch], put) -> None:  # noqa: ANN001 - the thread's put
+    """Close the source in its thread; a failure to close reaches the caller, never the thread's
+    own excepthook (which would print a traceback)."""
+    close = getattr(source, "close", None)
+    if close is None:
+        return
+    try:
+        close()
+    except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
+        put(("error", exc))

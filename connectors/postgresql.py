@@ -106,14 +106,17 @@ class PostgresSource(SqlSource):
             conn = adbc.connect(self._postgres_uri())
             try:
                 cursor = conn.cursor()
-                if self.statement_timeout_s is not None:
-                    cursor.execute(_statement_timeout_sql(self.statement_timeout_s))
-                cursor.adbc_statement.set_options(**{_ADBC_PG_BATCH_BYTES: str(_PG_BATCH_BYTES)})
-                cursor.execute(sql)
-                for batch in cursor.fetch_record_batch():
-                    columns = [storage_of(column) for column in batch.columns]
-                    for offset in range(0, batch.num_rows, batch_rows):
-                        yield [column.slice(offset, batch_rows) for column in columns]
+                try:
+                    if self.statement_timeout_s is not None:
+                        cursor.execute(_statement_timeout_sql(self.statement_timeout_s))
+                    cursor.adbc_statement.set_options(**{_ADBC_PG_BATCH_BYTES: str(_PG_BATCH_BYTES)})
+                    cursor.execute(sql)
+                    for batch in cursor.fetch_record_batch():
+                        columns = [storage_of(column) for column in batch.columns]
+                        for offset in range(0, batch.num_rows, batch_rows):
+                            yield [column.slice(offset, batch_rows) for column in columns]
+                finally:
+                    cursor.close()
             finally:
                 conn.close()
 

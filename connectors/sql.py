@@ -44,7 +44,7 @@ from sqlalchemy.pool import NullPool
 from common.errors import ConfigError, SourceUnavailable
 from common.schema import IS_DELETED, UPDATED_AT, arrow_type, source_schema
 from common.times import SOURCE_ZONE, SOURCE_ZONE_NAME
-from connectors.base import DEFAULT_BATCH_ROWS, KeyRange
+from connectors.base import DEFAULT_BATCH_ROWS, WATERMARK_FLOOR, KeyRange
 
 if TYPE_CHECKING:
     from common.catalog import Dataset
@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 Driver = Literal["auto", "adbc", "sqlalchemy"]
 
 _MIDNIGHT_SUFFIX = r"^(\d{4}-\d{2}-\d{2})[ T]00:00(:00(\.0*)?)?$"
+# The spellings of a time the canonical parse accepts (Arrow's ISO 8601 cast), fields in range.
+_TIME_TEXT = r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])([ T]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?)?$"
 
 
 @dataclass(frozen=True)
@@ -79,11 +81,23 @@ class Layout:
 
 @dataclass(frozen=True)
 class Window:
-    """What one statement reads: after < updated_at <= upto, key in [lo, hi)."""
+    """What one statement reads: after < updated_at <= upto, key in [lo, hi) (upto None: no row).
+
+    With a ``cap``, rows whose updated_at is no usable watermark (unreadable, before
+    WATERMARK_FLOOR or after the cap) are yielded too, with updated_at NULL: those the window's
+    statement meets, and (``unusable``) the statement of all the others.
+    """
 
     after: datetime | None
-    upto: datetime
+    upto: datetime | None
     key_range: KeyRange = (None, None)
+    cap: datetime | None = None
+    unusable: bool = False
+
+    @property
+    def empty(self) -> bool:
+        """No row can have a usable updated_at in (after, upto]."""
+        return self.upto is None or (self.after is not None and self.after >= self.upto)
 
 
 class SqlSource:
@@ -135,9 +149,14 @@ class SqlSource:
         self._layout = None
         self.layout()
 
-    def high_watermark(self) -> datetime | None:
+    def high_watermark(self, cap: datetime | None = None) -> datetime | None:
+        """The greatest usable updated_at: not before WATERMARK_FLOOR and (with a cap) not after it."""
         layout = self.layout()
-        stmt = sa.select(sa.func.max(sa.column(layout.updated_at))).select_from(sa.table(layout.table))
+        updated = sa.column(layout.updated_at)
+        clauses = [updated >= sa.bindparam("floor", WATERMARK_FLOOR, type_=sa.DateTime)]
+        if cap is not None:
+            clauses.append(updated <= sa.bindparam("cap", _naive_local(cap), type_=sa.DateTime))
+        stmt = sa.select(sa.func.max(updated)).select_from(sa.table(layout.table)).where(*clauses)
         with self._unavailable("reading the high watermark"), self.engine().connect() as conn:
             value = conn.execute(stmt).scalar()
         if value is None:
@@ -149,23 +168,41 @@ class SqlSource:
         except ValueError:
             raise self._type_error(layout.columns[-2], "timestamp") from None
 
+    def count_unusable(self, cap: datetime) -> int:
+        """How many rows have an updated_at that is no usable watermark: NULL, unreadable, before
+        WATERMARK_FLOOR or after ``cap``. read_batches(..., cap=cap) yields them with updated_at NULL."""
+        layout = self.layout()
+        return self._count_unusable(layout, Window(None, None, cap=_naive_local(cap), unusable=True))
+
     def read_batches(
         self,
         after: datetime | None,
-        upto: datetime,
+        upto: datetime | None,
         batch_rows: int = DEFAULT_BATCH_ROWS,
         key_range: KeyRange | None = None,
+        cap: datetime | None = None,
     ) -> Iterator[pa.RecordBatch]:
         if batch_rows < 1:
             raise ConfigError(f"batch_rows must be at least 1, not {batch_rows}")
         key_range = _key_range(key_range)
         layout = self.layout()  # before any row is read
         after = _naive_local(after) if after is not None else None
-        upto = _naive_local(upto)
-        if after is not None and after >= upto:
-            return iter(())
-        raw = self._raw_batches(layout, Window(after, upto, key_range), batch_rows)
-        return self._canonical(layout, raw, after, upto)
+        upto = _naive_local(upto) if upto is not None else None
+        cap = _naive_local(cap) if cap is not None else None
+        if cap is not None and upto is not None and upto > cap:
+            raise ConfigError(f"dataset {self.dataset.id}: a read up to {upto} goes past its cap {cap}")
+        window = Window(after, upto, key_range, cap)
+        if window.empty:
+            window = Window(None, None, key_range, cap)
+        return self._windows(layout, window, batch_rows)
+
+    def _windows(self, layout: Layout, window: Window, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """The window's rows, then (with a cap) the rows of no usable watermark outside it."""
+        if not window.empty:
+            yield from self._canonical(layout, self._raw_batches(layout, window, batch_rows), window)
+        if window.cap is not None:
+            unusable = Window(window.after, window.upto, window.key_range, window.cap, unusable=True)
+            yield from self._canonical(layout, self._raw_batches(layout, unusable, batch_rows), unusable)
 
     def count(self, after: datetime | None, upto: datetime, *, exact: bool = True) -> int:
         """The number of rows with after < updated_at <= upto: exactly, or (exact=False, enough to
@@ -317,17 +354,26 @@ class SqlSource:
             text = text.replace(str(self.url.password), "***")
         return text
 
-    def _type_error(self, column: Column, expected: str) -> ConfigError:
+    def _type_error(self, column: Column, expected: str, rows: int | None = None) -> ConfigError:
+        counted = f"{rows} value(s)" if rows else "values"
         return ConfigError(
             f"dataset {self.dataset.id}: column {column.source!r} of table {self.layout().table!r} in source "
-            f"{self.connection_id} holds values that cannot be read as {expected} (field {column.name}); "
+            f"{self.connection_id} holds {counted} that cannot be read as {expected} (field {column.name}); "
             f"fix the source or the field's type in the catalog"
         )
 
     # -- statements ------------------------------------------------------------------------
 
-    def _select_list(self, layout: Layout) -> list[sa.ColumnElement[Any]]:
-        return [self._select_expr(col).label(f"c{i}") for i, col in enumerate(layout.columns)]
+    def _select_list(self, layout: Layout, window: Window | None = None) -> list[sa.ColumnElement[Any]]:
+        exprs = [self._select_expr(col) for col in layout.columns]
+        if window is not None and window.unusable and self._exact_watermarks:
+            # Every row here has no usable watermark and gets NULL: its value (0000-00-00,
+            # infinity, year 20000) need not survive the driver's conversion.
+            exprs[-2] = sa.null()
+        return [expr.label(f"c{i}") for i, expr in enumerate(exprs)]
+
+    # The SQL of a window is exact (typed timestamps); SQLite's text comparisons are a superset.
+    _exact_watermarks: ClassVar[bool] = True
 
     def _select_expr(self, column: Column) -> sa.ColumnElement[Any]:
         """How one source column is selected."""
@@ -344,15 +390,21 @@ class SqlSource:
         return clauses + self._watermark_clauses(sa.column(layout.updated_at), window)
 
     def _watermark_clauses(self, updated: sa.ColumnClause[Any], window: Window) -> list[sa.ColumnElement[bool]]:
-        """after < updated_at <= upto, compared as timestamps."""
+        """after < updated_at <= upto (after None: from WATERMARK_FLOOR), compared as timestamps; or
+        (unusable) updated_at NULL, before WATERMARK_FLOOR or after the cap."""
+        floor = sa.bindparam("floor", WATERMARK_FLOOR, type_=sa.DateTime)
+        if window.unusable:
+            return [sa.or_(updated.is_(None), updated < floor, updated > sa.bindparam("cap", window.cap, type_=sa.DateTime))]
         clauses = [updated <= sa.bindparam("upto", window.upto, type_=sa.DateTime)]
         if window.after is not None:
             clauses.append(updated > sa.bindparam("after", window.after, type_=sa.DateTime))
+        else:
+            clauses.append(updated >= floor)
         return clauses
 
     def _rows_statement(self, layout: Layout, window: Window) -> sa.Select[Any]:
         return (
-            sa.select(*self._select_list(layout))
+            sa.select(*self._select_list(layout, window))
             .select_from(sa.table(layout.table))
             .where(*self._where(layout, window))
         )
@@ -363,6 +415,9 @@ class SqlSource:
             return int(conn.execute(stmt).scalar() or 0)
 
     def _count_exact(self, layout: Layout, window: Window) -> int:
+        return self._count_star(layout, window)
+
+    def _count_unusable(self, layout: Layout, window: Window) -> int:
         return self._count_star(layout, window)
 
     # -- reading ---------------------------------------------------------------------------
@@ -380,31 +435,123 @@ class SqlSource:
 
     # -- canonical batches -----------------------------------------------------------------
 
-    def _canonical(
-        self, layout: Layout, raw: Iterator[list[pa.Array]], after: datetime | None, upto: datetime
-    ) -> Iterator[pa.RecordBatch]:
-        upto_s = pa.scalar(upto, pa.timestamp("us"))
-        after_s = pa.scalar(after, pa.timestamp("us")) if after is not None else None
-        for arrays in raw:
-            columns = [self._conform(col, arr) for col, arr in zip(layout.columns, arrays)]
-            batch = pa.RecordBatch.from_arrays(columns, schema=self.schema)
-            updated = batch.column(len(columns) - 2)
-            keep = pc.less_equal(updated, upto_s)
-            if after_s is not None:
-                keep = pc.and_(keep, pc.greater(updated, after_s))
-            if not pc.all(keep).as_py():
-                batch = batch.filter(keep)
-            if batch.num_rows:
-                yield batch
+    def _canonical(self, layout: Layout, raw: Iterator[list[pa.Array]], window: Window) -> Iterator[pa.RecordBatch]:
+        """Canonical batches of the window's rows: exact bounds on the parsed values; rows of no
+        usable watermark kept with updated_at NULL when the window has a cap, refused otherwise."""
+        try:
+            for arrays in raw:
+                columns = [self._conform(col, arr) for col, arr in zip(layout.columns, arrays)]
+                updated, keep = self._watermark_verdict(layout, columns[-2], window)
+                columns[-2] = updated
+                batch = pa.RecordBatch.from_arrays(columns, schema=self.schema)
+                if not pc.all(keep).as_py():
+                    batch = batch.filter(keep)
+                if batch.num_rows:
+                    yield batch
+        finally:
+            close = getattr(raw, "close", None)
+            if close is not None:
+                close()  # here, in the reading thread, not in a destructor
+
+    def _watermark_verdict(self, layout: Layout, updated: pa.Array, window: Window) -> tuple[pa.Array, pa.Array]:
+        """updated_at as yielded (NULL where it is no usable watermark) and which rows to keep."""
+        floor = pa.scalar(WATERMARK_FLOOR, pa.timestamp("us"))
+        unusable = pc.fill_null(pc.less(updated, floor), True)
+        if window.cap is not None:
+            unusable = pc.or_(unusable, pc.fill_null(pc.greater(updated, pa.scalar(window.cap, pa.timestamp("us"))), False))
+        if window.empty:
+            inside = pa.repeat(pa.scalar(False), len(updated))
+        else:
+            inside = pc.less_equal(updated, pa.scalar(window.upto, pa.timestamp("us")))
+            if window.after is not None:
+                inside = pc.and_(inside, pc.greater(updated, pa.scalar(window.after, pa.timestamp("us"))))
+            inside = pc.and_(pc.fill_null(inside, False), pc.invert(unusable))
+        if window.cap is None:
+            unreadable = int(updated.null_count)
+            if unreadable:
+                raise self._type_error(layout.columns[-2], "timestamp", unreadable)
+            return updated, inside
+        keep = pc.or_(inside, unusable)
+        if pc.any(unusable).as_py():
+            updated = pc.if_else(unusable, pa.scalar(None, pa.timestamp("us")), updated)
+        return updated, keep
 
     def _conform(self, column: Column, arr: pa.Array) -> pa.Array:
+        if column.name == UPDATED_AT:
+            return self._conform_watermark(column, arr)
         try:
             out = to_canonical(arr, column.type)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-            raise self._type_error(column, str(column.type)) from None
+            raise self._type_error(column, str(column.type), _unconvertible(arr, column.type)) from None
+        if pa.types.is_string(out.type):
+            _require_utf8(self, column, out)
         if column.name == IS_DELETED:
             out = out.fill_null(0)  # the contract says NOT NULL DEFAULT 0
+            flags = pc.sum(pc.invert(pc.is_in(out, pa.array([0, 1], pa.int8())))).as_py() or 0
+            if flags:
+                raise self._type_error(column, "a flag 0 or 1", flags)
         return out
+
+    def _conform_watermark(self, column: Column, arr: pa.Array) -> pa.Array:
+        """updated_at as timestamps, NULL where the value cannot be read as one (judged later)."""
+        try:
+            return to_canonical(arr, column.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            pass
+        readable = readable_times(storage_of(arr))
+        try:
+            return to_canonical(readable, column.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            raise self._type_error(column, "timestamp") from None
+
+
+def readable_times(arr: pa.Array) -> pa.Array:
+    """Time text with every value the canonical parse would refuse made NULL, vectorised: the
+    shape and field ranges by pattern, the day of the month by a round trip through a date."""
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) or pa.types.is_binary(arr.type)):
+        return arr
+    text = arr.cast(pa.string()) if not pa.types.is_binary(arr.type) else _utf8_or_null(arr)
+    text = pc.utf8_trim_whitespace(text)
+    shaped = pc.fill_null(pc.match_substring_regex(text, _TIME_TEXT), False)
+    day = pc.utf8_slice_codeunits(text, 0, 10)
+    parsed = pc.strptime(day, format="%Y-%m-%d", unit="s", error_is_null=True)
+    real_day = pc.fill_null(pc.equal(pc.strftime(parsed, format="%Y-%m-%d"), day), False)
+    return pc.if_else(pc.and_(shaped, real_day), text, pa.scalar(None, pa.string()))
+
+
+def _utf8_or_null(arr: pa.Array) -> pa.Array:
+    try:
+        return arr.cast(pa.string())
+    except pa.ArrowInvalid:
+        return pa.nulls(len(arr), pa.string())
+
+
+def _require_utf8(source: SqlSource, column: Column, out: pa.Array) -> None:
+    """Text that is not valid UTF-8 (a blob in a SQLite text column) cannot be published."""
+    try:
+        out.validate(full=True)
+    except pa.ArrowInvalid:
+        bad = sum(1 for v in out.cast(pa.binary()).to_pylist() if v is not None and not _is_utf8(v))  # error path only
+        raise source._type_error(column, "UTF-8 text", bad) from None
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _unconvertible(arr: pa.Array, target: pa.DataType) -> int | None:
+    """How many values of a column cannot be converted (dates and times; None where unknown)."""
+    if not (pa.types.is_date32(target) or pa.types.is_timestamp(target)):
+        return None
+    try:
+        readable = readable_times(storage_of(arr))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+    return int(readable.null_count) - int(storage_of(arr).null_count)
 
 
 def to_canonical(arr: pa.Array, target: pa.DataType) -> pa.Array:

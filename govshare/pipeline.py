@@ -21,10 +21,11 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Literal, TypeVar
 
-from common.catalog import Catalog, load_catalog
-from common.errors import GateBlocked, IntegrityError, InternalError
+from common.catalog import Catalog, Dataset, load_catalog
+from common.errors import ConfigError, GateBlocked, IntegrityError, InternalError
 from common.faults import checkpoint
 from common.home import Home
 from common.home import home as default_home
@@ -40,7 +41,8 @@ from common.run import (
     Validated,
     new_run_id,
 )
-from common.times import today, utc_now
+from common.times import SOURCE_ZONE, today, utc_now
+from connectors.base import WATERMARK_FLOOR
 from keys.keystore import Keystore
 from validation.gx_mode import gx_mode, gx_setting, warm_up
 
@@ -132,13 +134,20 @@ def plan(run: Run) -> list[int]:
     after = None if run.full or state.watermark is None else state.watermark - ds.lookback
     source = open_source(ds)
     source.check()
-    high = source.high_watermark()
-    nothing_new = high is None or (after is not None and high <= state.watermark)
+    # The read ends at now + the catalog's tolerance at most: one far-future updated_at cannot
+    # carry the watermark past rows not yet written. Rows beyond it, or of no readable time, are
+    # read every run as rejected rows (rule updated_at.watermark) until the source fixes them.
+    cap = read_cap(ds)
+    high = source.high_watermark(cap)
+    unusable = source.count_unusable(cap)
+    if unusable and ds.bad_watermark == "fail":
+        raise _bad_watermark_error(ds, unusable, cap)
+    nothing_new = unusable == 0 and (high is None or (after is not None and high <= state.watermark))
     parts: list[tuple[str | None, str | None]] = [(None, None)]
     rows = 0
     if not nothing_new:
-        rows = source.count(after, high, exact=False)  # an upper bound: sizes the parts and GX's place
-        if after is None and rows > ds.part_rows:
+        rows = unusable + (source.count(after, high, exact=False) if high is not None else 0)  # an upper bound
+        if after is None and high is not None and rows > ds.part_rows:
             parts = [tuple(r) for r in source.key_ranges(-(-rows // ds.part_rows), after, high)]
     run.save(Plan(at=utc_now(), full=run.full, connection_id=ds.connection_id, source_table=ds.source_table,
                   watermark_from=after, watermark_to=high, nothing_new=nothing_new,
@@ -175,7 +184,8 @@ def ingest(run: Run, part: int = 0) -> Validated:
     try:
         # the source is read from now on, in a thread, while the rest is set up
         batches = open_source(ds).read_batches(planned.watermark_from, planned.watermark_to, batch_rows=BATCH_ROWS,
-                                               key_range=None if key_range == (None, None) else key_range)
+                                               key_range=None if key_range == (None, None) else key_range,
+                                               cap=max(read_cap(ds), planned.watermark_to or WATERMARK_FLOOR))
         with prefetch(batches) as batches_read, RowHasher(secret, ds) as hasher, \
                 _Rejected(run, part, keystore) as rejected:
             cross = CrossrefCheck(ds, secret, published_refs(run.home.state), day)
@@ -183,6 +193,7 @@ def ingest(run: Run, part: int = 0) -> Validated:
             try:
                 for batch, last in _with_last(batches_read):
                     read.add(batch)
+                    _refuse_bad_watermarks(ds, batch)
                     verdict = validator.check(batch)
                     if last:
                         validator.end_input()  # a GX worker runs its last chunk while this batch is staged
@@ -309,6 +320,37 @@ def sync(dataset_id: str, full: bool = False, catalog: Catalog | None = None, ho
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def read_cap(ds: Dataset) -> datetime:
+    """The latest updated_at a run reads as a change time: now at the sources' zone plus the
+    dataset's source.future_tolerance (naive local time, like updated_at)."""
+    return datetime.now(SOURCE_ZONE).replace(tzinfo=None, microsecond=0) + ds.future_tolerance
+
+
+def _bad_watermark_error(ds: Dataset, rows: int, cap: datetime) -> ConfigError:
+    return ConfigError(
+        f"dataset {ds.id}: {rows} row(s) of source {ds.connection_id} have a {ds.watermark_column!r} that is no usable "
+        f"watermark (unreadable, before {WATERMARK_FLOOR:%Y-%m-%d} or after now + {_duration(ds.future_tolerance)}, "
+        f"{cap:%Y-%m-%d %H:%M:%S}); source.bad_watermark is 'fail': fix those rows at the source, "
+        "or set it to 'quarantine'"
+    )
+
+
+def _refuse_bad_watermarks(ds: Dataset, batch) -> None:  # noqa: ANN001 - a pyarrow batch
+    """Under bad_watermark: fail, a row of no usable updated_at written since the plan stops the run too."""
+    from common.schema import UPDATED_AT
+
+    if ds.bad_watermark == "fail" and batch.column(UPDATED_AT).null_count:
+        raise _bad_watermark_error(ds, batch.column(UPDATED_AT).null_count, read_cap(ds))
+
+
+def _duration(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 class _Tally:

@@ -61,6 +61,7 @@ EXPECTATION_TYPES: dict[str, str] = {
     "sex_matches_id": "expect_column_pair_values_sex_code_to_match_gb11643_id",
     "id_by_type": "expect_column_pair_values_id_to_follow_id_type",
     "valid_range": "expect_column_pair_values_a_to_be_greater_than_b",
+    "watermark": "expect_column_values_to_not_be_null",  # NULL: the connector found no usable change time
 }
 
 

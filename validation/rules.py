@@ -1,8 +1,10 @@
 """The rules a dataset's catalog entry implies, and their row masks.
 
 A rule is one check applied to one field (``"{field}.{check}"``), a required field
-(``"{field}.required"``) or one record check (``"{check}"``, ``"{check}#2"`` when repeated).
-Rule ids are stable: they go into quarantine rows and reports.
+(``"{field}.required"``) or one record check (``"{check}"``, ``"{check}#2"`` when repeated), and on
+every dataset ``updated_at.watermark``: the row's change time is a usable watermark (the
+connector yields updated_at NULL where it is unreadable or beyond the run's cap, see
+connectors.base.WATERMARK_FLOOR). Rule ids are stable: they go into quarantine rows and reports.
 
 Every mask function returns *passes* (True = the row keeps the rule) as a numpy bool array and
 is shared with the Great Expectations conditions in validation.gx_expectations, so both count
@@ -22,12 +24,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from common.catalog import Dataset, Field
-from common.checks import CHECKS, Check
+from common.checks import CHECKS, WATERMARK_CHECK, Check
 from common.errors import ConfigError
-from common.schema import IS_DELETED
+from common.schema import IS_DELETED, UPDATED_AT
 from validation import codes, identifiers
 
 REQUIRED = "required"
+WATERMARK = WATERMARK_CHECK.name
+WATERMARK_RULE = f"{UPDATED_AT}.{WATERMARK}"
 ID_TYPE_PERSON = "111"  # 公民身份号码
 ID_TYPE_ORGANISATION = "001"  # 统一社会信用代码
 
@@ -46,7 +50,8 @@ class Rule:
 
 
 def dataset_rules(dataset: Dataset) -> tuple[Rule, ...]:
-    """Rules in catalog order: per field required then its checks, then record checks."""
+    """Rules in catalog order: per field required then its checks, then record checks, then the
+    watermark (judged on deletes too: a delete of no usable change time cannot be ordered either)."""
     rules: list[Rule] = []
     for f in dataset.fields:
         key = f.name == dataset.key
@@ -61,6 +66,7 @@ def dataset_rules(dataset: Dataset) -> tuple[Rule, ...]:
         rule_id = c.name if seen[c.name] == 1 else f"{c.name}#{seen[c.name]}"
         fields = tuple(c.param(p) or "" for p in RECORD_COLUMNS.get(c.name, ()))
         rules.append(Rule(rule_id, c.name, fields, c.params, description=_doc(c)))
+    rules.append(Rule(WATERMARK_RULE, WATERMARK, (UPDATED_AT,), key=True, description=WATERMARK_CHECK.doc))
     _refuse_duplicates(dataset, rules)
     return tuple(rules)
 
@@ -175,6 +181,8 @@ def field_passes(check: str, params: Mapping[str, str], values: Any, today: date
     """One field check over one column; nulls pass (except for ``not_blank`` and ``required``)."""
     if check in (REQUIRED, "not_blank"):
         return present(values)
+    if check == WATERMARK:
+        return _valid(as_arrow(values))
     if check == "id_number":
         return identifiers.id_number_valid(values, today)
     if check == "uscc":

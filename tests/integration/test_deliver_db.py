@@ -84,9 +84,9 @@ def delivery_records(home) -> list[dict[str, Any]]:
 def change_legal_entity(sources, uscc_updated: str, uscc_deleted: str) -> None:
     db = sqlite3.connect(sources["legal_entity_db"])
     with db:
-        db.execute("UPDATE legal_entity SET entity_name = '新名称有限公司', updated_at = '2099-01-01 00:00:00' WHERE uscc = ?",
+        db.execute("UPDATE legal_entity SET entity_name = '新名称有限公司', updated_at = datetime('now', '+8 hours') WHERE uscc = ?",
                    (uscc_updated,))
-        db.execute("UPDATE legal_entity SET is_deleted = 1, updated_at = '2099-01-01 00:00:00' WHERE uscc = ?",
+        db.execute("UPDATE legal_entity SET is_deleted = 1, updated_at = datetime('now', '+8 hours') WHERE uscc = ?",
                    (uscc_deleted,))
     db.close()
 

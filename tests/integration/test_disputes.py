@@ -39,7 +39,7 @@ def test_dispute_is_visible_until_the_source_corrects_the_record(home, sources, 
 
     db = sqlite3.connect(sources["legal_entity_db"])
     with db:
-        db.execute("UPDATE legal_entity SET address = '更正后的住所', updated_at = '2099-01-01 00:00:00' WHERE trim(upper(uscc)) = ?", (uscc,))
+        db.execute("UPDATE legal_entity SET address = '更正后的住所', updated_at = datetime('now', '+8 hours') WHERE trim(upper(uscc)) = ?", (uscc,))
     db.close()
     assert main(["sync", "legal_entity"]) == 0
     rows = pull(tmp_path, "after-correction")

@@ -40,7 +40,7 @@ def test_mass_delete_is_blocked(home, sources, capsys):
     assert main(["sync", "legal_entity"]) == 0
     db = sqlite3.connect(sources["legal_entity_db"])
     with db:
-        db.execute("UPDATE legal_entity SET is_deleted = 1, updated_at = '2099-01-01 00:00:00' WHERE rowid % 2 = 0")
+        db.execute("UPDATE legal_entity SET is_deleted = 1, updated_at = datetime('now', '+8 hours') WHERE rowid % 2 = 0")
     db.close()
     assert main(["sync", "legal_entity"]) == 5
     assert "deletes against" in capsys.readouterr().err

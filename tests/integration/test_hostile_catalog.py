@@ -78,6 +78,12 @@ CASES = [
     Case("yaml-boolean-key", "population.yaml", "  lookback: 1h", "  lookback: 1h\n  on: 1", 2, "source.True: unknown key"),
     Case("unknown-check-parameter", "population.yaml", "{code_list: {list: sex}}", "{code_list: {list: sex, lenient: yes}}", 2,
          "check 'code_list' has no parameter 'lenient'"),
+    Case("bad-watermark-unknown-choice", "population.yaml", "  lookback: 1h", "  lookback: 1h\n  bad_watermark: ignore", 2,
+         "source.bad_watermark 'ignore' must be one of: quarantine, fail"),
+    Case("future-tolerance-not-a-duration", "population.yaml", "  lookback: 1h", "  lookback: 1h\n  future_tolerance: 1 week", 2,
+         "source.future_tolerance '1 week' must be a duration"),
+    Case("future-tolerance-too-long", "population.yaml", "  lookback: 1h", "  lookback: 1h\n  future_tolerance: 400d", 2,
+         "at most 366d"),
     Case("flood-of-unknown-keys", "population.yaml", "kind: dataset", "kind: dataset\n" + "".join(f"k{n}: 1\n" for n in range(5000)), 2,
          f"and {5000 - MAX_LISTED_PROBLEMS} more problem(s) not listed"),
     # statuses and approval dates

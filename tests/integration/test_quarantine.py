@@ -30,7 +30,7 @@ def test_cases_open_then_close_by_correction_and_release(home, sources, demo_sou
 
     db = sqlite3.connect(sources["population_db"])
     with db:  # the source department corrects one record
-        db.execute("UPDATE population_person SET name = '更正姓名', updated_at = '2099-01-01 00:00:00' "
+        db.execute("UPDATE population_person SET name = '更正姓名', updated_at = datetime('now', '+8 hours') "
                    "WHERE upper(trim(id_number)) = ?", (blank[0],))
     db.close()
     assert main(["sync", "population"]) == 0

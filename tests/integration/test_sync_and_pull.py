@@ -94,9 +94,9 @@ def test_incremental_sync_publishes_changes_and_deletes_as_a_feed(home, sources,
     usccs = pq.read_table(base).column("uscc").to_pylist()[:3]
     db = sqlite3.connect(sources["legal_entity_db"])
     with db:
-        db.execute("UPDATE legal_entity SET entity_name = '新名称有限公司', updated_at = '2099-01-01 00:00:00' "
+        db.execute("UPDATE legal_entity SET entity_name = '新名称有限公司', updated_at = datetime('now', '+8 hours') "
                    "WHERE upper(trim(uscc)) = ?", (usccs[0],))
-        db.execute("UPDATE legal_entity SET is_deleted = 1, updated_at = '2099-01-01 00:00:00' WHERE upper(trim(uscc)) = ?", (usccs[1],))
+        db.execute("UPDATE legal_entity SET is_deleted = 1, updated_at = datetime('now', '+8 hours') WHERE upper(trim(uscc)) = ?", (usccs[1],))
     db.close()
     assert sync("legal_entity") == 0
 
@@ -153,7 +153,7 @@ def test_removed_version_breaks_the_chain(home, sources):
     assert sync("legal_entity") == 0
     db = sqlite3.connect(sources["legal_entity_db"])
     with db:
-        db.execute("UPDATE legal_entity SET entity_name = entity_name || '分公司', updated_at = '2099-01-01 00:00:00' "
+        db.execute("UPDATE legal_entity SET entity_name = entity_name || '分公司', updated_at = datetime('now', '+8 hours') "
                    "WHERE uscc = (SELECT uscc FROM legal_entity WHERE is_deleted = 0 ORDER BY uscc LIMIT 1)")
     db.close()
     assert sync("legal_entity") == 0

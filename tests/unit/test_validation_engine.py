@@ -238,7 +238,7 @@ def test_rule_ids(catalog) -> None:
     assert ids == [
         "license_id.required", "license_id.license_id", "holder_name.required", "holder_name.not_blank",
         "holder_id_type.code_list", "issuer_code.issuer_code", "issued_on.not_future", "license_status.code_list",
-        "id_by_type", "valid_range",
+        "id_by_type", "valid_range", "updated_at.watermark",
     ]
 
 

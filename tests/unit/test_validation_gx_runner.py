@@ -56,7 +56,7 @@ def test_frames_are_the_read_columns_and_live_rows_only(catalog, population_runn
     ds = catalog.dataset("population")
     batch = normalise(ds, make_batch(ds, ROWS["population"]()))
     frames = population_runner.frames(batch)
-    assert frames[ALL_ROWS].column_names == [ds.key]
+    assert frames[ALL_ROWS].column_names == [ds.key, "updated_at"]  # the key and the watermark rule read every row
     assert frames[ALL_ROWS].num_rows == batch.num_rows
     deleted = batch.column("is_deleted").to_pylist().count(1)
     assert deleted == 2
