@@ -75,11 +75,17 @@ PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
 
 
-def keep_private() -> None:
-    """From now on, files and folders this process creates are its user's alone (0600 / 0700),
-    whatever the umask it was started with: pyarrow, SQLite and every other writer included. The
-    command boundaries (the CLI, the Airflow task adapter) call it first."""
-    os.umask(0o077)
+@contextmanager
+def kept_private() -> Iterator[None]:
+    """While the block runs, files and folders this process creates are its user's alone (0600 /
+    0700), whatever the umask it was started with: pyarrow, SQLite and every other writer
+    included. The command boundaries (the CLI, the Airflow task adapter) run inside it; the
+    umask before it is restored after (a caller that embeds them keeps its own)."""
+    before = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(before)
 
 
 def private_dir(folder: Path) -> Path:

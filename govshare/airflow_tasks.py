@@ -17,13 +17,13 @@ from common.errors import GovshareError
 def run_stage(stage: str, dataset_id: str, airflow_run_id: str, *, part: int | None = None, full: bool = False) -> Any:
     from airflow.sdk.exceptions import AirflowFailException
 
-    from common.files import keep_private
+    from common.files import kept_private
     from govshare.cli import quiet_libraries
 
-    keep_private()  # 0600 files, 0700 folders, whatever umask the worker has
     quiet_libraries()
     try:
-        return _run(stage, dataset_id, airflow_run_id, part, full)
+        with kept_private():  # 0600 files, 0700 folders, whatever umask the worker has
+            return _run(stage, dataset_id, airflow_run_id, part, full)
     except GovshareError as exc:
         if exc.retriable:
             raise

@@ -1,7 +1,8 @@
 """The ``govshare`` command: the product's outside (see README and the contract).
 
-Exit codes: 0 done, 1 unexpected failure, 2 bad usage or configuration, 3 integrity failure,
-4 access denied, 5 the validation gate blocked publication. Errors are a few plain lines on
+Exit codes: 0 done, 1 unexpected failure (a bug), 2 bad usage or configuration, 3 integrity
+failure, 4 access denied, 5 the validation gate blocked publication, 75 a temporary failure
+(a source or target unreachable, a full disk, another run holding the dataset). Errors are a few plain lines on
 stderr, never a traceback (GOVSHARE_DEBUG=1 shows one), never a plaintext identifier.
 """
 
@@ -15,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from common.files import keep_private
+from common.files import kept_private
 from common.errors import ConfigError, GovshareError
 from common.oserrors import storage_error
 
@@ -90,7 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    keep_private()  # personal data in everything written: 0600 files, 0700 folders
+    with kept_private():  # personal data in everything written: 0600 files, 0700 folders
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     quiet_libraries()
     args: argparse.Namespace | None = None
     try:

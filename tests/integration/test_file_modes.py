@@ -53,7 +53,8 @@ def run(tmp_path: Path, *args: str) -> None:
 
 
 def test_personal_data_files_are_private_under_umask_000(sources, tmp_path: Path) -> None:
-    (tmp_path / "db").mkdir()
+    (tmp_path / "db").mkdir(mode=0o755)
+    os.chmod(tmp_path / "db", 0o755)  # whatever umask this test process has
     run(tmp_path, "init")
     run(tmp_path, "sync", "population")
     run(tmp_path, "pull", "population", "--subscriber", "approval-household", "--purpose", "核验",
