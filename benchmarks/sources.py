@@ -50,11 +50,12 @@ def write_population(out_dir: Path, rows: int, seed: int) -> dict:
     import numpy as np
 
     from common.catalog import load_catalog
+    from common.times import SOURCE_ZONE
     from govshare import demo
 
     start = time.perf_counter()
     dataset = load_catalog().dataset(DATASET)
-    as_of = datetime.now(demo.LOCAL_TZ).replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
+    as_of = datetime.now(SOURCE_ZONE).replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
     out_dir.mkdir(parents=True, exist_ok=True)
     people = demo._population(np.random.default_rng([seed, 1]), rows, as_of)  # noqa: SLF001 - see module docstring
     path = demo.write_source(out_dir / "population.db", dataset, people.table)
