@@ -23,8 +23,10 @@ FLOORS = {
     "validation": 2,  # judging records
     "sharing": 3,  # versions, state, reading and delivering views
     "lineage": 4,  # run records, OpenLineage, reports, the access log
-    "govshare": 5,  # stage wiring, pulls, the demo generator, the CLI, the Airflow task adapter
-    "dags": 6,  # when: the Airflow DAG files
+    "service": 5,  # the publisher's HTTPS sharing service: Delta Sharing and the agent protocol
+    "agent": 5,  # the subscriber's agent: enrolment, verified pulls over HTTPS, local decryption
+    "govshare": 6,  # stage wiring, pulls, the demo generator, the CLI, the Airflow task adapter
+    "dags": 7,  # when: the Airflow DAG files
 }
 
 
