@@ -57,8 +57,15 @@ def column_encryption(
     ``column_keys`` maps a master key NAME (e.g. 'population.conditional') to the columns it
     protects; names resolve to their active key ids (e.g. 'population.conditional.v1').
     """
-    footer_id = keystore.active_key_id(footer_key_name)
-    by_id = _resolve_column_keys(keystore, column_keys)
+    return encryption_by_id(keystore, keystore.active_key_id(footer_key_name), _resolve_column_keys(keystore, column_keys),
+                            plaintext_footer=plaintext_footer)
+
+
+def encryption_by_id(keystore: Keystore, footer_id: str, by_id: Mapping[str, Sequence[str]], *,
+                     plaintext_footer: bool = False) -> Protection:
+    """As column_encryption, with key ids given: keystore master key ids or per-version data key
+    ids (keys.datakeys), the footer under ``footer_id`` and each column under its key id."""
+    by_id = {key_id: list(dict.fromkeys(columns)) for key_id, columns in by_id.items() if columns}
     uniform = not by_id
     config = pe.EncryptionConfiguration(
         footer_key=footer_id,

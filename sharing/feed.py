@@ -23,15 +23,17 @@ DELETE = "delete"
 @dataclass(frozen=True)
 class VersionChanges:
     version: int
-    upserts: pa.Table  # the projected columns, including the key
-    deletes: pa.Table  # the key column only
+    upserts: pa.Table  # the projected columns, including the column folded by
+    deletes: pa.Table  # the column folded by, and those of the projected columns a deletes file holds
 
 
 def fold(changes: Sequence[VersionChanges], key: str, schema: pa.Schema, keep_deletes: bool) -> pa.Table:
     """The last change per key over the given versions, oldest first in ``changes``.
 
-    The result has ``schema``'s columns plus _change_type and _commit_version. Delete rows carry
-    only the key (other columns null). Keys are unique within a version, so a row survives when no
+    ``key`` names the column that identifies a record: the dataset's key, or its pseudonym
+    ``_key_ref`` (so that a view without the key field folds alike). The result has ``schema``'s
+    columns plus _change_type and _commit_version. Delete rows carry what the deletes hold of
+    ``schema``'s columns (the key, its ref), the other columns null. Keys are unique within a version, so a row survives when no
     newer version touches its key: walking from the newest version back, each older version is
     filtered against the keys seen so far (a hash lookup into the newer versions' keys, which are
     few next to a snapshot) instead of sorting everything.
@@ -44,9 +46,9 @@ def fold(changes: Sequence[VersionChanges], key: str, schema: pa.Schema, keep_de
     seen: list[pa.Array] = []
     for c in reversed(changes):
         upserts = _tag(_conform(c, schema), UPSERT, c.version)
-        deletes = c.deletes.select([key])
+        deletes = c.deletes
         filler = {
-            name: pa.nulls(deletes.num_rows, schema.field(name).type) if name != key else deletes.column(key)
+            name: deletes.column(name) if name in deletes.column_names else pa.nulls(deletes.num_rows, schema.field(name).type)
             for name in schema.names
         }
         removed = _tag(pa.table(filler, schema=schema), DELETE, c.version)

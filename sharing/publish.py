@@ -19,8 +19,9 @@ from common.files import canonical_json, sha256_file
 from common.run import ExtractTotals, Protected, RunRecord, Staged, VersionProtection
 from common.schema import IS_DELETED, arrow_type, fields_schema
 from common.times import SOURCE_ZONE_NAME, utc_now
+from keys.datakeys import FOOTER, run_data_keys
 from keys.keystore import Keystore
-from keys.protection import Protection, column_encryption, encrypted_batches
+from keys.protection import Protection, decryption_properties, encrypted_batches, encryption_by_id
 from keys.pseudonyms import FINGERPRINT, KEY_REF
 from sharing.changes import REF_FIELDS
 from sharing.decide import MARKERS_SCHEMA, decide, markers
@@ -38,21 +39,42 @@ DELETED = "deleted-{part}.parquet"
 BATCH_ROWS = 100_000
 
 
-def protection_plan(dataset: Dataset, columns: list[str]) -> dict[str, list[str]]:
-    """Master key name -> the given columns it encrypts: every 有条件共享 column among them."""
-    conditional = [c for c in columns if dataset.field(c).sharing == "conditional"]
-    return {dataset.conditional_key: conditional} if conditional else {}
+def key_groups(dataset: Dataset) -> dict[str, str]:
+    """The data key groups of a version (keys.datakeys) -> the master key name each is kept
+    under: ``footer`` (every grantee; the file and its plain columns) under the dataset's footer
+    key, and one group per published 有条件共享 field, named after it, under its conditional key."""
+    groups = {FOOTER: dataset.footer_key}
+    groups.update({f.name: dataset.conditional_key for f in dataset.published_fields if f.sharing == "conditional"})
+    return groups
 
 
-def upsert_protection(keystore: Keystore, dataset: Dataset) -> Protection:
-    """Fresh data keys for an upserts file (staged candidates, or the version's own)."""
-    published = [f.name for f in dataset.published_fields]
-    return column_encryption(keystore, dataset.footer_key, protection_plan(dataset, published))
+def run_keys(folder: Path, keystore: Keystore, dataset: Dataset) -> dict[str, str]:
+    """Group -> data key id of the run whose work folder is ``folder`` (made on first use)."""
+    return run_data_keys(folder, keystore, dataset.id, key_groups(dataset))
 
 
-def delete_protection(keystore: Keystore, dataset: Dataset) -> Protection:
-    """Fresh data keys for a file of deleted keys: protected like the key field."""
-    return column_encryption(keystore, dataset.footer_key, protection_plan(dataset, [dataset.key]))
+def _protection(keystore: Keystore, dataset: Dataset, keys: dict[str, str], columns: list[str]) -> Protection:
+    """The footer under the run's footer data key, each 有条件共享 column among ``columns`` under
+    its field's data key; the description names the run's data keys."""
+    by_id = {keys[c]: [c] for c in columns if dataset.field(c).sharing == "conditional"}
+    protection = encryption_by_id(keystore, keys[FOOTER], by_id)
+    return Protection(protection.file_encryption_properties, {**protection.description, "data_keys": dict(keys)})
+
+
+def upsert_protection(keystore: Keystore, dataset: Dataset, keys: dict[str, str]) -> Protection:
+    """Fresh Parquet keys, under the run's data keys, for an upserts file (staged candidates, or the version's own)."""
+    return _protection(keystore, dataset, keys, [f.name for f in dataset.published_fields])
+
+
+def delete_protection(keystore: Keystore, dataset: Dataset, keys: dict[str, str]) -> Protection:
+    """Fresh Parquet keys for a file of deleted keys: protected like the key field."""
+    return _protection(keystore, dataset, keys, [dataset.key])
+
+
+def deletes_schema(dataset: Dataset) -> pa.Schema:
+    """A version's (and a staged part's) deletes: the key, and its pseudonym, by which views fold."""
+    key = dataset.key
+    return pa.schema([pa.field(key, arrow_type(dataset.field(key)), nullable=False), REF_FIELDS[0]])
 
 
 # Dictionary encoding pays only where values repeat (code lists, divisions). On identifiers, names
@@ -88,7 +110,8 @@ class PartFiles:
         ds = self.dataset = dataset
         self._folder, self._part, self._keystore = folder, part, keystore
         self.schema = upsert_schema(ds)
-        self.protection = upsert_protection(keystore, ds)
+        self.keys = run_keys(folder, keystore, ds)
+        self.protection = upsert_protection(keystore, ds, self.keys)
         self.candidates = self.markers = self.deletes = 0
         self._candidates = pq.ParquetWriter(folder / CANDIDATES.format(part=part), self.schema, compression="zstd",
                                             use_dictionary=dictionary_columns(ds, self.schema.names),
@@ -112,10 +135,9 @@ class PartFiles:
 
     def _write_deleted(self, rows: pa.RecordBatch) -> None:
         if self._deleted is None:
-            key = self.dataset.key
-            schema = pa.schema([pa.field(key, arrow_type(self.dataset.field(key)), nullable=False), REF_FIELDS[0]])
-            protection = delete_protection(self._keystore, self.dataset)
-            self._deleted = pq.ParquetWriter(self._folder / DELETED.format(part=self._part), schema, compression="zstd",
+            protection = delete_protection(self._keystore, self.dataset, self.keys)
+            self._deleted = pq.ParquetWriter(self._folder / DELETED.format(part=self._part), deletes_schema(self.dataset),
+                                             compression="zstd",
                                              encryption_properties=protection.file_encryption_properties)
         self._deleted.write_batch(rows.select([self.dataset.key, KEY_REF]))
         self.deletes += rows.num_rows
@@ -170,11 +192,12 @@ def write_version_files(store: SharingStore, index: StateIndex, dataset: Dataset
     publish_live = decision.publish[~decision.deleted]
     candidates = staged.candidates()
     schema = upsert_schema(ds)
+    keys = run_keys(staged.folder, keystore, ds)
     if len(staged.parts) == 1 and publish_live.all():
         shutil.move(candidates[0], version_dir / UPSERTS)
         upserts, described = len(publish_live), staged.parts[0].protection
     else:
-        protection = upsert_protection(keystore, ds)
+        protection = upsert_protection(keystore, ds, keys)
         upserts, described = 0, protection.description
         with pq.ParquetWriter(version_dir / UPSERTS, schema, compression="zstd", use_dictionary=dictionary_columns(ds, schema.names),
                               encryption_properties=protection.file_encryption_properties) as writer:
@@ -187,12 +210,15 @@ def write_version_files(store: SharingStore, index: StateIndex, dataset: Dataset
         delete_keys = _vanished(store, keystore, ds, staged.index_delta, latest)
     else:
         deleted = staged.deleted()
-        chosen = [batch.column(ds.key).filter(pa.array(keep))
-                  for batch, keep in _selected(deleted, keystore, [ds.key], decision.publish[decision.deleted])]
-        delete_keys = pa.chunked_array(chosen, type=pa.string()).combine_chunks()
-    deletes_described = _write_deletes(version_dir / DELETES, keystore, ds, delete_keys)
+        chosen = [batch.filter(pa.array(keep))
+                  for batch, keep in _selected(deleted, keystore, [ds.key, KEY_REF], decision.publish[decision.deleted])]
+        delete_keys = pa.Table.from_batches(chosen, schema=deletes_schema(ds))
+    deletes_described = _write_deletes(version_dir / DELETES, keystore, ds, keys, delete_keys)
+    if described.get("data_keys") != keys:
+        raise IntegrityError(f"{ds.id} run {run_id}: the staged rows were encrypted under other data keys than the "
+                             "run's; rerun the sync")
     return Protected(
-        at=utc_now(), kind=kind, upserts=upserts, deletes=len(delete_keys), superseded_in_run=decision.superseded,
+        at=utc_now(), kind=kind, upserts=upserts, deletes=delete_keys.num_rows, superseded_in_run=decision.superseded,
         unchanged=decision.unchanged, deletes_of_unpublished=decision.deletes_of_unpublished, new_keys=decision.new_keys,
         protection=VersionProtection(
             fields={f.name: _field_protection(ds, f.name, described["column_keys"]) for f in ds.fields},
@@ -211,23 +237,26 @@ def _selected(files: list[Path], keystore: Keystore, columns: list[str],
                              "rerun the sync")
 
 
-def _vanished(store: SharingStore, keystore: Keystore, ds: Dataset, index_delta: Path, latest: int | None) -> pa.Array:
-    """Keys of the current state that a snapshot no longer holds (its index delta has them not)."""
+def _vanished(store: SharingStore, keystore: Keystore, ds: Dataset, index_delta: Path, latest: int | None) -> pa.Table:
+    """Keys (and key refs) of the current state that a snapshot no longer holds (its index delta has them not)."""
     if latest is None:
-        return pa.array([], pa.string())
+        return deletes_schema(ds).empty_table()
     kept = pq.read_table(index_delta, columns=[KEY_REF]).column(KEY_REF).combine_chunks()
     manifests = [store.read_manifest(v) for v in range(1, latest + 1)]
-    state = read_view(store, keystore, ds, manifests, [ds.key], base_version(manifests, latest), latest, False, with_refs=True)
+    state = read_view(store, decryption_properties(keystore), ds, manifests, [ds.key], base_version(manifests, latest),
+                      latest, False, with_refs=True)
     gone = state.filter(pc.invert(pc.is_in(state.column(KEY_REF), value_set=kept)))
-    return gone.column(ds.key).combine_chunks()
+    return gone.select([ds.key, KEY_REF]).cast(deletes_schema(ds))
 
 
-def _write_deletes(path, keystore: Keystore, ds: Dataset, keys: pa.Array) -> dict[str, Any]:  # noqa: ANN001
-    """The deleted keys, protected like the key field; returns the protection's description."""
-    protection = delete_protection(keystore, ds)
-    schema = pa.schema([pa.field(ds.key, arrow_type(ds.field(ds.key)), nullable=False)])
+def _write_deletes(path, keystore: Keystore, ds: Dataset, keys: dict[str, str],  # noqa: ANN001
+                   deleted: pa.Table) -> dict[str, Any]:
+    """The deleted keys and their key refs, the key protected like the key field; returns the
+    protection's description."""
+    protection = delete_protection(keystore, ds, keys)
+    schema = deletes_schema(ds)
     with pq.ParquetWriter(path, schema, compression="zstd", encryption_properties=protection.file_encryption_properties) as writer:
-        writer.write_table(pa.table({ds.key: keys}, schema=schema))
+        writer.write_table(deleted.select(schema.names).cast(schema))
     return protection.description
 
 
@@ -268,6 +297,8 @@ def publish_version(store: SharingStore, keystore: Keystore, dataset: Dataset, r
             "system_columns": {KEY_REF: "SHA-256 of a keystore secret and the key, 16 bytes (pseudonym)",
                                FINGERPRINT: "SHA-256 of the published fields' canonical text, 16 bytes"},
             "protection": {"upserts": protected.protection.upserts, "deletes": protected.protection.deletes},
+            "data_keys": [{"group": group, "key_id": key_id}
+                          for group, key_id in protected.protection.upserts["data_keys"].items()],
             "files": files,
             "previous": {"version": previous.version, "manifest_sha256": previous.digest} if previous else None,
         }

@@ -23,9 +23,10 @@ What store and state may be (N: the store's newest version; S: the version the s
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from common.errors import IntegrityError
 from common.files import sha256_file
@@ -49,8 +50,16 @@ class VerifiedChain:
         return self.manifests[version - 1]
 
 
-def verify_chain(store: SharingStore, keystore: Keystore, upto: int) -> tuple[Manifest, ...]:
-    """Check signature, numbering and back-link of every manifest 1..upto."""
+class SignatureVerifier(Protocol):
+    """What checks a publisher's signature: the publisher's keystore, or an agent's pinned key."""
+
+    def verify(self, data: bytes, signature_doc: Mapping[str, Any]) -> None:
+        """Return if ``signature_doc`` is the publisher's signature of ``data``; IntegrityError otherwise."""
+
+
+def verify_chain(store: SharingStore, keystore: SignatureVerifier, upto: int) -> tuple[Manifest, ...]:
+    """Check signature, numbering and back-link of every manifest 1..upto (``keystore``: anything
+    that verifies the publisher's signatures, e.g. an agent's pinned publisher key)."""
     published = store.versions()
     expected = list(range(1, upto + 1))
     present = [v for v in published if v <= upto]

@@ -106,9 +106,10 @@ class FooterKeyOnly(KeystoreKmsClient):
         return super().unwrap_key(wrapped_key, master_key_identifier)
 
 
-def assert_conditional_columns_need_their_key(home, path: Path, conditional_key_id: str) -> None:
-    """Without any key nothing of the file opens; with the footer key only, the plain columns
-    read and each 有条件共享 column asks for the conditional key, and fails without it."""
+def assert_conditional_columns_need_their_key(home, path: Path, data_keys: dict[str, str]) -> None:
+    """Without any key nothing of the file opens; with the footer data key only, the plain columns
+    read and each 有条件共享 column asks for its own field's data key, and fails without it; with
+    the footer and one field's key, that field reads and the others still fail."""
     with pytest.raises(OSError, match="encrypted"):
         pq.ParquetFile(path)  # encrypted footer: not even the schema
     with pytest.raises(OSError, match="encrypted"):
@@ -117,17 +118,28 @@ def assert_conditional_columns_need_their_key(home, path: Path, conditional_key_
 
     ks = keystore(home)
     asked: list[str] = []
-    footer_id = ks.active_key_id("population.footer")
-    factory = pe.CryptoFactory(lambda _config: FooterKeyOnly(ks, {footer_id}, asked))  # fresh: no cached keys
-    partial = factory.file_decryption_properties(kms_connection_config(ks), pe.DecryptionConfiguration(cache_lifetime=CACHE_LIFETIME))
+    assert set(data_keys) == {"footer", *CONDITIONAL}
+    assert len(set(data_keys.values())) == len(data_keys)  # a key of its own per group
+
+    def reader(*groups: str):
+        allowed = {data_keys[g] for g in groups}
+        factory = pe.CryptoFactory(lambda _config: FooterKeyOnly(ks, allowed, asked))  # fresh: no cached keys
+        return factory.file_decryption_properties(kms_connection_config(ks),
+                                                  pe.DecryptionConfiguration(cache_lifetime=CACHE_LIFETIME))
+
+    partial = reader("footer")
     plain = pq.ParquetFile(path, decryption_properties=partial).read(columns=UNCONDITIONAL + REFS)
     assert plain.num_rows == rows_in(home, path)
-    assert conditional_key_id not in asked
+    assert not {data_keys[c] for c in CONDITIONAL} & set(asked)
     for column in CONDITIONAL:
         asked.clear()
         with pytest.raises(KeyRefused):
             pq.ParquetFile(path, decryption_properties=partial).read(columns=[column])
-        assert conditional_key_id in asked, column
+        assert data_keys[column] in asked, column
+    one = reader("footer", "name")
+    assert pq.ParquetFile(path, decryption_properties=one).read(columns=["name"]).num_rows == plain.num_rows
+    with pytest.raises(KeyRefused):
+        pq.ParquetFile(path, decryption_properties=one).read(columns=["birth_date"])
 
 
 def staged_upserts(run) -> Path:
@@ -179,14 +191,13 @@ def test_published_upserts_hold_the_published_fields_and_refs_only(home, sources
 
 def test_published_conditional_columns_cannot_be_read_without_their_key(home, sources):
     assert main(["sync", "population"]) == 0
-    conditional_id = keystore(home).active_key_id("population.conditional")
-    assert conditional_id.startswith("population.conditional")
-
-    protection = manifest(home, 1)["protection"]["upserts"]
-    assert protection["column_keys"] == {conditional_id: CONDITIONAL}
+    doc = manifest(home, 1)
+    data_keys = {k["group"]: k["key_id"] for k in doc["data_keys"]}
+    protection = doc["protection"]["upserts"]
+    assert protection["column_keys"] == {data_keys[c]: [c] for c in CONDITIONAL}
     assert protection["footer"] == "encrypted"
-    assert protection["footer_key_id"] == keystore(home).active_key_id("population.footer")
-    assert_conditional_columns_need_their_key(home, version_dir(home, 1) / "upserts.parquet", conditional_id)
+    assert protection["footer_key_id"] == data_keys["footer"]
+    assert_conditional_columns_need_their_key(home, version_dir(home, 1) / "upserts.parquet", data_keys)
 
 
 # -- ingest's staging files --------------------------------------------------------------------
@@ -275,15 +286,16 @@ def test_a_delta_writes_only_the_changed_rows(home, own_source):
     assert set(by_id) == {person_id(1), person_id(7)}
     assert by_id[person_id(1)]["name"] == "改名一"
     assert by_id[person_id(7)]["name"] == "测试7"
-    conditional_id = keystore(home).active_key_id("population.conditional")
-    assert protected.protection.upserts["column_keys"] == {conditional_id: CONDITIONAL}
-    assert_conditional_columns_need_their_key(home, upserts, conditional_id)
+    data_keys = protected.protection.upserts["data_keys"]
+    assert protected.protection.upserts["column_keys"] == {data_keys[c]: [c] for c in CONDITIONAL}
+    assert_conditional_columns_need_their_key(home, upserts, data_keys)
 
     digest = sha256(upserts)
     result = pipeline.publish(run)
     assert (result.version, result.upserts) == (2, 2)
     assert sha256(version_dir(home, 2) / "upserts.parquet") == digest
-    assert manifest(home, 2)["protection"]["upserts"]["column_keys"] == {conditional_id: CONDITIONAL}
+    assert manifest(home, 2)["protection"]["upserts"]["column_keys"] == {data_keys[c]: [c] for c in CONDITIONAL}
+    assert {k["group"]: k["key_id"] for k in manifest(home, 2)["data_keys"]} == data_keys
 
 
 def test_a_key_twice_in_one_run_writes_a_filtered_upserts_file_with_its_later_row(home, own_source):
