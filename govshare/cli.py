@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset")
     p.add_argument("--version", type=int)
 
-    p = sub.add_parser("pull", help="a subscriber's granted view, decrypted, as Parquet")
+    p = sub.add_parser("pull", help="the bureau's preview of a subscriber's granted view, decrypted (logged as a preview); "
+                                    "approval systems pull through their agents ('govshare agent pull')")
     p.add_argument("dataset")
     p.add_argument("--subscriber", required=True)
     p.add_argument("--purpose", default=None, help="申请事由, 1..200 characters (mandatory)")

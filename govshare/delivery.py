@@ -1,4 +1,6 @@
-"""A pull: what an approval system receives, and the access log's record of it.
+"""A pull on the publisher's machine: the bureau's own preview of what a subscriber receives,
+and the access log's record of it (channel ``preview``). Approval systems receive their data
+through their own agents over the sharing service (service/, agent/), which logs alike.
 
 The granted view comes from sharing.pull (access decided before anything is read, the chain and
 files verified); the record of the delivery goes into the access log (lineage.audit), as part of
@@ -68,6 +70,7 @@ def pull(catalog: Catalog, home: Home, dataset_id: str, subscriber_id: str, purp
     try:
         pending = access_log.append({
             "event": DELIVERY,
+            "channel": "preview",  # run on the publisher's machine with its keys: the bureau's own preview
             "outcome": "pending",
             "subscriber": subscriber.id,
             "dataset": ds.id,

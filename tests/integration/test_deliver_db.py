@@ -146,6 +146,7 @@ def test_access_log_records_the_target_without_a_digest(home, sources, target_ur
     assert pull("legal_entity", "approval-general", target_url) == 0
     record, completion = delivery_records(home)[-2:]
     assert record["event"] == "delivery" and record["purpose"] == PURPOSE
+    assert record["channel"] == "preview"  # run on the publisher's machine: the bureau's preview, logged as such
     assert completion["event"] == "delivery-complete" and completion["delivery"] == record["seq"]
     assert completion["outcome"] == "confirmed"
     assert completion["target"] == sa.make_url(target_url).render_as_string(hide_password=True)
