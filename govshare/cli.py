@@ -88,6 +88,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("audit", help="the access log")
     p.add_argument("action", choices=("verify",))
+
+    p = sub.add_parser("serve", help="the HTTPS sharing service: Delta Sharing and the agent protocol")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8443, help="0 picks a free port (printed)")
+    p.add_argument("--insecure-http", action="store_true", help="plain HTTP, on a loopback address only (tests, debugging)")
+
+    p = sub.add_parser("subscriber", help="credentials of a subscriber: agent enrolment, Delta Sharing profile")
+    subscriber = p.add_subparsers(dest="subscriber_command", required=True, parser_class=_Parser)
+    q = subscriber.add_parser("enroll", help="a one-time enrolment file for the subscriber's agent")
+    q.add_argument("id")
+    q.add_argument("--out", required=True)
+    q.add_argument("--server", default=None, help="the service URL the agent reaches (default https://127.0.0.1:8443)")
+    q.add_argument("--hours", type=int, default=72, help="how long the enrolment token stays valid (default 72)")
+    q = subscriber.add_parser("profile", help="a Delta Sharing profile (bearer token) for a stock client")
+    q.add_argument("id")
+    q.add_argument("--purpose", default=None, help="申请事由, 1..200 characters (mandatory)")
+    q.add_argument("--out", required=True)
+    q.add_argument("--days", type=int, default=30)
+    q.add_argument("--server", default=None, help="the service URL (default https://127.0.0.1:8443)")
+
+    p = sub.add_parser("agent", help="a subscriber's agent, over its own GOVSHARE_AGENT_HOME")
+    agent = p.add_subparsers(dest="agent_command", required=True, parser_class=_Parser)
+    q = agent.add_parser("init", help="generate the agent's keys, register them, pin the publisher")
+    q.add_argument("--enrollment", required=True, type=Path)
+    q = agent.add_parser("datasets", help="the datasets this agent may read and the fields of each grant")
+    q.add_argument("--json", action="store_true")
+    q = agent.add_parser("pull", help="a granted view over HTTPS, verified, decrypted with the agent's own keys")
+    q.add_argument("dataset")
+    q.add_argument("--purpose", default=None, help="申请事由, 1..200 characters (mandatory)")
+    q.add_argument("--case", default=None, help="case reference (办件编号)")
+    q.add_argument("--out", required=True)
+    which = q.add_mutually_exclusive_group()
+    which.add_argument("--version", type=int)
+    which.add_argument("--since", type=int)
     return parser
 
 
@@ -334,6 +368,28 @@ def _audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from govshare import service_cli
+
+    return service_cli.serve(args)
+
+
+def _subscriber(args: argparse.Namespace) -> int:
+    if args.subscriber_command == "profile":
+        from govshare import service_cli
+
+        return service_cli.profile(args)
+    from govshare import agent_cli
+
+    return agent_cli.enroll(args)
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from govshare import agent_cli
+
+    return {"init": agent_cli.init, "datasets": agent_cli.datasets, "pull": agent_cli.pull}[args.agent_command](args)
+
+
 def _checked_out(raw: str) -> str:
     """--out as a file path or a SQLAlchemy URL, refused (exit 2, nothing written) inside
     GOVSHARE_HOME, the catalog folder or the project's source tree, or where it cannot be written."""
@@ -363,6 +419,9 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "dispute": _dispute,
     "quarantine": _quarantine,
     "audit": _audit,
+    "serve": _serve,
+    "subscriber": _subscriber,
+    "agent": _agent,
 }
 
 
