@@ -16,8 +16,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from common.files import kept_private
 from common.errors import ConfigError, GovshareError
+from common.files import kept_private
 from common.oserrors import storage_error
 
 
@@ -181,6 +181,12 @@ def _init(args: argparse.Namespace) -> int:
     if not h.marker.exists():
         h.marker.write_text(json.dumps({"format": "govshare-home/1"}) + "\n", encoding="utf-8")
     print(f"GOVSHARE_HOME {h.root}: " + (f"created keys {', '.join(created)}" if created else "already initialised; no key replaced"))
+    from service.tls import ensure_local_tls
+
+    made = ensure_local_tls(h)
+    if made:
+        print(f"service TLS: made the {' and the '.join(made)} under {h.root / 'service' / 'tls'} "
+              "(a bureau sets GOVSHARE_TLS_CERT, GOVSHARE_TLS_KEY and GOVSHARE_TLS_CA instead)")
     return 0
 
 
@@ -243,10 +249,10 @@ def _versions(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from common.catalog import load_catalog
+    from common.errors import IntegrityError
     from common.home import home
     from keys.keystore import Keystore
     from sharing.store import SharingStore
-    from common.errors import IntegrityError
     from sharing.verify import check_consistency, verify_dataset
 
     ds = load_catalog().dataset(args.dataset)
@@ -376,12 +382,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _subscriber(args: argparse.Namespace) -> int:
     if args.subscriber_command == "profile":
-        from govshare import service_cli
+        from govshare import profile_cli
 
-        return service_cli.profile(args)
-    from govshare import agent_cli
+        return profile_cli.profile(args)
+    from govshare import service_cli
 
-    return agent_cli.enroll(args)
+    return service_cli.enroll(args)
 
 
 def _agent(args: argparse.Namespace) -> int:

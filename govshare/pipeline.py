@@ -165,8 +165,8 @@ def ingest(run: Run, part: int = 0) -> Validated:
     Great Expectations counts the same rows in a child process on the other core (its import
     alone takes seconds), so the suite's run costs this stage little beyond waiting for its result.
     """
-    from connectors.base import prefetch
     from connectors import open_source
+    from connectors.base import prefetch
     from keys.pseudonyms import RowHasher
     from sharing.index import published_refs
     from sharing.publish import PartFiles

@@ -54,6 +54,7 @@ PUBLISHER = "publisher"
 STAGING = "govshare.staging"  # encrypts run staging files at rest
 QUARANTINE = "govshare.quarantine"  # encrypts quarantined rows at rest
 AUDIT = "govshare.audit"  # HMAC key pseudonymising record keys in the access log
+SERVICE = "govshare.service"  # HMAC key of the sharing service's short-lived file URLs
 SUBSCRIBER_PREFIX = "subscriber."
 INTERNAL_MASTER_KEYS = (STAGING, QUARANTINE)
 _RESERVED_PREFIXES = ("govshare.", SUBSCRIBER_PREFIX)
@@ -103,7 +104,7 @@ class Keystore:
         _check_names(masters, subscribers)
         wanted: list[tuple[str, Purpose]] = [(PUBLISHER, "signing")]
         wanted += [(n, "master") for n in [*masters, *INTERNAL_MASTER_KEYS]]
-        wanted += [(AUDIT, "hmac")]
+        wanted += [(AUDIT, "hmac"), (SERVICE, "hmac")]
         wanted += [(SUBSCRIBER_PREFIX + s, "signing") for s in subscribers]
         self._make_folder()
         created: list[str] = []

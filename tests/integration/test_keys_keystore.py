@@ -48,7 +48,7 @@ def test_init_creates_every_key_with_versioned_ids(tmp_path: Path) -> None:
     created = Keystore(tmp_path / "ks").init(MASTERS, SUBSCRIBERS)
     assert sorted(created) == sorted([
         "publisher.v1", "population.footer.v1", "population.conditional.v1", "govshare.staging.v1",
-        "govshare.quarantine.v1", "govshare.audit.v1",
+        "govshare.quarantine.v1", "govshare.audit.v1", "govshare.service.v1",
         "subscriber.approval-general.v1", "subscriber.approval-household.v1",
     ])
 
