@@ -205,7 +205,7 @@ def _make_changes(home: Home, dataset: Dataset, fields: tuple[str, ...], manifes
     for v in range(start, last + 1):
         view = read_view(store, decryption, dataset, manifests, columns, v, v, keep_deletes=True, with_refs=True)
         refs = view.column(KEY_REF).combine_chunks()
-        deleted = pc.equal(view.column(CHANGE_TYPE), DELETE)
+        deleted = pc.equal(view.column(CHANGE_TYPE).combine_chunks(), DELETE)
         held = pc.is_in(refs, value_set=alive) if len(alive) else pa.repeat(pa.scalar(False), len(refs))
         change = pc.if_else(deleted, CDF_DELETE, pc.if_else(held, UPDATE, INSERT))
         disputed = disputed_mask(disputes, view.column(KEY_REF), view.column(FINGERPRINT))
