@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+import ssl
 import subprocess
 import sys
 import threading
@@ -39,7 +40,7 @@ CLIENT = Path(__file__).with_name("delta_client.py")
 T = "/delta-sharing/shares/govshare/schemas/base/tables"
 
 
-# -- the service over a published home (in-process, plain HTTP on loopback) -----------------------
+# -- the service over a published home -------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class ServiceWorld:
     world: CliWorld
     root_dir: Path
     url: str  # the service's base URL, https://127.0.0.1:PORT
-    ca: Path | None  # the CA certificate clients trust (None: plain HTTP on loopback)
+    ca: Path  # the CA certificate clients trust
 
     def __getattr__(self, name: str):  # noqa: ANN204 - the CLI world's attributes and methods
         return getattr(self.world, name)
@@ -55,25 +56,31 @@ class ServiceWorld:
 
 @pytest.fixture(scope="module")
 def service_world(tmp_path_factory: pytest.TempPathFactory, demo_sources) -> Iterator[ServiceWorld]:  # noqa: ANN001
+    """A published home (population, legal_entity) and the service over it, in-process over
+    HTTPS with the home's local CA (the certificate `govshare init` made)."""
     import uvicorn
 
-    from common.catalog import load_catalog
-    from common.home import Home
     from service.app import create_app
     from service.context import ServiceContext
+    from service.tls import tls_material
 
     root = tmp_path_factory.mktemp("delta-world")
     world = build_cli_world(root, demo_sources)
-    app = create_app(ServiceContext.open(load_catalog(world.catalog), Home(world.home)))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False))
+    home = Home(world.home)
+    tls = tls_material(home)
+    ca = root / "ca.pem"
+    ca.write_bytes(tls.ca_pem)
+    app = create_app(ServiceContext.open(load_catalog(world.catalog), home))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False,
+                                           ssl_certfile=str(tls.cert_path), ssl_keyfile=str(tls.key_path)))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
-        assert time.monotonic() < deadline, "the service did not start"
+        assert time.monotonic() < deadline and thread.is_alive(), "the service did not start"
         time.sleep(0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
-    yield ServiceWorld(world, root, f"http://127.0.0.1:{port}", None)
+    yield ServiceWorld(world, root, f"https://127.0.0.1:{port}", ca)
     server.should_exit = True
     thread.join(timeout=10)
 
@@ -147,15 +154,13 @@ def _token(w, subscriber: str, days: int = 1, now: datetime | None = None) -> st
 
 
 def _http(w) -> httpx.Client:
-    return httpx.Client(base_url=w.url, verify=str(w.ca) if w.ca else False, timeout=30)
+    return httpx.Client(base_url=w.url, verify=ssl.create_default_context(cafile=str(w.ca)), timeout=30)
 
 
 def _client(w, profile: Path, ops: dict[str, dict]) -> dict[str, Any]:
     spec = w.root_dir / "spec.json"
     spec.write_text(json.dumps({"profile": str(profile), "dir": str(w.root_dir), "ops": ops}), encoding="utf-8")
-    env = {**w.env}
-    if w.ca:
-        env.update(REQUESTS_CA_BUNDLE=str(w.ca), SSL_CERT_FILE=str(w.ca))
+    env = {**w.env, "REQUESTS_CA_BUNDLE": str(w.ca), "SSL_CERT_FILE": str(w.ca)}  # requests; aiohttp
     done = subprocess.run([sys.executable, str(CLIENT), str(spec)], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -437,7 +442,7 @@ def test_the_profile_file(world, general):
     assert path.stat().st_mode & 0o777 == 0o600
     assert general["shareCredentialsVersion"] == 1 and general["endpoint"] == f"{w.url}/delta-sharing"
     assert len(general["bearerToken"]) >= 43 and general["expirationTime"].endswith("Z")
-    assert Path(f"{path}.ca.pem").read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+    assert Path(f"{path}.ca.pem").read_bytes() == w.ca.read_bytes()
     state = (w.home / "service" / "state.db").read_bytes()
     assert general["bearerToken"].encode() not in state
 
