@@ -56,12 +56,16 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
+    """Strict: only the one canonical encoding of the bytes (no stray padding bits) is accepted."""
     if not _B64URL.fullmatch(text):
         raise InvalidFileToken("the file URL is malformed")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise InvalidFileToken("the file URL is malformed") from None
+    if _b64(data) != text:
+        raise InvalidFileToken("the file URL is malformed")
+    return data
 
 
 def _mac(key: bytes, payload_b64: str) -> bytes:

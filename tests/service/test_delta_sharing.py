@@ -118,8 +118,9 @@ def world(service_world):
                     (f"UPDATE legal_entity SET is_deleted = 1, updated_at = {now} {where}", (usccs[2],))])
     assert w.run("sync", "legal_entity").returncode == 0
     pulls["le_since1"] = _pull(w, "le_since1", "legal_entity", "--since", "1")
-    _mutate(le_db, [(f"UPDATE legal_entity SET entity_name = '新名称二有限公司', updated_at = datetime('now', '+8 hours', '+1 second') {where}", (usccs[0],)),
-                    (f"UPDATE legal_entity SET is_deleted = 1, updated_at = datetime('now', '+8 hours', '+1 second') {where}", (usccs[3],))])
+    later = "datetime('now', '+8 hours', '+1 second')"
+    _mutate(le_db, [(f"UPDATE legal_entity SET entity_name = '新名称二有限公司', updated_at = {later} {where}", (usccs[0],)),
+                    (f"UPDATE legal_entity SET is_deleted = 1, updated_at = {later} {where}", (usccs[3],))])
     assert w.run("sync", "legal_entity").returncode == 0
     pulls["le_since2"] = _pull(w, "le_since2", "legal_entity", "--since", "2")
     pulls["le_v2"] = _pull(w, "le_v2", "legal_entity", "--version", "2")
@@ -127,8 +128,8 @@ def world(service_world):
     pulls["pop_v1"] = _pull(w, "pop_v1", "population")
     ids = sorted(w.id_numbers)
     pw = "WHERE upper(trim(id_number)) = ?"
-    _mutate(pop_db, [(f"UPDATE population_person SET ethnicity_code = CASE ethnicity_code WHEN '01' THEN '02' ELSE '01' END, "
-                      f"updated_at = {now} {pw}", (ids[0],)),
+    swap = "CASE ethnicity_code WHEN '01' THEN '02' ELSE '01' END"
+    _mutate(pop_db, [(f"UPDATE population_person SET ethnicity_code = {swap}, updated_at = {now} {pw}", (ids[0],)),
                      (f"UPDATE population_person SET is_deleted = 1, updated_at = {now} {pw}", (ids[1],))])
     assert w.run("sync", "population").returncode == 0
     pulls["pop_since1"] = _pull(w, "pop_since1", "population", "--since", "1")
@@ -161,7 +162,8 @@ def _client(w, profile: Path, ops: dict[str, dict]) -> dict[str, Any]:
     spec = w.root_dir / "spec.json"
     spec.write_text(json.dumps({"profile": str(profile), "dir": str(w.root_dir), "ops": ops}), encoding="utf-8")
     env = {**w.env, "REQUESTS_CA_BUNDLE": str(w.ca), "SSL_CERT_FILE": str(w.ca)}  # requests; aiohttp
-    done = subprocess.run([sys.executable, str(CLIENT), str(spec)], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, str(CLIENT), str(spec)], env=env, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -211,10 +213,12 @@ def test_snapshots_equal_pull_narrowed_to_the_unconditional_fields(world, read):
     le_fields = [f.name for f in ds.fields if f.sharing == "unconditional"]
     for version in ("le_v1", "le_v2", "le_v3"):
         assert read[version].column_names == [*le_fields, "_disputed"]
-        assert _rows(read[version], [*le_fields, "_disputed"]) == _rows(pulls[version], [*le_fields, "_disputed"]), version
+        cols = [*le_fields, "_disputed"]
+        assert _rows(read[version], cols) == _rows(pulls[version], cols), version
     for version in ("pop_v1", "pop_v2"):
         assert read[version].column_names == [*PLAIN_POPULATION, "_disputed"]
-        assert _rows(read[version], [*PLAIN_POPULATION, "_disputed"]) == _rows(pulls[version], [*PLAIN_POPULATION, "_disputed"])
+        cols = [*PLAIN_POPULATION, "_disputed"]
+        assert _rows(read[version], cols) == _rows(pulls[version], cols), version
     assert read["pop_v2"].num_rows == read["pop_v1"].num_rows - 1
 
 
@@ -299,7 +303,11 @@ def test_unknown_missing_and_expired_tokens_are_401(world):
             got = http.get("/delta-sharing/shares", headers=headers)
             assert got.status_code == 401, headers
             assert got.json()["errorCode"] == "UNAUTHENTICATED"
-        assert "expired" in http.get("/delta-sharing/shares", headers={"Authorization": f"Bearer {expired}"}).json()["message"]
+        got = http.get("/delta-sharing/shares", headers={"Authorization": f"Bearer {expired}"})
+        assert "expired" in got.json()["message"]
+        revoked = _token(w, "sub-revoked")  # credentials of a revoked subscriber: refused as such
+        got = http.get("/delta-sharing/shares", headers={"Authorization": f"Bearer {revoked}"})
+        assert got.status_code == 401 and "revoked" in got.json()["message"]
 
 
 def test_the_stock_client_is_refused_with_an_expired_profile(world):
@@ -363,7 +371,8 @@ def test_bad_parameters_are_400(world, general):
                     http.get(c, headers=headers),
                     http.get(c, headers=headers, params={"startingVersion": "0"}),
                     http.get(c, headers=headers, params={"startingVersion": "3", "endingVersion": "2"}),
-                    http.get(c, headers=headers, params={"startingVersion": "1", "startingTimestamp": "2026-01-01T00:00:00Z"}),
+                    http.get(c, headers=headers, params={"startingVersion": "1",
+                                                         "startingTimestamp": "2026-01-01T00:00:00Z"}),
                     http.get(f"{T}/legal_entity/metadata", headers=headers, params={"version": "-1"}),
                     http.get("/delta-sharing/shares", headers=headers, params={"maxResults": "many"})):
             assert got.status_code == 400, (got.request.url, got.text)
@@ -393,7 +402,8 @@ def test_file_urls_tampered_expired_or_another_subscribers_are_401(world, genera
         body, mac = url.rsplit("/", 1)[1].split(".")
         payload = json.loads(filetokens._unb64(body))
         forged = filetokens._b64(json.dumps({**payload, "s": "approval-household"}).encode())
-        for bad in (f"{url[:-2]}{'AA' if not url.endswith('AA') else 'BB'}", url.replace(body, forged), url + "x"):
+        flipped = url.replace(f".{mac}", f".{'B' if mac.startswith('A') else 'A'}{mac[1:]}")
+        for bad in (flipped, url.replace(body, forged), url + "x"):
             got = http.get(bad)
             assert got.status_code == 401 and got.json()["errorCode"] == "UNAUTHENTICATED"
         from keys.keystore import Keystore

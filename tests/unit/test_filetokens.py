@@ -31,7 +31,9 @@ def test_altered_foreign_or_malformed_tokens_grant_nothing():
     doc = json.loads(filetokens._unb64(body))
     other = filetokens._b64(json.dumps({**doc, "s": "approval-household"}).encode())
     longer = filetokens._b64(json.dumps({**doc, "e": doc["e"] + 10**6}).encode())
-    for bad in (f"{other}.{mac}", f"{longer}.{mac}", f"{body}.{mac[:-1]}A" if not mac.endswith("A") else f"{body}.{mac[:-1]}B",
+    flipped = f"{body}.{'B' if mac.startswith('A') else 'A'}{mac[1:]}"
+    padding = f"{body}.{mac[:-1]}{'B' if mac.endswith('A') else 'A'}"  # even where only padding bits change
+    for bad in (f"{other}.{mac}", f"{longer}.{mac}", flipped, padding,
                 token + ".x", "", "no-dot", "a.b", "!!.??", "x" * 2000):
         with pytest.raises(filetokens.InvalidFileToken):
             filetokens.check(KEY, bad, now=1000)
