@@ -1,2 +1,2 @@
-"""The subscriber agent (approval-system side): its own keys in GOVSHARE_AGENT_HOME, the
-publisher's pinned signing key and CA, verified pulls over HTTPS, local decryption."""
+"""The subscriber's agent: enrolment with the bureau's sharing service, verified pulls over
+HTTPS, local decryption with the agent's own keys (never the bureau's)."""

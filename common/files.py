@@ -167,3 +167,15 @@ def check_output_file(raw: str, protected: dict[str, Path], option: str = "--out
     if not os.access(existing, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise ConfigError(f"{option} {raw}: {existing} is not writable")
     return path
+
+
+def check_output_target(raw: str, protected: dict[str, Path]) -> str:
+    """--out as a file path or a SQLAlchemy URL, refused like check_output_file when the file (or a
+    SQLite URL's database file) lies inside one of the ``protected`` places or cannot be written."""
+    if "://" not in raw:
+        return str(check_output_file(raw, protected))
+    if raw.split("://", 1)[0].split("+", 1)[0].lower() == "sqlite":
+        database = raw.split("://", 1)[1].removeprefix("/").split("?", 1)[0]
+        if database and database != ":memory:":
+            check_output_file(database, protected, option="--out (SQLite database)")
+    return raw

@@ -400,18 +400,11 @@ def _checked_out(raw: str) -> str:
     """--out as a file path or a SQLAlchemy URL, refused (exit 2, nothing written) inside
     GOVSHARE_HOME, the catalog folder or the project's source tree, or where it cannot be written."""
     from common.catalog import PROJECT_ROOT, catalog_dir
-    from common.files import check_output_file
+    from common.files import check_output_target
     from common.home import home
 
-    protected = {"GOVSHARE_HOME": home().root, "the catalog folder (GOVSHARE_CATALOG)": catalog_dir(),
-                 "the project's source tree": PROJECT_ROOT}
-    if "://" not in raw:
-        return str(check_output_file(raw, protected))
-    if raw.split("://", 1)[0].split("+", 1)[0].lower() == "sqlite":
-        database = raw.split("://", 1)[1].removeprefix("/").split("?", 1)[0]
-        if database and database != ":memory:":
-            check_output_file(database, protected, option="--out (SQLite database)")
-    return raw
+    return check_output_target(raw, {"GOVSHARE_HOME": home().root, "the catalog folder (GOVSHARE_CATALOG)": catalog_dir(),
+                                     "the project's source tree": PROJECT_ROOT})
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -14,7 +14,7 @@ import argparse
 import json
 from urllib.parse import urlsplit
 
-from common.catalog import load_catalog
+from common.catalog import Catalog, Subscriber, load_catalog
 from common.errors import AccessDenied, ConfigError
 from common.files import check_output_file, write_private
 from common.home import home as current_home
@@ -41,16 +41,22 @@ def endpoint_of(server: str | None) -> str:
     return f"{url}/delta-sharing"
 
 
+def active_subscriber(catalog: Catalog, subscriber_id: str, what: str) -> Subscriber:
+    """The catalog's subscriber, refused (exit 4) when unknown, suspended or revoked."""
+    subscriber = catalog.subscriber(subscriber_id)
+    if subscriber is None:
+        raise AccessDenied(f"subscriber {shown_subscriber(subscriber_id)!r} is not registered in the catalog; "
+                           f"no {what} is made for it")
+    if not subscriber.active:
+        raise AccessDenied(f"subscriber {subscriber.id} is {subscriber.status}; no {what} is made for it")
+    return subscriber
+
+
 def profile(args: argparse.Namespace) -> int:
     h = current_home().require_initialised()
     catalog = load_catalog()
     purpose = check_purpose(args.purpose)
-    subscriber = catalog.subscriber(args.id)
-    if subscriber is None:
-        raise AccessDenied(f"subscriber {shown_subscriber(args.id)!r} is not registered in the catalog; "
-                           "no profile is made for it")
-    if not subscriber.active:
-        raise AccessDenied(f"subscriber {subscriber.id} is {subscriber.status}; no profile is made for it")
+    subscriber = active_subscriber(catalog, args.id, "profile")
     days = args.days
     if not 1 <= days <= profiles.MAX_DAYS:
         raise ConfigError(f"--days {days}: a profile is valid for 1 to {profiles.MAX_DAYS} days")

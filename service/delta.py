@@ -30,15 +30,12 @@ token in the URL binds the subscriber, the file and a 15-minute expiry.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import os
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -49,13 +46,14 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from common.catalog import Dataset, Grant, Subscriber
-from common.errors import AccessDenied, GovshareError, IntegrityError, TemporaryFailure
+from common.errors import AccessDenied, GovshareError, IntegrityError
 from common.schema import CHANGE_TYPE
 from common.times import today
 from lineage.audit import DELIVERY
 from service import filetokens, plainview, profiles
 from service.access import note
 from service.context import ServiceContext, context
+from service.guard import ServiceError, error_response, guarded
 from sharing.pull import authorise
 from sharing.store import SharingStore
 
@@ -77,47 +75,15 @@ _CODES = {400: "INVALID_PARAMETER_VALUE", 401: "UNAUTHENTICATED", 403: "PERMISSI
 router = APIRouter(prefix=PREFIX, tags=["Delta Sharing"])
 
 
-class DeltaError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class DeltaError(ServiceError):
+    """A refusal of this protocol, with its status."""
+
+
+_guarded = guarded(CHANNEL, _CODES)
 
 
 def _error_response(request: Request, status: int, message: str) -> JSONResponse:
-    note(request, reason=message)
-    return JSONResponse({"errorCode": _CODES.get(status, "INTERNAL_ERROR"), "message": message}, status_code=status)
-
-
-F = TypeVar("F", bound=Callable[..., Response])
-
-
-def _guarded(handler: F) -> F:
-    """Every failure as the protocol's error body (never a traceback, never a value)."""
-
-    @functools.wraps(handler)
-    def run(request: Request, *args: Any, **kwargs: Any) -> Response:  # noqa: ANN401
-        note(request, channel=CHANNEL)
-        try:
-            return handler(request, *args, **kwargs)
-        except DeltaError as exc:
-            return _error_response(request, exc.status, exc.message)
-        except AccessDenied as exc:
-            return _error_response(request, 403, exc.message)
-        except TemporaryFailure as exc:
-            return _error_response(request, 503, exc.message)
-        except IntegrityError as exc:
-            log.error("delta sharing: %s", exc.message)
-            return _error_response(request, 500, f"{exc.message}; nothing is served from it")
-        except GovshareError as exc:  # ConfigError: a version range, a schema change, a catalog mismatch
-            return _error_response(request, 400, exc.message)
-        except Exception as exc:  # a bug: say what, never the values
-            if os.environ.get("GOVSHARE_DEBUG"):
-                raise
-            log.error("delta sharing: unexpected %s in %s", exc.__class__.__name__, handler.__name__)
-            return _error_response(request, 500, f"unexpected failure ({exc.__class__.__name__})")
-
-    return run  # type: ignore[return-value]
+    return error_response(request, _CODES, status, message)
 
 
 # -- who is asking -----------------------------------------------------------------------------

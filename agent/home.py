@@ -1,0 +1,149 @@
+"""GOVSHARE_AGENT_HOME: what a subscriber's agent keeps on its own machine. Never the bureau's keys.
+
+Layout (folder 0700, files 0600)::
+
+    agent.json            who it is: subscriber, agent id, service URL, the pinned publisher key
+    ca.pem                the CA certificate pinned at enrolment (the service's TLS trust)
+    keys/signing.pem      the agent's Ed25519 private key (signs every request)
+    keys/envelope.pem     the agent's X25519 private key (opens the key envelopes sealed to it)
+    mirror/<dataset>/versions/<N>/   manifests, signatures and files as published (encrypted)
+    targets.json          per database target (by the SHA-256 of its URL): the last version applied
+
+``agent.json`` is written last, so a home whose enrolment failed half-way is not an agent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from common.errors import ConfigError, IntegrityError
+from common.files import private_dir, write_private
+from keys.agentproto import Enrolment, PinnedPublisher
+
+AGENT_FORMAT = "govshare-agent/1"
+TARGETS_FORMAT = "govshare-agent-targets/1"
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    """An enrolled agent, loaded from its home."""
+
+    root: Path
+    subscriber: str
+    agent_id: str
+    service_url: str
+    ca_pem: bytes
+    publisher: PinnedPublisher
+    signing_key: Ed25519PrivateKey
+    envelope_key: X25519PrivateKey
+
+    def __repr__(self) -> str:  # never key material
+        return f"Enrolled({self.agent_id} of {self.subscriber} at {self.service_url})"
+
+    @property
+    def mirror(self) -> Path:
+        return self.root / "mirror"
+
+
+class AgentHome:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def marker(self) -> Path:
+        return self.root / "agent.json"
+
+    @property
+    def keys(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def targets_file(self) -> Path:
+        return self.root / "targets.json"
+
+    def enrolled(self) -> bool:
+        return self.marker.is_file()
+
+    def describe(self) -> dict[str, Any]:
+        try:
+            doc = json.loads(self.marker.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"GOVSHARE_AGENT_HOME {self.root} holds no enrolled agent: run "
+                              "'govshare agent init --enrollment FILE' with the bureau's enrolment file") from None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise IntegrityError(f"{self.marker} is unreadable: the agent's home was altered") from None
+        if not isinstance(doc, dict) or doc.get("format") != AGENT_FORMAT:
+            raise IntegrityError(f"{self.marker} is not an agent file ({AGENT_FORMAT})")
+        return doc
+
+    def write(self, enrolment: Enrolment, agent_id: str, signing: Ed25519PrivateKey,
+              envelope: X25519PrivateKey) -> None:
+        private_dir(self.keys)
+        pem = serialization.PrivateFormat.PKCS8
+        write_private(self.keys / "signing.pem", signing.private_bytes(serialization.Encoding.PEM, pem,
+                                                                        serialization.NoEncryption()))
+        write_private(self.keys / "envelope.pem", envelope.private_bytes(serialization.Encoding.PEM, pem,
+                                                                          serialization.NoEncryption()))
+        write_private(self.root / "ca.pem", enrolment.ca_pem)
+        write_private(self.marker, json.dumps({
+            "format": AGENT_FORMAT, "subscriber": enrolment.subscriber, "agent_id": agent_id,
+            "service_url": enrolment.service_url,
+            "publisher_key": {"key_id": enrolment.publisher_key_id, "algorithm": enrolment.publisher_algorithm,
+                              "public_pem": enrolment.publisher_pem},
+            "enrolled_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2) + "\n")
+
+    def load(self) -> Enrolled:
+        doc = self.describe()
+        key = doc.get("publisher_key") or {}
+        try:
+            signing = serialization.load_pem_private_key((self.keys / "signing.pem").read_bytes(), password=None)
+            envelope = serialization.load_pem_private_key((self.keys / "envelope.pem").read_bytes(), password=None)
+            ca_pem = (self.root / "ca.pem").read_bytes()
+            publisher = PinnedPublisher(str(key.get("key_id")), str(key.get("public_pem")))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"GOVSHARE_AGENT_HOME {self.root}: {Path(exc.filename).name} is missing; restore the "
+                              "agent's home from backup or enrol a new agent") from None
+        except ValueError:
+            raise IntegrityError(f"GOVSHARE_AGENT_HOME {self.root}: a key file is unreadable; the agent's home was "
+                                 "altered") from None
+        if not isinstance(signing, Ed25519PrivateKey) or not isinstance(envelope, X25519PrivateKey):
+            raise IntegrityError(f"GOVSHARE_AGENT_HOME {self.root}: the key files are not the agent's key types")
+        return Enrolled(self.root, str(doc["subscriber"]), str(doc["agent_id"]), str(doc["service_url"]), ca_pem,
+                        publisher, signing, envelope)
+
+    # -- database targets: the last version applied ------------------------------------------
+
+    @staticmethod
+    def target_id(dataset: str, url: str) -> str:
+        return hashlib.sha256(f"{dataset}\n{url}".encode()).hexdigest()
+
+    def applied(self, dataset: str, url: str) -> int | None:
+        entry = self._targets().get(self.target_id(dataset, url))
+        return int(entry["version"]) if isinstance(entry, dict) and isinstance(entry.get("version"), int) else None
+
+    def record_applied(self, dataset: str, url: str, shown: str, version: int) -> None:
+        targets = self._targets()
+        targets[self.target_id(dataset, url)] = {"dataset": dataset, "target": shown, "version": version,
+                                                 "applied_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        write_private(self.targets_file, json.dumps({"format": TARGETS_FORMAT, "targets": targets}, indent=2) + "\n")
+
+    def _targets(self) -> dict[str, Any]:
+        try:
+            doc = json.loads(self.targets_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise IntegrityError(f"{self.targets_file} is unreadable: restore it, or pull with --version N to "
+                                 "rebuild the target") from None
+        if not isinstance(doc, dict) or doc.get("format") != TARGETS_FORMAT or not isinstance(doc.get("targets"), dict):
+            raise IntegrityError(f"{self.targets_file} is not the agent's target list")
+        return doc["targets"]
