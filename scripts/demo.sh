@@ -46,6 +46,46 @@ for d in "${datasets[@]}"; do
 done
 "$gs" pull population --subscriber approval-household --purpose "户籍迁移审批 核验申请人身份 (demo)" --out "$pulls/approval-household-population.parquet"
 
+step "two parties: the sharing service (HTTPS, local CA) and the subscribers' agents, each with its own keys"
+agents="$out/agents"
+rm -rf "$agents" && mkdir -p "$agents"
+serve_log="$GOVSHARE_HOME/service/demo-serve.log"
+"$gs" serve --port 0 > "$serve_log" 2>&1 &
+serve_pid=$!
+trap 'kill "$serve_pid" 2>/dev/null || true' EXIT
+url=""
+for _ in $(seq 1 120); do
+  url=$(sed -n 's/^serving \(https:[^ ]*\).*/\1/p' "$serve_log" | head -1)
+  [ -n "$url" ] && break
+  kill -0 "$serve_pid" 2>/dev/null || break
+  sleep 0.5
+done
+[ -n "$url" ] || { cat "$serve_log"; echo "govshare serve did not start"; exit 1; }
+echo "service at $url"
+for s in approval-household approval-general; do
+  "$gs" subscriber enroll "$s" --server "$url" --out "$agents/$s.enrolment.json"
+  GOVSHARE_AGENT_HOME="$agents/$s" "$gs" agent init --enrollment "$agents/$s.enrolment.json"
+done
+GOVSHARE_AGENT_HOME="$agents/approval-household" "$gs" agent datasets
+GOVSHARE_AGENT_HOME="$agents/approval-household" "$gs" agent pull population \
+  --purpose "户籍迁移审批 核验申请人身份 (demo)" --case "HJ-2026-000123" --out "$pulls/agent-approval-household-population.parquet"
+GOVSHARE_AGENT_HOME="$agents/approval-general" "$gs" agent pull legal_entity \
+  --purpose "一网通办 综合窗口 办件核验 (demo)" --out "$pulls/agent-approval-general-legal_entity.parquet"
+"$gs" subscriber profile approval-general --purpose "一网通办 综合窗口 办件核验 (demo)" --server "$url" \
+  --out "$agents/approval-general.share"
+REQUESTS_CA_BUNDLE="$agents/approval-general.share.ca.pem" SSL_CERT_FILE="$agents/approval-general.share.ca.pem" \
+  "$root/.venv/bin/python" - "$agents/approval-general.share" <<'PY'
+import sys
+import delta_sharing
+profile = sys.argv[1]
+tables = delta_sharing.SharingClient(profile).list_all_tables()
+print("stock Delta Sharing client sees:", ", ".join(f"{t.share}.{t.schema}.{t.name}" for t in tables))
+frame = delta_sharing.load_as_pandas(f"{profile}#govshare.base.legal_entity")
+print(f"  govshare.base.legal_entity: {len(frame)} rows, columns {', '.join(frame.columns)}")
+PY
+kill "$serve_pid" && wait "$serve_pid" 2>/dev/null || true
+trap - EXIT
+
 step "lineage reports"
 for d in "${datasets[@]}"; do
   "$gs" lineage "$d" --format html --out "$reports/lineage-$d.html"
@@ -67,7 +107,8 @@ cat <<MSG
 
 Where to look:
   sharing sets      $GOVSHARE_HOME/store/<dataset>/versions/
-  subscriber pulls  $pulls/
+  subscriber pulls  $pulls/ (agent-*.parquet: fetched over HTTPS by the subscribers' agents)
+  agents            $agents/<subscriber>/ (each agent's own keys, pinned publisher key, mirror)
   lineage reports   $reports/lineage-<dataset>.html (and .json)
   quarantine        $GOVSHARE_HOME/quarantine/ (encrypted at rest)
   access log        $GOVSHARE_HOME/audit/access-log.jsonl

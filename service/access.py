@@ -14,6 +14,7 @@ the release and its record are one decision.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from typing import Any
@@ -26,6 +27,7 @@ from common.errors import GovshareError
 log = logging.getLogger(__name__)
 
 REQUEST = "request"
+FILE_URL_PREFIX = "/delta-sharing/files/"
 _NOTE = "govshare_access"
 NOTED = ("subscriber", "channel", "purpose", "case", "dataset", "version", "versions", "fields", "rows", "reason",
          "delivery")
@@ -41,6 +43,15 @@ def note(request: Request, **fields: Any) -> None:  # noqa: ANN401 - JSON values
 
 def noted(scope: Scope) -> dict[str, Any]:
     return dict(scope.get("state", {}).get(_NOTE, {}))
+
+
+def shown_path(path: str) -> str:
+    """The path as the log keeps it: a file URL's token (a credential while it lasts) replaced by
+    the first 16 hex digits of its SHA-256, enough to match the log to the delivery that issued it."""
+    head, sep, token = path.partition(FILE_URL_PREFIX)
+    if not sep or head:
+        return path
+    return f"{FILE_URL_PREFIX}sha256:{hashlib.sha256(token.encode('utf-8', 'replace')).hexdigest()[:16]}"
 
 
 def outcome_of(status: int) -> str:
@@ -81,7 +92,7 @@ class AccessRecorder:
 
 def _record(scope: Scope, status: int) -> bool:
     ctx = scope["app"].state.ctx
-    record = {"event": REQUEST, "method": scope.get("method"), "path": scope.get("path"), "status": status,
+    record = {"event": REQUEST, "method": scope.get("method"), "path": shown_path(scope.get("path") or ""), "status": status,
               "outcome": outcome_of(status), **{k: v for k, v in noted(scope).items() if v is not None}}
     record.setdefault("subscriber", None)
     try:
