@@ -101,12 +101,23 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True)
     q.add_argument("--server", default=None, help="the service URL the agent reaches (default https://127.0.0.1:8443)")
     q.add_argument("--hours", type=int, default=72, help="how long the enrolment token stays valid (default 72)")
+    q = subscriber.add_parser("revoke", help="end a subscriber's access from the next request on (logged)")
+    q.add_argument("id")
+    q.add_argument("--reason", default=None, help="why (kept in the access log), 1..500 characters")
     q = subscriber.add_parser("profile", help="a Delta Sharing profile (bearer token) for a stock client")
     q.add_argument("id")
     q.add_argument("--purpose", default=None, help="申请事由, 1..200 characters (mandatory)")
     q.add_argument("--out", required=True)
     q.add_argument("--days", type=int, default=30)
     q.add_argument("--server", default=None, help="the service URL (default https://127.0.0.1:8443)")
+
+    p = sub.add_parser("keys", help="the keystore: list keys (never material), rotate a key",
+                       description="govshare keys list [--json] | keys rotate NAME")
+    keys = p.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
+    q = keys.add_parser("list", help="key ids, versions, algorithms, purposes, statuses; the root key's id")
+    q.add_argument("--json", action="store_true")
+    q = keys.add_parser("rotate", help="a new version of a master key or the service's HMAC key; nothing is rewritten")
+    q.add_argument("name")
 
     p = sub.add_parser("agent", help="a subscriber's agent, over its own GOVSHARE_AGENT_HOME")
     agent = p.add_subparsers(dest="agent_command", required=True, parser_class=_Parser)
@@ -274,8 +285,10 @@ def _pull(args: argparse.Namespace) -> int:
     from common.catalog import load_catalog
     from common.home import home
     from govshare.delivery import pull
+    from sharing.revocations import effective_catalog
 
-    result = pull(load_catalog(), home().require_initialised(), args.dataset, args.subscriber, args.purpose,
+    h = home().require_initialised()
+    result = pull(effective_catalog(load_catalog(), h), h, args.dataset, args.subscriber, args.purpose,
                   _checked_out(args.out), version=args.version, since=args.since)
     scope = f"changes after version {result.since} up to {result.version}" if result.since is not None else f"version {result.version}"
     print(f"{result.dataset} {scope} for {result.subscriber}: {result.rows} rows ({result.deletes} deletes), "
@@ -381,6 +394,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _subscriber(args: argparse.Namespace) -> int:
+    if args.subscriber_command == "revoke":
+        from govshare import keys_cli
+
+        return keys_cli.revoke(args)
     if args.subscriber_command == "profile":
         from govshare import profile_cli
 
@@ -388,6 +405,12 @@ def _subscriber(args: argparse.Namespace) -> int:
     from govshare import service_cli
 
     return service_cli.enroll(args)
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from govshare import keys_cli
+
+    return {"list": keys_cli.list_keys, "rotate": keys_cli.rotate}[args.keys_command](args)
 
 
 def _agent(args: argparse.Namespace) -> int:
@@ -420,6 +443,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "audit": _audit,
     "serve": _serve,
     "subscriber": _subscriber,
+    "keys": _keys,
     "agent": _agent,
 }
 

@@ -36,9 +36,10 @@ def enroll(args: argparse.Namespace) -> int:
     from lineage.audit import AccessLog
     from service import enrolment
     from service.tls import tls_material
+    from sharing.revocations import effective_catalog
 
     h = home().require_initialised()
-    catalog = load_catalog()
+    catalog = effective_catalog(load_catalog(), h)
     subscriber = active_subscriber(catalog, args.id, "enrolment")
     if not 1 <= args.hours <= enrolment.MAX_HOURS:
         raise ConfigError(f"--hours {args.hours}: an enrolment token is valid for 1 to {enrolment.MAX_HOURS} hours")

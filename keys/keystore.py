@@ -181,6 +181,41 @@ class Keystore:
             _fsync_dir(self.path)
         return wrapped
 
+    def rotate(self, name: str) -> tuple[str, str]:
+        """A new version of master key (or service HMAC key) ``name``; the old one is retired: it
+        stays in the keystore and still opens what it protected, new data uses the new one.
+        Returns (old key id, new key id)."""
+        if name == AUDIT:
+            raise ConfigError(f"{AUDIT} keys the pseudonyms (_key_ref) every version, the state index, disputes and "
+                              "quarantine are indexed by; a new one would make every record a different one, so it "
+                              "is not rotated")
+        if name == PUBLISHER or name.startswith(SUBSCRIBER_PREFIX):
+            raise ConfigError(f"{name} is a signing key: agents pin the publisher key, so it changes only with an "
+                              "announced transition (not offered by this version of govshare)")
+        with self._lock():
+            entries = self._read_index()
+            mine = [e for e in entries.values() if e.name == name]
+            active = [e for e in mine if e.status == "active"]
+            if not active:
+                known = sorted({e.name for e in entries.values() if e.purpose in ("master", "hmac") and e.name != AUDIT})
+                raise ConfigError(f"no active key named {name!r} in keystore {self.path}; keys that rotate: "
+                                  f"{', '.join(known)}")
+            old = max(active, key=lambda e: e.version)
+            if old.purpose not in ("master", "hmac"):
+                raise ConfigError(f"key {old.key_id} is a {old.purpose} key; only master and HMAC keys rotate here")
+            version = max(e.version for e in mine) + 1
+            before = set(self.path.iterdir())
+            try:
+                entry = self._create_key(name, old.purpose, version)
+                entries[entry.key_id] = entry
+                for e in active:
+                    entries[e.key_id] = KeyEntry(**{**asdict(e), "status": "retired"})
+                self._write_index(entries)
+            except BaseException:
+                self._drop_unlisted(before)
+                raise
+        return old.key_id, entry.key_id
+
     def _drop_unlisted(self, before: set[Path]) -> None:
         """Remove the files made since ``before`` that the index (if it is readable) does not list."""
         try:
@@ -298,7 +333,8 @@ class Keystore:
     # -- symmetric keys --------------------------------------------------------------------
 
     def master_key(self, key_id: str) -> bytes:
-        """An AES-256 master key (KEK) by key id, checked against its check value."""
+        """An AES-256 master key (KEK) by key id, checked against its check value (a retired key
+        still opens what it protected; only new data needs the active one)."""
         return self._symmetric(self._require(key_id, "master"))
 
     def hmac_key(self, name: str = AUDIT) -> bytes:
