@@ -35,8 +35,17 @@ def list_keys(args: argparse.Namespace) -> int:
 def rotate(args: argparse.Namespace) -> int:
     from keys.kms import forget_cached_keys
 
+    if bool(args.name) == bool(args.publisher):
+        raise ConfigError("usage: govshare keys rotate NAME | --publisher")
     h = home().require_initialised()
     keystore = Keystore(h.keystore)
+    if args.publisher:
+        old, new = keystore.rotate_publisher()
+        AccessLog.of(h, keystore).append({"event": KEY_ROTATED, "key": "publisher", "retired": old, "active": new})
+        print(f"publisher: {new} signs from now on; {old} is retired (it still verifies what it signed). The next "
+              f"version of each dataset carries the transition {old} -> {new}, signed by {old}, so pinned agents "
+              "move to the new key by themselves; new enrolment files pin both")
+        return 0
     old, new = keystore.rotate(args.name)
     forget_cached_keys(keystore)
     AccessLog.of(h, keystore).append({"event": KEY_ROTATED, "key": args.name, "retired": old, "active": new})

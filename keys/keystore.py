@@ -62,6 +62,8 @@ QUARANTINE = "govshare.quarantine"  # encrypts quarantined rows at rest
 AUDIT = "govshare.audit"  # HMAC key pseudonymising record keys in the access log
 SERVICE = "govshare.service"  # HMAC key of the sharing service's short-lived file URLs
 SUBSCRIBER_PREFIX = "subscriber."
+TRANSITIONS = "transitions"  # publisher key transitions, each signed by the key it replaces
+TRANSITION_FORMAT = "govshare-key-transition/1"
 INTERNAL_MASTER_KEYS = (STAGING, QUARANTINE)
 _RESERVED_PREFIXES = ("govshare.", SUBSCRIBER_PREFIX)
 
@@ -189,9 +191,11 @@ class Keystore:
             raise ConfigError(f"{AUDIT} keys the pseudonyms (_key_ref) every version, the state index, disputes and "
                               "quarantine are indexed by; a new one would make every record a different one, so it "
                               "is not rotated")
-        if name == PUBLISHER or name.startswith(SUBSCRIBER_PREFIX):
-            raise ConfigError(f"{name} is a signing key: agents pin the publisher key, so it changes only with an "
-                              "announced transition (not offered by this version of govshare)")
+        if name == PUBLISHER:
+            raise ConfigError(f"{name} is the publisher's signing key, which agents pin: rotate it with "
+                              "'govshare keys rotate --publisher', which announces the new key to them")
+        if name.startswith(SUBSCRIBER_PREFIX):
+            raise ConfigError(f"{name} is a subscriber's signing key; it is not rotated by the bureau")
         with self._lock():
             entries = self._read_index()
             mine = [e for e in entries.values() if e.name == name]
@@ -216,6 +220,65 @@ class Keystore:
                 raise
         return old.key_id, entry.key_id
 
+    def rotate_publisher(self) -> tuple[str, str]:
+        """A new publisher signing key, announced by a transition record signed with the old one
+        (``transitions/<new key id>.json``); the old key is retired (it still verifies what it
+        signed). Manifests published from now on carry the transition (sharing.publish), so pinned
+        agents move to the new key by themselves. Returns (old key id, new key id)."""
+        with self._lock():
+            entries = self._read_index()
+            active = [e for e in entries.values() if e.name == PUBLISHER and e.status == "active"]
+            if len(active) != 1:
+                raise ConfigError(f"keystore {self.path} has {len(active)} active publisher keys; expected one")
+            old = active[0]
+            version = max(e.version for e in entries.values() if e.name == PUBLISHER) + 1
+            before = set(self.path.iterdir())
+            folder = self.path / TRANSITIONS
+            announcement = folder / f"{PUBLISHER}.v{version}.json"
+            try:
+                entry = self._create_key(PUBLISHER, "signing", version)
+                doc = {"format": TRANSITION_FORMAT, "from": old.key_id, "to": entry.key_id,
+                       "algorithm": entry.algorithm, "public_pem": _public_pem(self._public_key(entry)).decode("ascii"),
+                       "created": datetime.now(UTC).isoformat(timespec="seconds")}
+                record = {"transition": doc, "signature": self._sign(old.key_id, _canonical(doc), PUBLISHER)}
+                folder.mkdir(mode=0o700, exist_ok=True)
+                tmp = self._write_temp((json.dumps(record, indent=2) + "\n").encode())
+                os.replace(tmp, announcement)
+                entries[entry.key_id] = entry
+                entries[old.key_id] = KeyEntry(**{**asdict(old), "status": "retired"})
+                self._write_index(entries)
+            except BaseException:
+                announcement.unlink(missing_ok=True)
+                self._drop_unlisted(before)
+                raise
+        return old.key_id, entry.key_id
+
+    def transitions(self, from_key_id: str, to_key_id: str) -> list[dict[str, Any]]:
+        """The transition records from publisher key ``from_key_id`` to ``to_key_id``, oldest first
+        ([] when they are the same); IntegrityError when no chain of transitions links them."""
+        chain: list[dict[str, Any]] = []
+        current = to_key_id
+        while current != from_key_id:
+            path = self.path / TRANSITIONS / f"{current}.json"
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+                doc = record["transition"]
+            except (FileNotFoundError, ValueError, KeyError, TypeError):
+                raise IntegrityError(f"keystore {self.path}: no transition record leads from publisher key "
+                                     f"{from_key_id} to {to_key_id} (missing or unreadable {path}); agents would "
+                                     "refuse the new key, so nothing is signed with it") from None
+            if doc.get("to") != current or len(chain) > 1000:
+                raise IntegrityError(f"keystore {self.path}: transition record {path} is not the announcement of {current}")
+            chain.append(record)
+            current = doc.get("from")
+        return list(reversed(chain))
+
+    def publisher_keys(self) -> list[dict[str, str]]:
+        """Every publisher public key (retired ones too), oldest first: what agents pin at enrolment."""
+        mine = sorted((e for e in self._read_index().values() if e.name == PUBLISHER), key=lambda e: e.version)
+        return [{"key_id": e.key_id, "algorithm": e.algorithm, "status": e.status,
+                 "public_pem": _public_pem(self._public_key(e)).decode("ascii")} for e in mine]
+
     def _drop_unlisted(self, before: set[Path]) -> None:
         """Remove the files made since ``before`` that the index (if it is readable) does not list."""
         try:
@@ -224,7 +287,8 @@ class Keystore:
             return  # cannot tell which keys are listed: keep every file
         listed = {self.path / f for e in entries for f in (e.file, e.public_file) if f}
         for path in set(self.path.iterdir()) - before - listed:
-            path.unlink(missing_ok=True)
+            if path.is_file():
+                path.unlink(missing_ok=True)
 
     def _make_folder(self) -> None:
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -470,6 +534,10 @@ def _private_pem(private: Ed25519PrivateKey) -> bytes:
 
 def _public_pem(public: Ed25519PublicKey) -> bytes:
     return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _canonical(doc: Mapping[str, Any]) -> bytes:
+    return json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _aad(key_id: str, file_name: str) -> bytes:

@@ -71,7 +71,7 @@ def test_rotation_keeps_old_versions_readable_and_new_versions_use_the_new_key(w
     assert log and log[-1]["retired"] == "population.conditional.v1" and log[-1]["active"] == "population.conditional.v2"
 
 
-@pytest.mark.parametrize("name,why", [("govshare.audit", "pseudonyms"), ("publisher", "announced"),
+@pytest.mark.parametrize("name,why", [("govshare.audit", "pseudonyms"), ("publisher", "--publisher"),
                                       ("nonesuch", "keys that rotate")])
 def test_keys_that_do_not_rotate_are_refused(world, name: str, why: str) -> None:  # noqa: ANN001
     done = world.run("keys", "rotate", name)
@@ -120,3 +120,73 @@ def test_revocation_takes_effect_from_the_next_request(world, tmp_path: Path) ->
     assert any(r.get("event") == "request" and r.get("status") == 401 and r.get("path", "").startswith("/agent/v1")
                for r in after)
     assert _ok(world, "audit", "verify")
+
+
+def _resign_all(store: Path, key_id: str) -> None:
+    """Re-sign every manifest of a store consistently with a key no agent was told of."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    private = Ed25519PrivateKey.generate()
+    for folder in sorted((store / "versions").iterdir()):
+        raw = (folder / "manifest.json").read_bytes()
+        (folder / "manifest.sig").write_text(json.dumps({"algorithm": "Ed25519", "key_id": key_id,
+                                                         "signature": base64.b64encode(private.sign(raw)).decode()}))
+
+
+def test_agents_follow_an_announced_publisher_key_and_refuse_an_unannounced_one(world, tmp_path: Path) -> None:  # noqa: ANN001
+    served = start_service(world.env)
+    try:
+        enrol = tmp_path / "enrol.json"
+        _ok(world, "subscriber", "enroll", "approval-general", "--out", str(enrol), "--server", served.url)
+        agent_env = {"GOVSHARE_AGENT_HOME": str(tmp_path / "agent")}
+        _ok(world, "agent", "init", "--enrollment", str(enrol), env=agent_env)
+        pull = ("agent", "pull", "legal_entity", "--purpose", "核验", "--out")
+        _ok(world, *pull, str(tmp_path / "a.parquet"), env=agent_env)
+
+        rotated = _ok(world, "keys", "rotate", "--publisher")
+        assert "publisher.v1 -> publisher.v2" in rotated.stdout
+        assert world.run("keys", "rotate", "--publisher", "population.footer").returncode == 2
+        source = world.env["AIRFLOW_CONN_LEGAL_ENTITY_DB"].removeprefix("sqlite:///")
+        import sqlite3
+
+        with sqlite3.connect(source) as db:
+            db.execute("UPDATE legal_entity SET address = '更正后的住所', updated_at = datetime('now', '+8 hours') WHERE rowid <= 5")
+        _ok(world, "sync", "legal_entity")
+        store = world.home / "store" / "legal_entity"
+        latest = max(int(p.name) for p in (store / "versions").iterdir())
+        manifest = json.loads((store / "versions" / f"{latest:08d}" / "manifest.json").read_text())
+        assert [t["transition"]["to"] for t in manifest["key_transitions"]] == ["publisher.v2"]
+        assert json.loads((store / "versions" / f"{latest:08d}" / "manifest.sig").read_text())["key_id"] == "publisher.v2"
+        _ok(world, "verify", "legal_entity")
+
+        followed = _ok(world, *pull, str(tmp_path / "b.parquet"), env=agent_env)
+        assert f"version {latest}" in followed.stdout
+        pinned = json.loads((tmp_path / "agent" / "agent.json").read_text())["publisher_keys"]
+        assert [k["key_id"] for k in pinned] == ["publisher.v1", "publisher.v2"]
+        # an agent enrolled now pins both keys and reads every version
+        _ok(world, "subscriber", "enroll", "approval-general", "--out", str(tmp_path / "e2.json"), "--server", served.url)
+        fresh = {"GOVSHARE_AGENT_HOME": str(tmp_path / "agent2")}
+        _ok(world, "agent", "init", "--enrollment", str(tmp_path / "e2.json"), env=fresh)
+        _ok(world, *pull, str(tmp_path / "c.parquet"), env=fresh)
+        assert pq.read_table(tmp_path / "c.parquet").equals(pq.read_table(tmp_path / "b.parquet"))
+
+        # the whole chain re-signed, consistently, by a key nobody announced: refused
+        backup = tmp_path / "store-backup"
+        import shutil
+
+        shutil.copytree(store, backup)
+        try:
+            _resign_all(store, "publisher.v3")
+            for agent in ("agent", "agent2"):
+                shutil.rmtree(tmp_path / agent / "mirror")
+                refused = world.run(*pull, str(tmp_path / "d.parquet"), env={"GOVSHARE_AGENT_HOME": str(tmp_path / agent)})
+                assert refused.returncode == 3 and "publisher.v3" in refused.stderr, refused.stderr
+                world.assert_clean(refused)
+            assert not (tmp_path / "d.parquet").exists()
+        finally:
+            shutil.rmtree(store)
+            shutil.copytree(backup, store)
+    finally:
+        assert served.stop() == 0
