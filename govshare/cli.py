@@ -15,10 +15,14 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.errors import ConfigError, GovshareError
 from common.files import kept_private
 from common.oserrors import storage_error
+
+if TYPE_CHECKING:
+    from lineage.audit import AccessLog
 
 
 class _Parser(argparse.ArgumentParser):
@@ -86,8 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", default="")
     p.add_argument("--note", default="")
 
-    p = sub.add_parser("audit", help="the access log")
-    p.add_argument("action", choices=("verify",))
+    p = sub.add_parser("audit", help="the access log: verify it, list its records",
+                       description="govshare audit verify | audit list [--dataset D] [--subscriber S] [--event E] [--json]")
+    p.add_argument("action", choices=("verify", "list"))
+    p.add_argument("--dataset")
+    p.add_argument("--subscriber")
+    p.add_argument("--event", help="only records of this event (request, delivery, delivery-complete, denied, ...)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line, for auditors' scripts")
 
     p = sub.add_parser("serve", help="the HTTPS sharing service: Delta Sharing and the agent protocol")
     p.add_argument("--host", default="127.0.0.1")
@@ -382,11 +391,47 @@ def _audit(args: argparse.Namespace) -> int:
 
     h = home().require_initialised()
     keystore = Keystore(h.keystore)
+    if args.action == "list":
+        return _audit_list(AccessLog.of(h, keystore), args)
     summary = AccessLog.of(h, keystore).verify(manifest_heads(h.store, keystore))
     print(f"access log: {summary.records} record(s), chain and signatures verified, "
           f"against {len(summary.heads)} signed head(s) (head file and manifests)")
     for seq in summary.unconfirmed:
         print(f"access log: delivery record {seq} started, not confirmed (nothing confirmed as delivered)")
+    return 0
+
+
+AUDIT_COLUMNS = ("seq", "time", "event", "channel", "subscriber", "purpose", "case", "dataset", "version",
+                 "versions_read", "fields", "rows", "outcome", "reason", "delivery", "method", "path", "status")
+
+
+def _audit_list(access_log: AccessLog, args: argparse.Namespace) -> int:
+    """The records for auditors: time, subscriber (as authenticated), purpose, case reference,
+    dataset, versions, fields, rows, outcome or the denial's reason; filtered, in log order."""
+    count = 0
+    for entry in access_log.entries():
+        if args.dataset and entry.get("dataset") != args.dataset:
+            continue
+        if args.subscriber and entry.get("subscriber") != args.subscriber:
+            continue
+        if args.event and entry.get("event") != args.event:
+            continue
+        count += 1
+        row = {k: entry[k] for k in AUDIT_COLUMNS if entry.get(k) is not None}
+        if args.json:
+            print(json.dumps(row, ensure_ascii=False, sort_keys=True))
+            continue
+        versions = row.get("versions_read") or ([row["version"]] if "version" in row else [])
+        span = f"v{versions[0]}..{versions[-1]}" if len(versions) == 2 and versions[0] != versions[1] else (
+            f"v{versions[0]}" if versions else "")
+        what = row.get("path") if row.get("event") == "request" else row.get("event")
+        print("  ".join(str(x) for x in (
+            row["seq"], row.get("time", ""), row.get("subscriber") or "-", row.get("dataset") or "-", span or "-",
+            what, row.get("outcome") or row.get("status") or "", f"purpose={row['purpose']}" if "purpose" in row else "",
+            f"case={row['case']}" if "case" in row else "", f"rows={row['rows']}" if "rows" in row else "",
+            f"fields={','.join(row['fields'])}" if row.get("fields") else "", row.get("reason") or "") if x != ""))
+    if not args.json:
+        print(f"{count} record(s)")
     return 0
 
 
