@@ -2,7 +2,8 @@
 
 Layout (folder 0700, files 0600)::
 
-    agent.json            who it is: subscriber, agent id, service URL, the pinned publisher key
+    agent.json            who it is: subscriber, agent id, service URL, the pinned publisher keys
+                          (every key up to enrolment, and those announced since by transitions)
     ca.pem                the CA certificate pinned at enrolment (the service's TLS trust)
     keys/signing.pem      the agent's Ed25519 private key (signs every request)
     keys/envelope.pem     the agent's X25519 private key (opens the key envelopes sealed to it)
@@ -97,18 +98,28 @@ class AgentHome:
         write_private(self.marker, json.dumps({
             "format": AGENT_FORMAT, "subscriber": enrolment.subscriber, "agent_id": agent_id,
             "service_url": enrolment.service_url,
-            "publisher_key": {"key_id": enrolment.publisher_key_id, "algorithm": enrolment.publisher_algorithm,
-                              "public_pem": enrolment.publisher_pem},
+            "publisher_keys": enrolment.pinned,
             "enrolled_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2) + "\n")
+
+    def pin(self, learned: list[dict[str, str]]) -> None:
+        """Keep publisher keys learned from verified transitions (announced by a pinned key)."""
+        if not learned:
+            return
+        doc = self.describe()
+        known = {k.get("key_id") for k in doc.get("publisher_keys", [])}
+        doc["publisher_keys"] = [*doc.get("publisher_keys", []), *(k for k in learned if k["key_id"] not in known)]
+        write_private(self.marker, json.dumps(doc, indent=2) + "\n")
 
     def load(self) -> Enrolled:
         doc = self.describe()
-        key = doc.get("publisher_key") or {}
+        pinned = doc.get("publisher_keys")
         try:
             signing = serialization.load_pem_private_key((self.keys / "signing.pem").read_bytes(), password=None)
             envelope = serialization.load_pem_private_key((self.keys / "envelope.pem").read_bytes(), password=None)
             ca_pem = (self.root / "ca.pem").read_bytes()
-            publisher = PinnedPublisher(str(key.get("key_id")), str(key.get("public_pem")))
+            if not isinstance(pinned, list) or not all(isinstance(k, dict) for k in pinned):
+                raise IntegrityError(f"{self.marker}: publisher_keys is not a list of keys; the agent's home was altered")
+            publisher = PinnedPublisher(pinned)
         except FileNotFoundError as exc:
             raise ConfigError(f"GOVSHARE_AGENT_HOME {self.root}: {Path(exc.filename).name} is missing; restore the "
                               "agent's home from backup or enrol a new agent") from None

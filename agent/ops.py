@@ -141,6 +141,7 @@ def _pull(home: AgentHome, enrolled: Enrolled, client: ServiceClient, progress: 
     progress.stage("manifests")
     _mirror_manifests(client, store, dataset, upto, digests)
     manifests = verify_chain(store, enrolled.publisher, upto)
+    home.pin(enrolled.publisher.learned)  # a new publisher key, announced by a pinned one
     first = since + 1 if since is not None else base_version(manifests, upto)
 
     progress.stage("key envelopes")

@@ -19,6 +19,7 @@ def environment(home: Path, source_url: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update({"GOVSHARE_HOME": str(home), "AIRFLOW_CONN_POPULATION_DB": source_url,
                 "TQDM_DISABLE": "1", "GX_ANALYTICS_ENABLED": "false"})
+    env.setdefault("GOVSHARE_ROOT_KEY", f"file:{home.resolve().parent / 'root.key'}")  # outside the home
     return env
 
 

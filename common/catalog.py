@@ -18,8 +18,8 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -190,6 +190,14 @@ class Catalog:
 
     def subscriber(self, subscriber_id: str) -> Subscriber | None:
         return self.subscribers.get(subscriber_id)
+
+    def revoking(self, revoked: Iterable[str]) -> Catalog:
+        """This catalog with the given subscribers revoked (by 'govshare subscriber revoke')."""
+        ids = set(revoked) & set(self.subscribers)
+        if not ids:
+            return self
+        subscribers = {k: replace(s, status="revoked") if k in ids else s for k, s in self.subscribers.items()}
+        return replace(self, subscribers=subscribers)
 
     def key_names(self) -> tuple[str, ...]:
         names: list[str] = []

@@ -15,10 +15,14 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.errors import ConfigError, GovshareError
 from common.files import kept_private
 from common.oserrors import storage_error
+
+if TYPE_CHECKING:
+    from lineage.audit import AccessLog
 
 
 class _Parser(argparse.ArgumentParser):
@@ -86,8 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", default="")
     p.add_argument("--note", default="")
 
-    p = sub.add_parser("audit", help="the access log")
-    p.add_argument("action", choices=("verify",))
+    p = sub.add_parser("audit", help="the access log: verify it, list its records",
+                       description="govshare audit verify | audit list [--dataset D] [--subscriber S] [--event E] [--json]")
+    p.add_argument("action", choices=("verify", "list"))
+    p.add_argument("--dataset")
+    p.add_argument("--subscriber")
+    p.add_argument("--event", help="only records of this event (request, delivery, delivery-complete, denied, ...)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line, for auditors' scripts")
 
     p = sub.add_parser("serve", help="the HTTPS sharing service: Delta Sharing and the agent protocol")
     p.add_argument("--host", default="127.0.0.1")
@@ -101,12 +110,26 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True)
     q.add_argument("--server", default=None, help="the service URL the agent reaches (default https://127.0.0.1:8443)")
     q.add_argument("--hours", type=int, default=72, help="how long the enrolment token stays valid (default 72)")
+    q = subscriber.add_parser("revoke", help="end a subscriber's access from the next request on (logged)")
+    q.add_argument("id")
+    q.add_argument("--reason", default=None, help="why (kept in the access log), 1..500 characters")
     q = subscriber.add_parser("profile", help="a Delta Sharing profile (bearer token) for a stock client")
     q.add_argument("id")
     q.add_argument("--purpose", default=None, help="申请事由, 1..200 characters (mandatory)")
     q.add_argument("--out", required=True)
     q.add_argument("--days", type=int, default=30)
     q.add_argument("--server", default=None, help="the service URL (default https://127.0.0.1:8443)")
+
+    p = sub.add_parser("keys", help="the keystore: list keys (never material), rotate a key",
+                       description="govshare keys list [--json] | keys rotate NAME")
+    keys = p.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
+    q = keys.add_parser("list", help="key ids, versions, algorithms, purposes, statuses; the root key's id")
+    q.add_argument("--json", action="store_true")
+    q = keys.add_parser("rotate", help="a new version of a key; nothing published is rewritten",
+                        description="govshare keys rotate NAME | --publisher")
+    q.add_argument("name", nargs="?", help="a master key or the service's HMAC key")
+    q.add_argument("--publisher", action="store_true",
+                   help="a new publisher signing key, announced to pinned agents by a record signed with the old one")
 
     p = sub.add_parser("agent", help="a subscriber's agent, over its own GOVSHARE_AGENT_HOME")
     agent = p.add_subparsers(dest="agent_command", required=True, parser_class=_Parser)
@@ -274,8 +297,10 @@ def _pull(args: argparse.Namespace) -> int:
     from common.catalog import load_catalog
     from common.home import home
     from govshare.delivery import pull
+    from sharing.revocations import effective_catalog
 
-    result = pull(load_catalog(), home().require_initialised(), args.dataset, args.subscriber, args.purpose,
+    h = home().require_initialised()
+    result = pull(effective_catalog(load_catalog(), h), h, args.dataset, args.subscriber, args.purpose,
                   _checked_out(args.out), version=args.version, since=args.since)
     scope = f"changes after version {result.since} up to {result.version}" if result.since is not None else f"version {result.version}"
     print(f"{result.dataset} {scope} for {result.subscriber}: {result.rows} rows ({result.deletes} deletes), "
@@ -366,11 +391,47 @@ def _audit(args: argparse.Namespace) -> int:
 
     h = home().require_initialised()
     keystore = Keystore(h.keystore)
+    if args.action == "list":
+        return _audit_list(AccessLog.of(h, keystore), args)
     summary = AccessLog.of(h, keystore).verify(manifest_heads(h.store, keystore))
     print(f"access log: {summary.records} record(s), chain and signatures verified, "
           f"against {len(summary.heads)} signed head(s) (head file and manifests)")
     for seq in summary.unconfirmed:
         print(f"access log: delivery record {seq} started, not confirmed (nothing confirmed as delivered)")
+    return 0
+
+
+AUDIT_COLUMNS = ("seq", "time", "event", "channel", "subscriber", "purpose", "case", "dataset", "version",
+                 "versions_read", "fields", "rows", "outcome", "reason", "delivery", "method", "path", "status")
+
+
+def _audit_list(access_log: AccessLog, args: argparse.Namespace) -> int:
+    """The records for auditors: time, subscriber (as authenticated), purpose, case reference,
+    dataset, versions, fields, rows, outcome or the denial's reason; filtered, in log order."""
+    count = 0
+    for entry in access_log.entries():
+        if args.dataset and entry.get("dataset") != args.dataset:
+            continue
+        if args.subscriber and entry.get("subscriber") != args.subscriber:
+            continue
+        if args.event and entry.get("event") != args.event:
+            continue
+        count += 1
+        row = {k: entry[k] for k in AUDIT_COLUMNS if entry.get(k) is not None}
+        if args.json:
+            print(json.dumps(row, ensure_ascii=False, sort_keys=True))
+            continue
+        versions = row.get("versions_read") or ([row["version"]] if "version" in row else [])
+        span = f"v{versions[0]}..{versions[-1]}" if len(versions) == 2 and versions[0] != versions[1] else (
+            f"v{versions[0]}" if versions else "")
+        what = row.get("path") if row.get("event") == "request" else row.get("event")
+        print("  ".join(str(x) for x in (
+            row["seq"], row.get("time", ""), row.get("subscriber") or "-", row.get("dataset") or "-", span or "-",
+            what, row.get("outcome") or row.get("status") or "", f"purpose={row['purpose']}" if "purpose" in row else "",
+            f"case={row['case']}" if "case" in row else "", f"rows={row['rows']}" if "rows" in row else "",
+            f"fields={','.join(row['fields'])}" if row.get("fields") else "", row.get("reason") or "") if x != ""))
+    if not args.json:
+        print(f"{count} record(s)")
     return 0
 
 
@@ -381,6 +442,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _subscriber(args: argparse.Namespace) -> int:
+    if args.subscriber_command == "revoke":
+        from govshare import keys_cli
+
+        return keys_cli.revoke(args)
     if args.subscriber_command == "profile":
         from govshare import profile_cli
 
@@ -388,6 +453,12 @@ def _subscriber(args: argparse.Namespace) -> int:
     from govshare import service_cli
 
     return service_cli.enroll(args)
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from govshare import keys_cli
+
+    return {"list": keys_cli.list_keys, "rotate": keys_cli.rotate}[args.keys_command](args)
 
 
 def _agent(args: argparse.Namespace) -> int:
@@ -420,6 +491,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "audit": _audit,
     "serve": _serve,
     "subscriber": _subscriber,
+    "keys": _keys,
     "agent": _agent,
 }
 

@@ -24,6 +24,7 @@ from service import profiles
 from service.tls import tls_material
 from sharing.disputes import shown_subscriber
 from sharing.pull import check_purpose
+from sharing.revocations import effective_catalog
 
 DEFAULT_SERVER = "https://127.0.0.1:8443"
 PROFILE_ISSUED = "profile-issued"
@@ -54,7 +55,7 @@ def active_subscriber(catalog: Catalog, subscriber_id: str, what: str) -> Subscr
 
 def profile(args: argparse.Namespace) -> int:
     h = current_home().require_initialised()
-    catalog = load_catalog()
+    catalog = effective_catalog(load_catalog(), h)
     purpose = check_purpose(args.purpose)
     subscriber = active_subscriber(catalog, args.id, "profile")
     days = args.days

@@ -36,9 +36,10 @@ def enroll(args: argparse.Namespace) -> int:
     from lineage.audit import AccessLog
     from service import enrolment
     from service.tls import tls_material
+    from sharing.revocations import effective_catalog
 
     h = home().require_initialised()
-    catalog = load_catalog()
+    catalog = effective_catalog(load_catalog(), h)
     subscriber = active_subscriber(catalog, args.id, "enrolment")
     if not 1 <= args.hours <= enrolment.MAX_HOURS:
         raise ConfigError(f"--hours {args.hours}: an enrolment token is valid for 1 to {enrolment.MAX_HOURS} hours")
@@ -50,7 +51,8 @@ def enroll(args: argparse.Namespace) -> int:
     issued = enrolment.issue(h, subscriber.id, args.hours)
     doc = Enrolment(subscriber.id, service_url, ca_pem.decode("ascii"),
                     key_id, keystore.algorithm(key_id), keystore.public_key_pem(key_id).decode("ascii"),
-                    issued.token, issued.expires_at)
+                    issued.token, issued.expires_at,
+                    tuple({k: v for k, v in key.items() if k != "status"} for key in keystore.publisher_keys()))
     AccessLog.of(h, keystore).append({"event": ENROLMENT_ISSUED, "channel": "agent", "subscriber": subscriber.id,
                                       "expires_at": issued.expires_at.isoformat()})
     write_private(out, doc.to_json())

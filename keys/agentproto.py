@@ -6,7 +6,8 @@ The enrolment file (``govshare subscriber enroll``; JSON, 0600, format ``govshar
     subscriber        the subscriber id it enrols
     service_url       where the agent reaches the sharing service (https://host:port)
     ca_pem            the CA certificate the service's TLS certificate verifies against
-    publisher_key     {key_id, algorithm, public_pem}: the key that signs every manifest
+    publisher_key     {key_id, algorithm, public_pem}: the key that signs manifests now
+    publisher_keys    every publisher key up to now, oldest first (older versions are signed by them)
     token             one-time enrolment token (256 bits, base64url); the service keeps its SHA-256
     expires_at        ISO 8601 UTC; the token is refused after it, and after its first use
 
@@ -26,7 +27,7 @@ import binascii
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -38,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from common.errors import ConfigError, IntegrityError
+from common.files import canonical_json
 
 ENROLMENT_FORMAT = "govshare-enrolment/1"
 PROOF_LABEL = "govshare-enrol/1"
@@ -98,12 +100,21 @@ class Enrolment:
     publisher_pem: str
     token: str
     expires_at: datetime
+    publisher_keys: tuple[dict[str, str], ...] = ()  # every publisher key, oldest first (the current last)
+
+    @property
+    def pinned(self) -> list[dict[str, str]]:
+        """What the agent pins: every publisher key, the current one last."""
+        keys = [dict(k) for k in self.publisher_keys if k.get("key_id") != self.publisher_key_id]
+        return [*keys, {"key_id": self.publisher_key_id, "algorithm": self.publisher_algorithm,
+                        "public_pem": self.publisher_pem}]
 
     def to_json(self) -> str:
         return json.dumps({"format": ENROLMENT_FORMAT, "subscriber": self.subscriber, "service_url": self.service_url,
                            "ca_pem": self.ca_pem,
                            "publisher_key": {"key_id": self.publisher_key_id, "algorithm": self.publisher_algorithm,
                                              "public_pem": self.publisher_pem},
+                           "publisher_keys": self.pinned,
                            "token": self.token,
                            "expires_at": self.expires_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")},
                           indent=2) + "\n"
@@ -143,33 +154,98 @@ def parse_enrolment(text: str, where: str) -> Enrolment:
         problems.append("publisher_key.public_pem is not a PEM public key")
     if not isinstance(key.get("key_id"), str) or not key.get("key_id"):
         problems.append("publisher_key.key_id is missing")
+    history = doc.get("publisher_keys", [])
+    if not isinstance(history, list) or not all(
+            isinstance(k, dict) and isinstance(k.get("key_id"), str) and isinstance(k.get("public_pem"), str)
+            for k in history):
+        problems.append("publisher_keys is not a list of publisher keys")
+        history = []
     if problems:
         raise ConfigError(f"{where} is not a usable enrolment file", problems=problems)
     return Enrolment(subscriber, url.rstrip("/"), ca, key["key_id"], str(key.get("algorithm") or "Ed25519"), pem,
-                     token, when)
+                     token, when, tuple({"key_id": k["key_id"], "algorithm": str(k.get("algorithm") or "Ed25519"),
+                                         "public_pem": k["public_pem"]} for k in history))
 
 
 class PinnedPublisher:
-    """Verifies publisher signatures with the one key the agent pinned at enrolment."""
+    """Verifies publisher signatures with the keys the agent pinned at enrolment (every publisher
+    key up to then, oldest first) and the keys announced since by transition records.
 
-    def __init__(self, key_id: str, public_pem: str) -> None:
-        public = serialization.load_pem_public_key(public_pem.encode())
-        if not isinstance(public, Ed25519PublicKey):
-            raise ConfigError("the pinned publisher key is not an Ed25519 public key")
-        self.key_id = key_id
-        self._public = public
+    A manifest signed by a key the agent does not know is accepted only when it carries a
+    ``key_transitions`` chain whose first record is signed by a pinned key (each record names the
+    next key and is signed by the one before): the new key is then pinned (``learned``, for the
+    agent to keep). Within one chain of versions, a key older than one that already signed is
+    refused (a retired key signing after its successor). Anything else is IntegrityError (exit 3).
+    """
+
+    def __init__(self, keys: Sequence[Mapping[str, str]]) -> None:
+        if not keys:
+            raise ConfigError("no publisher key is pinned")
+        self._keys: dict[str, Ed25519PublicKey] = {}
+        self._order: list[str] = []
+        for key in keys:
+            self._pin(str(key.get("key_id")), str(key.get("public_pem")))
+        self.learned: list[dict[str, str]] = []
+        self._floor = 0
+
+    @property
+    def key_id(self) -> str:
+        """The newest pinned key."""
+        return self._order[-1]
 
     def __repr__(self) -> str:
-        return f"PinnedPublisher({self.key_id})"
+        return f"PinnedPublisher({', '.join(self._order)})"
 
-    def verify(self, data: bytes, signature_doc: Mapping[str, Any]) -> None:
-        key_id = signature_doc.get("key_id") if isinstance(signature_doc, Mapping) else None
-        if key_id != self.key_id:
-            raise IntegrityError(f"signed by key {key_id!r}, not by the publisher key {self.key_id} pinned at enrolment")
+    def _pin(self, key_id: str, pem: str) -> None:
+        try:
+            public = serialization.load_pem_public_key(pem.encode())
+        except ValueError:
+            raise IntegrityError(f"publisher key {key_id} is not a PEM public key") from None
+        if not isinstance(public, Ed25519PublicKey):
+            raise IntegrityError(f"publisher key {key_id} is not an Ed25519 public key")
+        if key_id not in self._keys:
+            self._order.append(key_id)
+        self._keys[key_id] = public
+
+    def _check(self, key_id: str, data: bytes, signature_doc: Mapping[str, Any]) -> None:
         if signature_doc.get("algorithm") != "Ed25519":
             raise IntegrityError(f"signature algorithm {signature_doc.get('algorithm')!r} is not the pinned key's (Ed25519)")
         try:
-            self._public.verify(base64.b64decode(str(signature_doc.get("signature", "")), validate=True), data)
+            self._keys[key_id].verify(base64.b64decode(str(signature_doc.get("signature", "")), validate=True), data)
         except (InvalidSignature, binascii.Error, ValueError):
-            raise IntegrityError(f"the signature does not verify under the publisher key {self.key_id} pinned at "
-                                 "enrolment: the data was altered or signed by another key") from None
+            raise IntegrityError(f"the signature does not verify under the pinned publisher key {key_id}: the data "
+                                 "was altered or signed by another key") from None
+
+    def _learn(self, data: bytes) -> None:
+        try:
+            doc = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            return
+        chain = doc.get("key_transitions") if isinstance(doc, dict) else None
+        for record in chain if isinstance(chain, list) else []:
+            transition = record.get("transition") if isinstance(record, dict) else None
+            signature = record.get("signature") if isinstance(record, dict) else None
+            if not isinstance(transition, dict) or not isinstance(signature, dict):
+                raise IntegrityError("a key transition record is malformed")
+            old, new = transition.get("from"), transition.get("to")
+            if new in self._keys:
+                continue
+            if old not in self._keys or signature.get("key_id") != old:
+                raise IntegrityError(f"publisher key {new!r} is announced by a transition not signed by a pinned key")
+            self._check(str(old), canonical_json(transition), signature)
+            self._pin(str(new), str(transition.get("public_pem")))
+            self.learned.append({"key_id": str(new), "algorithm": "Ed25519", "public_pem": str(transition["public_pem"])})
+
+    def verify(self, data: bytes, signature_doc: Mapping[str, Any]) -> None:
+        key_id = signature_doc.get("key_id") if isinstance(signature_doc, Mapping) else None
+        if key_id not in self._keys:
+            self._learn(data)
+        if key_id not in self._keys:
+            raise IntegrityError(f"signed by key {key_id!r}, which is neither pinned at enrolment nor announced by a "
+                                 f"transition signed by a pinned key (pinned: {', '.join(self._order)})")
+        rank = self._order.index(str(key_id))
+        if rank < self._floor:
+            raise IntegrityError(f"signed by publisher key {key_id}, which {self._order[self._floor]} replaced: a "
+                                 "retired key signed after its successor")
+        self._check(str(key_id), data, signature_doc)
+        self._floor = rank

@@ -7,9 +7,13 @@ keys/protection.py use them for Parquet modular encryption.
 Layout (folder 0700, every file 0600, written atomically: temp file + rename)::
 
     keys.json                      index: key id, name, version, algorithm, purpose, status, ...
-    population.footer.v1.key       32 raw bytes (AES-256-GCM master key / KEK)
-    govshare.audit.v1.key          32 raw bytes (HMAC-SHA256)
-    publisher.v1.key / .pub        Ed25519 private key (PKCS#8 PEM) / public key (PEM)
+    population.footer.v1.key       32 bytes (AES-256-GCM master key / KEK), wrapped by the root key
+    govshare.audit.v1.key          32 bytes (HMAC-SHA256), wrapped by the root key
+    publisher.v1.key / .pub        Ed25519 private key (PKCS#8 PEM), wrapped / public key (PEM), plain
+
+Every secret key file is wrapped by the root key (keys.rootkey, GOVSHARE_ROOT_KEY), which lives
+outside the home: a copy of the home alone holds no usable key. ``init`` wraps the raw key files
+of a home made before root keys, in place.
 
 Key ids are ``<name>.v<version>`` so rotation can add ``.v2`` beside ``.v1``; the algorithm is
 stored with each key so 国密 (SM4 master keys, SM2 signatures) can be added per key later.
@@ -42,6 +46,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from common.errors import ConfigError, GovshareError, IntegrityError
+from keys import rootkey
+from keys.rootkey import KeyProvider
 
 Algorithm = Literal["AES-256-GCM", "HMAC-SHA256", "Ed25519"]
 Purpose = Literal["master", "hmac", "signing"]
@@ -56,6 +62,8 @@ QUARANTINE = "govshare.quarantine"  # encrypts quarantined rows at rest
 AUDIT = "govshare.audit"  # HMAC key pseudonymising record keys in the access log
 SERVICE = "govshare.service"  # HMAC key of the sharing service's short-lived file URLs
 SUBSCRIBER_PREFIX = "subscriber."
+TRANSITIONS = "transitions"  # publisher key transitions, each signed by the key it replaces
+TRANSITION_FORMAT = "govshare-key-transition/1"
 INTERNAL_MASTER_KEYS = (STAGING, QUARANTINE)
 _RESERVED_PREFIXES = ("govshare.", SUBSCRIBER_PREFIX)
 
@@ -88,8 +96,16 @@ class KeyEntry:
 class Keystore:
     """Keys in a folder (Home.keystore). Reads keys from disk on each use; never caches material."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, root: KeyProvider | None = None) -> None:
         self.path = Path(path)
+        self._root_key = root
+
+    def root(self) -> KeyProvider:
+        """The root key that wraps this keystore's keys: the one given, else GOVSHARE_ROOT_KEY's
+        (checked to lie outside the home, the keystore's parent folder)."""
+        if self._root_key is None:
+            self._root_key = rootkey.configured(self.path.parent)
+        return self._root_key
 
     def __repr__(self) -> str:
         return f"Keystore({str(self.path)!r})"
@@ -106,10 +122,14 @@ class Keystore:
         wanted += [(n, "master") for n in [*masters, *INTERNAL_MASTER_KEYS]]
         wanted += [(AUDIT, "hmac"), (SERVICE, "hmac")]
         wanted += [(SUBSCRIBER_PREFIX + s, "signing") for s in subscribers]
+        root = self.root()
+        root.create()
         self._make_folder()
         created: list[str] = []
         with self._lock():
             entries = self._read_index() if (self.path / INDEX_FILE).exists() else {}
+            self._check_root(entries.values())
+            self._wrap_raw_files(entries.values())
             have = {e.name for e in entries.values()}
             before = set(self.path.iterdir())
             try:
@@ -127,6 +147,138 @@ class Keystore:
                 raise
         return created
 
+    def _check_root(self, entries: Iterable[KeyEntry]) -> None:
+        """Refuse (exit 3) a keystore whose key files another root key wrapped: init must not add
+        keys under a root the existing ones do not open with."""
+        root_id = self.root().root_id
+        for entry in entries:
+            try:
+                head = (self.path / entry.file).read_bytes().partition(b"\n")[0]
+            except FileNotFoundError:
+                continue
+            if rootkey.is_wrapped(head) and head[len(rootkey.MAGIC):].decode("utf-8", "replace") != root_id:
+                raise IntegrityError(f"keystore {self.path}: key {entry.key_id} is wrapped by root key "
+                                     f"{head[len(rootkey.MAGIC):].decode('utf-8', 'replace')}, not by {root_id} that "
+                                     f"{rootkey.ROOT_KEY_ENV} names: set {rootkey.ROOT_KEY_ENV} to the home's root key")
+
+    def _wrap_raw_files(self, entries: Iterable[KeyEntry]) -> list[str]:
+        """Wrap the key files of a home made before root keys (raw bytes, raw PEM) under the root
+        key, in place (each file replaced atomically by its wrapped form); the key ids wrapped."""
+        wrapped = []
+        for entry in entries:
+            path = self.path / entry.file
+            try:
+                content = path.read_bytes()
+            except FileNotFoundError:
+                continue  # reported when the key is used
+            if rootkey.is_wrapped(content):
+                continue
+            tmp = self._write_temp(rootkey.seal_file(self.root(), content, _aad(entry.key_id, entry.file)))
+            try:
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+            wrapped.append(entry.key_id)
+        if wrapped:
+            _fsync_dir(self.path)
+        return wrapped
+
+    def rotate(self, name: str) -> tuple[str, str]:
+        """A new version of master key (or service HMAC key) ``name``; the old one is retired: it
+        stays in the keystore and still opens what it protected, new data uses the new one.
+        Returns (old key id, new key id)."""
+        if name == AUDIT:
+            raise ConfigError(f"{AUDIT} keys the pseudonyms (_key_ref) every version, the state index, disputes and "
+                              "quarantine are indexed by; a new one would make every record a different one, so it "
+                              "is not rotated")
+        if name == PUBLISHER:
+            raise ConfigError(f"{name} is the publisher's signing key, which agents pin: rotate it with "
+                              "'govshare keys rotate --publisher', which announces the new key to them")
+        if name.startswith(SUBSCRIBER_PREFIX):
+            raise ConfigError(f"{name} is a subscriber's signing key; it is not rotated by the bureau")
+        with self._lock():
+            entries = self._read_index()
+            mine = [e for e in entries.values() if e.name == name]
+            active = [e for e in mine if e.status == "active"]
+            if not active:
+                known = sorted({e.name for e in entries.values() if e.purpose in ("master", "hmac") and e.name != AUDIT})
+                raise ConfigError(f"no active key named {name!r} in keystore {self.path}; keys that rotate: "
+                                  f"{', '.join(known)}")
+            old = max(active, key=lambda e: e.version)
+            if old.purpose not in ("master", "hmac"):
+                raise ConfigError(f"key {old.key_id} is a {old.purpose} key; only master and HMAC keys rotate here")
+            version = max(e.version for e in mine) + 1
+            before = set(self.path.iterdir())
+            try:
+                entry = self._create_key(name, old.purpose, version)
+                entries[entry.key_id] = entry
+                for e in active:
+                    entries[e.key_id] = KeyEntry(**{**asdict(e), "status": "retired"})
+                self._write_index(entries)
+            except BaseException:
+                self._drop_unlisted(before)
+                raise
+        return old.key_id, entry.key_id
+
+    def rotate_publisher(self) -> tuple[str, str]:
+        """A new publisher signing key, announced by a transition record signed with the old one
+        (``transitions/<new key id>.json``); the old key is retired (it still verifies what it
+        signed). Manifests published from now on carry the transition (sharing.publish), so pinned
+        agents move to the new key by themselves. Returns (old key id, new key id)."""
+        with self._lock():
+            entries = self._read_index()
+            active = [e for e in entries.values() if e.name == PUBLISHER and e.status == "active"]
+            if len(active) != 1:
+                raise ConfigError(f"keystore {self.path} has {len(active)} active publisher keys; expected one")
+            old = active[0]
+            version = max(e.version for e in entries.values() if e.name == PUBLISHER) + 1
+            before = set(self.path.iterdir())
+            folder = self.path / TRANSITIONS
+            announcement = folder / f"{PUBLISHER}.v{version}.json"
+            try:
+                entry = self._create_key(PUBLISHER, "signing", version)
+                doc = {"format": TRANSITION_FORMAT, "from": old.key_id, "to": entry.key_id,
+                       "algorithm": entry.algorithm, "public_pem": _public_pem(self._public_key(entry)).decode("ascii"),
+                       "created": datetime.now(UTC).isoformat(timespec="seconds")}
+                record = {"transition": doc, "signature": self._sign(old.key_id, _canonical(doc), PUBLISHER)}
+                folder.mkdir(mode=0o700, exist_ok=True)
+                tmp = self._write_temp((json.dumps(record, indent=2) + "\n").encode())
+                os.replace(tmp, announcement)
+                entries[entry.key_id] = entry
+                entries[old.key_id] = KeyEntry(**{**asdict(old), "status": "retired"})
+                self._write_index(entries)
+            except BaseException:
+                announcement.unlink(missing_ok=True)
+                self._drop_unlisted(before)
+                raise
+        return old.key_id, entry.key_id
+
+    def transitions(self, from_key_id: str, to_key_id: str) -> list[dict[str, Any]]:
+        """The transition records from publisher key ``from_key_id`` to ``to_key_id``, oldest first
+        ([] when they are the same); IntegrityError when no chain of transitions links them."""
+        chain: list[dict[str, Any]] = []
+        current = to_key_id
+        while current != from_key_id:
+            path = self.path / TRANSITIONS / f"{current}.json"
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+                doc = record["transition"]
+            except (FileNotFoundError, ValueError, KeyError, TypeError):
+                raise IntegrityError(f"keystore {self.path}: no transition record leads from publisher key "
+                                     f"{from_key_id} to {to_key_id} (missing or unreadable {path}); agents would "
+                                     "refuse the new key, so nothing is signed with it") from None
+            if doc.get("to") != current or len(chain) > 1000:
+                raise IntegrityError(f"keystore {self.path}: transition record {path} is not the announcement of {current}")
+            chain.append(record)
+            current = doc.get("from")
+        return list(reversed(chain))
+
+    def publisher_keys(self) -> list[dict[str, str]]:
+        """Every publisher public key (retired ones too), oldest first: what agents pin at enrolment."""
+        mine = sorted((e for e in self._read_index().values() if e.name == PUBLISHER), key=lambda e: e.version)
+        return [{"key_id": e.key_id, "algorithm": e.algorithm, "status": e.status,
+                 "public_pem": _public_pem(self._public_key(e)).decode("ascii")} for e in mine]
+
     def _drop_unlisted(self, before: set[Path]) -> None:
         """Remove the files made since ``before`` that the index (if it is readable) does not list."""
         try:
@@ -135,7 +287,8 @@ class Keystore:
             return  # cannot tell which keys are listed: keep every file
         listed = {self.path / f for e in entries for f in (e.file, e.public_file) if f}
         for path in set(self.path.iterdir()) - before - listed:
-            path.unlink(missing_ok=True)
+            if path.is_file():
+                path.unlink(missing_ok=True)
 
     def _make_folder(self) -> None:
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -156,14 +309,17 @@ class Keystore:
         common = dict(key_id=key_id, name=name, version=version, purpose=purpose, created=created, status="active")
         if purpose == "signing":
             private = Ed25519PrivateKey.generate()
-            self._write_new(f"{key_id}.key", _private_pem(private))
+            self._write_new(f"{key_id}.key", self._sealed(key_id, f"{key_id}.key", _private_pem(private)))
             self._write_new(f"{key_id}.pub", _public_pem(private.public_key()))
             check = _public_check(private.public_key())
             return KeyEntry(**common, algorithm="Ed25519", file=f"{key_id}.key", public_file=f"{key_id}.pub", check=check)
         secret = secrets.token_bytes(_SYMMETRIC_BYTES)
-        self._write_new(f"{key_id}.key", secret)
+        self._write_new(f"{key_id}.key", self._sealed(key_id, f"{key_id}.key", secret))
         algorithm: Algorithm = "AES-256-GCM" if purpose == "master" else "HMAC-SHA256"
         return KeyEntry(**common, algorithm=algorithm, file=f"{key_id}.key", check=_symmetric_check(secret))
+
+    def _sealed(self, key_id: str, file_name: str, material: bytes) -> bytes:
+        return rootkey.seal_file(self.root(), material, _aad(key_id, file_name))
 
     def _write_new(self, file_name: str, content: bytes) -> None:
         """Write atomically and refuse to replace: a key file that exists is never overwritten."""
@@ -241,7 +397,8 @@ class Keystore:
     # -- symmetric keys --------------------------------------------------------------------
 
     def master_key(self, key_id: str) -> bytes:
-        """An AES-256 master key (KEK) by key id, checked against its check value."""
+        """An AES-256 master key (KEK) by key id, checked against its check value (a retired key
+        still opens what it protected; only new data needs the active one)."""
         return self._symmetric(self._require(key_id, "master"))
 
     def hmac_key(self, name: str = AUDIT) -> bytes:
@@ -266,10 +423,18 @@ class Keystore:
             mode = path.stat().st_mode
             if mode & 0o077:
                 raise ConfigError(f"key file {path} of key {key_id!r} is readable by others: chmod 600 it")
-            return path.read_bytes()
+            content = path.read_bytes()
         except FileNotFoundError:
             raise ConfigError(f"key file of {key_id!r} is missing from keystore {self.path}: restore it from backup "
                               "(or, for a new install, run 'govshare init')") from None
+        if file_name.endswith(".pub"):
+            return content  # public keys are not secret
+        if not rootkey.is_wrapped(content):
+            if len(content) == _SYMMETRIC_BYTES or content.startswith(b"-----BEGIN PRIVATE KEY-----"):
+                raise ConfigError(f"key file {path} of key {key_id!r} is not wrapped by a root key (a home made "
+                                  f"before root keys): run 'govshare init' with {rootkey.ROOT_KEY_ENV} set to wrap it")
+            raise IntegrityError(_altered(key_id, path))
+        return rootkey.open_file(self.root(), content, _aad(key_id, file_name), f"key file {path}")
 
     # -- signatures ------------------------------------------------------------------------
 
@@ -369,6 +534,16 @@ def _private_pem(private: Ed25519PrivateKey) -> bytes:
 
 def _public_pem(public: Ed25519PublicKey) -> bytes:
     return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _canonical(doc: Mapping[str, Any]) -> bytes:
+    return json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _aad(key_id: str, file_name: str) -> bytes:
+    """What a wrapped key file is bound to: its key id and file name (a file moved to another key
+    does not unwrap)."""
+    return f"govshare-key/1\n{key_id}\n{file_name}".encode()
 
 
 def _altered(key_id: str, path: Path) -> str:

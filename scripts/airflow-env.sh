@@ -10,6 +10,8 @@ _govshare_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export GOVSHARE_ROOT="$_govshare_root"
 export GOVSHARE_HOME="$(realpath -m "${GOVSHARE_HOME:-$_govshare_root/var}")"
 export AIRFLOW_HOME="$GOVSHARE_HOME/airflow"
+# shellcheck disable=SC1091
+source "$(dirname "${BASH_SOURCE[0]}")/root-key-env.sh"
 export AIRFLOW_CONFIG="$_govshare_root/airflow.cfg"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 # The api-server's port on 127.0.0.1 (airflow.cfg derives the UI and execution API URLs from it).

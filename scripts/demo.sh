@@ -7,6 +7,8 @@ gs="$root/.venv/bin/govshare"
 airflow="$root/scripts/airflow"
 # shellcheck disable=SC1091
 source "$root/scripts/demo-home.sh"
+# shellcheck disable=SC1091
+source "$root/scripts/root-key-env.sh"
 datasets=(population legal_entity e_license)
 # pulls and reports leave the home: --out may not point into GOVSHARE_HOME or the source tree
 out="$(realpath -m "${GOVSHARE_DEMO_OUT:-${TMPDIR:-/tmp}/govshare-demo-$(id -u)}")"
@@ -16,7 +18,7 @@ mkdir -p "$GOVSHARE_HOME/airflow"
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "govshare init (keys under $GOVSHARE_HOME/keystore, generated here, never committed)"
+step "govshare init (keys under $GOVSHARE_HOME/keystore, generated here, never committed, wrapped by the root key $GOVSHARE_ROOT_KEY)"
 govshare_home_init
 
 step "demo sources (SQLite), valid rows plus a known share of defective ones"

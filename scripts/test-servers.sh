@@ -42,6 +42,7 @@ install_missing() {
     local packages=()
     pg_bin >/dev/null || packages+=(postgresql)
     command -v mariadbd >/dev/null && command -v mariadb-install-db >/dev/null || packages+=(mariadb-server)
+    [[ -f /usr/lib/softhsm/libsofthsm2.so ]] && command -v softhsm2-util >/dev/null || packages+=(softhsm2)  # the HSM root key's tests
     ((${#packages[@]})) || return 0
     [[ "$(id -u)" == 0 ]] || die "missing ${packages[*]}: install them (sudo apt-get install ${packages[*]}) or run as root"
     say "installing ${packages[*]} (apt-get)"

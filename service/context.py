@@ -15,14 +15,21 @@ from common.catalog import Catalog
 from common.home import Home
 from keys.keystore import Keystore
 from lineage.audit import AccessLog
+from sharing.revocations import effective_catalog
 
 
 @dataclass(frozen=True)
 class ServiceContext:
-    catalog: Catalog
+    declared: Catalog  # the catalog as loaded at start
     home: Home
     keystore: Keystore
     access_log: AccessLog
+
+    @property
+    def catalog(self) -> Catalog:
+        """The catalog with the bureau's revocations applied, read afresh for every request, so a
+        revocation takes effect from the next request on."""
+        return effective_catalog(self.declared, self.home)
 
     @classmethod
     def open(cls, catalog: Catalog, home: Home) -> ServiceContext:

@@ -187,3 +187,15 @@ def complete_delivery(home: Home, seq: int, when: str) -> None:
         conn.execute("UPDATE agent_deliveries SET completed_at = ? WHERE seq = ?", (when, seq))
     finally:
         conn.close()
+
+
+def revoke_agents(home: Home, subscriber: str) -> int:
+    """Refuse every agent of ``subscriber`` from now on, and its unused enrolment tokens; how many agents."""
+    conn = state.connect(home)
+    try:
+        done = conn.execute("UPDATE agents SET status = 'revoked' WHERE subscriber = ? AND status != 'revoked'",
+                            (subscriber,)).rowcount
+        conn.execute("DELETE FROM enrolments WHERE subscriber = ? AND used_at IS NULL", (subscriber,))
+        return done
+    finally:
+        conn.close()

@@ -108,3 +108,12 @@ def authenticate(home: Home, authorization: str | None, now: datetime | None = N
     if _utc(now) >= expires:
         raise Unauthenticated(f"the bearer token expired at {iso_z(expires)}; ask the bureau for a new profile")
     return Binding(subscriber=row[0], purpose=row[1], expires_at=expires)
+
+
+def revoke(home: Home, subscriber: str) -> int:
+    """Forget every profile token of ``subscriber`` (they authenticate nobody from now on); how many."""
+    conn = state.connect(home)
+    try:
+        return conn.execute("DELETE FROM profiles WHERE subscriber = ?", (subscriber,)).rowcount
+    finally:
+        conn.close()

@@ -18,9 +18,8 @@ next sync publishes those keys again, which is harmless, never loses a change).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

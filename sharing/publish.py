@@ -304,8 +304,16 @@ def publish_version(store: SharingStore, keystore: Keystore, dataset: Dataset, r
         }
         if access_log is not None:
             doc["access_log"] = {"count": int(access_log["count"]), "hash": str(access_log["hash"])}
+        signer = keystore.signing_key_id()
+        # a publisher key newer than the one that signed the last version (for version 1: the first
+        # publisher key) is announced to pinned agents by the transitions that lead to it
+        before = (store.read_signature(previous.version).get("key_id") if previous is not None
+                  else keystore.publisher_keys()[0]["key_id"])
+        chain = keystore.transitions(str(before), signer)
+        if chain:
+            doc["key_transitions"] = chain
         raw = canonical_json(doc)
-        store.commit(staged, version, raw, keystore.sign(raw))
+        store.commit(staged, version, raw, keystore.sign(raw, signer))
     return Manifest(version=version, raw=raw, doc=doc)
 
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# every stored key is wrapped by a root key outside the home: one for the whole test session (made
+# by the first 'govshare init'), outside every test's GOVSHARE_HOME; subprocesses inherit it
+_ROOT_KEY_DIR = Path(tempfile.mkdtemp(prefix="govshare-test-root-"))
+os.environ["GOVSHARE_ROOT_KEY"] = f"file:{_ROOT_KEY_DIR / 'root.key'}"
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTION_ENV = ("AIRFLOW_CONN_POPULATION_DB", "AIRFLOW_CONN_LEGAL_ENTITY_DB", "AIRFLOW_CONN_E_LICENSE_DB")

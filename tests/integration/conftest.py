@@ -142,7 +142,7 @@ def build_cli_world(root: Path, demo_sources) -> CliWorld:  # noqa: ANN001 - gov
     shutil.copytree(PROJECT / "catalogs", catalog)
     with open(catalog / "subscribers.yaml", "a", encoding="utf-8") as fh:
         fh.write("".join(_subscriber_yaml(s, *state) for s, state in ACCESS_STATES.items()))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "GOVSHARE_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "GOVSHARE_")) or k == "GOVSHARE_ROOT_KEY"}
     env.update({"GOVSHARE_HOME": str(root / "home"), "GOVSHARE_CATALOG": str(catalog), "GOVSHARE_GX": "inline",
                 "PYTHONPATH": str(PROJECT)})
     for conn_id, uri in demo_sources.connection_uris().items():

@@ -27,7 +27,7 @@ class Place:
     source: Path
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GOVSHARE_", "AIRFLOW_CONN_"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GOVSHARE_", "AIRFLOW_CONN_")) or k == "GOVSHARE_ROOT_KEY"}
         return {**env, "GOVSHARE_HOME": str(self.home), "GOVSHARE_GX": "inline",
                 "AIRFLOW_CONN_POPULATION_DB": f"sqlite:///{self.source}", **extra}
 

@@ -32,14 +32,19 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 def secret_forms(folder: Path) -> list[str]:
     """Every way key material could leak as text: raw, hex, base64, and private PEM bodies."""
+    from keys.rootkey import configured, is_wrapped, open_file
+
     forms: list[str] = []
     for path in folder.glob("*.key"):
         raw = path.read_bytes()
+        if is_wrapped(raw):  # the material as the root key unwraps it
+            key_id = path.name.removesuffix(".key")
+            raw = open_file(configured(folder.parent), raw, f"govshare-key/1\n{key_id}\n{path.name}".encode(), str(path))
         if raw.startswith(b"-----BEGIN"):
+            forms.append(raw.decode().splitlines()[1])
             private = serialization.load_pem_private_key(raw, password=None)
             raw = private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                                         serialization.NoEncryption())
-            forms.append(path.read_text().splitlines()[1])
         forms += [raw.hex(), base64.b64encode(raw).decode(), repr(raw)[2:-1]]
     return forms
 
@@ -95,7 +100,9 @@ def test_key_accessors(keystore: Keystore) -> None:
     assert keystore.signing_key_id() == "publisher.v1"
     assert keystore.subscriber_key_id("approval-general") == "subscriber.approval-general.v1"
     master = keystore.master_key("population.conditional.v1")
-    assert master == (keystore.path / "population.conditional.v1.key").read_bytes() and len(master) == 32
+    stored = (keystore.path / "population.conditional.v1.key").read_bytes()
+    assert len(master) == 32 and master not in stored  # the file holds it wrapped by the root key, never raw
+    assert stored.startswith(b"govshare-wrapped-key/1 ")
     assert master != keystore.master_key("population.footer.v1")
     assert len(keystore.hmac_key("govshare.audit")) == 32
 

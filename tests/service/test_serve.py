@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 def initialised(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("serve")
     shutil.copytree(PROJECT / "catalogs", root / "catalogs")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "GOVSHARE_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "GOVSHARE_")) or k == "GOVSHARE_ROOT_KEY"}
     env.update({"GOVSHARE_HOME": str(root / "home"), "GOVSHARE_CATALOG": str(root / "catalogs"),
                 "PYTHONPATH": str(PROJECT)})
     done = subprocess.run([sys.executable, "-m", "govshare.cli", "init"], cwd=PROJECT, env=env, capture_output=True,

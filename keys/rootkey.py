@@ -1,0 +1,273 @@
+"""The root key: what wraps every key the keystore stores, kept outside GOVSHARE_HOME.
+
+``GOVSHARE_ROOT_KEY`` names it:
+
+- ``file:PATH``: 32 random bytes in a file (0600) outside GOVSHARE_HOME; ``govshare init``
+  creates it when it does not exist yet. A path inside the home is refused (a copy of the home
+  would carry its own root key).
+- ``pkcs11:token=LABEL``: an AES-256 key labelled ``govshare-root`` inside a PKCS#11 token
+  (an HSM; SoftHSM2 in the tests) through python-pkcs11, never extractable; the PIN comes from
+  ``GOVSHARE_PKCS11_PIN``, the module from ``GOVSHARE_PKCS11_MODULE`` (default: Debian's
+  SoftHSM2, /usr/lib/softhsm/libsofthsm2.so). ``govshare init`` generates the key in the token
+  when it is missing.
+
+Both wrap with AES-256-GCM (12-byte random nonce, 128-bit tag, AAD naming the wrapped key), in
+the HSM's case inside the token. A wrapped key file is::
+
+    govshare-wrapped-key/1 <root id>\\n<base64(nonce || ciphertext || tag)>\\n
+
+``KeyProvider`` is the seam for a bureau's KMS: anything with ``root_id``, ``wrap`` and
+``unwrap`` can stand in.
+
+Without the variable, anything that needs a key stops (exit 2) saying so. The root key is never
+logged, printed or put in a message: only its id (the file's path or the token label).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import secrets
+import threading
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from common.errors import ConfigError, IntegrityError, TemporaryFailure
+
+ROOT_KEY_ENV = "GOVSHARE_ROOT_KEY"
+PIN_ENV = "GOVSHARE_PKCS11_PIN"
+MODULE_ENV = "GOVSHARE_PKCS11_MODULE"
+DEFAULT_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+HSM_KEY_LABEL = "govshare-root"
+MAGIC = b"govshare-wrapped-key/1 "
+NONCE = 12
+KEY_BYTES = 32
+
+
+class KeyProvider(Protocol):
+    """What wraps and unwraps stored keys (a file root key, an HSM, a bureau's KMS)."""
+
+    root_id: str
+
+    def wrap(self, plaintext: bytes, aad: bytes) -> bytes:
+        """nonce || ciphertext || tag of ``plaintext`` under the root key, bound to ``aad``."""
+
+    def unwrap(self, blob: bytes, aad: bytes) -> bytes:
+        """The plaintext; IntegrityError when ``blob`` was altered or wrapped by another root."""
+
+
+def _wrong_root(root_id: str) -> IntegrityError:
+    return IntegrityError(f"a stored key does not unwrap under the root key {root_id}: the key file was altered, or "
+                          f"{ROOT_KEY_ENV} names another root key than the one the home was made with")
+
+
+class FileRootKey:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def root_id(self) -> str:
+        """``file:`` and a check value of the key (not the path: the file may move)."""
+        return "file:" + hmac.new(self._key(), b"govshare-root-key-id/1", hashlib.sha256).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return f"FileRootKey({self.path})"
+
+    def _key(self) -> bytes:
+        try:
+            mode = self.path.stat().st_mode
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            raise ConfigError(f"{ROOT_KEY_ENV}: the root key file {self.path} does not exist: restore it, or run "
+                              "'govshare init' for a new home") from None
+        except OSError as exc:
+            raise ConfigError(f"{ROOT_KEY_ENV}: cannot read the root key file {self.path} ({exc.strerror})") from None
+        if mode & 0o077:
+            raise ConfigError(f"{ROOT_KEY_ENV}: the root key file {self.path} is readable by others: chmod 600 it")
+        if len(raw) != KEY_BYTES:
+            raise ConfigError(f"{ROOT_KEY_ENV}: {self.path} is not a root key file (32 bytes)")
+        return raw
+
+    def create(self) -> bool:
+        """Make the file (0600) when it does not exist; True when made."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            self._key()
+            return False
+        with os.fdopen(fd, "wb") as out:
+            out.write(secrets.token_bytes(KEY_BYTES))
+            out.flush()
+            os.fsync(out.fileno())
+        return True
+
+    def wrap(self, plaintext: bytes, aad: bytes) -> bytes:
+        nonce = os.urandom(NONCE)
+        return nonce + AESGCM(self._key()).encrypt(nonce, bytes(plaintext), aad)
+
+    def unwrap(self, blob: bytes, aad: bytes) -> bytes:
+        try:
+            return AESGCM(self._key()).decrypt(blob[:NONCE], blob[NONCE:], aad)
+        except (InvalidTag, ValueError):
+            raise _wrong_root(self.root_id) from None
+
+
+class Pkcs11RootKey:
+    """An AES key in a PKCS#11 token; wrapping and unwrapping happen inside the token."""
+
+    def __init__(self, token_label: str, pin: str, module: str) -> None:
+        self.token_label = token_label
+        self.root_id = f"pkcs11:token={token_label}"
+        self._pin = pin
+        self._module = module
+        self._lock = threading.Lock()
+        self._session = None
+        self._aes = None
+
+    def __repr__(self) -> str:
+        return f"Pkcs11RootKey({self.root_id})"
+
+    def _open(self, create: bool = False):  # noqa: ANN202 - a pkcs11 SecretKey
+        import pkcs11
+        from pkcs11 import KeyType
+
+        if self._aes is not None:
+            return self._aes
+        if not Path(self._module).is_file():
+            raise ConfigError(f"{MODULE_ENV}: the PKCS#11 module {self._module} does not exist (install the HSM's "
+                              "library, or Debian's softhsm2)")
+        try:
+            lib = pkcs11.lib(self._module)
+            token = lib.get_token(token_label=self.token_label)
+        except pkcs11.exceptions.NoSuchToken:
+            raise ConfigError(f"{ROOT_KEY_ENV}: no PKCS#11 token labelled {self.token_label!r} in {self._module}") from None
+        except pkcs11.exceptions.PKCS11Error as exc:
+            raise TemporaryFailure(f"{ROOT_KEY_ENV}: the PKCS#11 module {self._module} fails ({type(exc).__name__})") from None
+        try:
+            session = token.open(user_pin=self._pin, rw=True)
+        except pkcs11.exceptions.PinIncorrect:
+            raise ConfigError(f"{PIN_ENV}: the PIN of token {self.token_label!r} is incorrect") from None
+        except pkcs11.exceptions.PKCS11Error as exc:
+            raise TemporaryFailure(f"{ROOT_KEY_ENV}: cannot open a session on token {self.token_label!r} "
+                                   f"({type(exc).__name__})") from None
+        try:
+            aes = session.get_key(label=HSM_KEY_LABEL, key_type=KeyType.AES)
+        except pkcs11.exceptions.NoSuchKey:
+            if not create:
+                session.close()
+                raise ConfigError(f"{ROOT_KEY_ENV}: token {self.token_label!r} holds no key {HSM_KEY_LABEL!r}: run "
+                                  "'govshare init' to generate it") from None
+            aes = session.generate_key(KeyType.AES, 256, label=HSM_KEY_LABEL, store=True,
+                                       template={pkcs11.Attribute.EXTRACTABLE: False,
+                                                 pkcs11.Attribute.SENSITIVE: True})
+        self._session, self._aes = session, aes
+        return aes
+
+    def create(self) -> bool:
+        with self._lock:
+            had = self._aes is not None
+            self._open(create=True)
+            return not had
+
+    def wrap(self, plaintext: bytes, aad: bytes) -> bytes:
+        from pkcs11 import Mechanism
+        from pkcs11.mechanisms import GCMParams
+
+        nonce = os.urandom(NONCE)
+        with self._lock:
+            aes = self._open()
+            return nonce + bytes(aes.encrypt(bytes(plaintext), mechanism=Mechanism.AES_GCM,
+                                             mechanism_param=GCMParams(nonce, aad, 128)))
+
+    def unwrap(self, blob: bytes, aad: bytes) -> bytes:
+        import pkcs11
+        from pkcs11 import Mechanism
+        from pkcs11.mechanisms import GCMParams
+
+        with self._lock:
+            aes = self._open()
+            try:
+                return bytes(aes.decrypt(blob[NONCE:], mechanism=Mechanism.AES_GCM,
+                                         mechanism_param=GCMParams(blob[:NONCE], aad, 128)))
+            except pkcs11.exceptions.PKCS11Error:
+                raise _wrong_root(self.root_id) from None
+
+
+_providers: dict[tuple[str, str, str], KeyProvider] = {}
+_providers_lock = threading.Lock()
+
+
+def root_key(spec: str | None, home_root: Path) -> KeyProvider:
+    """The root key a GOVSHARE_ROOT_KEY value names, checked against the home (ConfigError, exit 2)."""
+    if not spec or not spec.strip():
+        raise ConfigError(f"{ROOT_KEY_ENV} is not set: every stored key is wrapped by a root key kept outside "
+                          f"GOVSHARE_HOME; set {ROOT_KEY_ENV}=file:/path/outside/the/home (created by 'govshare "
+                          f"init') or {ROOT_KEY_ENV}=pkcs11:token=LABEL")
+    spec = spec.strip()
+    scheme, _, rest = spec.partition(":")
+    if scheme == "file":
+        if not rest:
+            raise ConfigError(f"{ROOT_KEY_ENV}=file: names no file")
+        path = Path(rest).expanduser()
+        if not path.is_absolute():
+            raise ConfigError(f"{ROOT_KEY_ENV}={spec}: name the root key file by an absolute path")
+        resolved, home = path.resolve(), home_root.resolve()
+        if resolved == home or home in resolved.parents:
+            raise ConfigError(f"{ROOT_KEY_ENV}={spec}: the root key file lies inside GOVSHARE_HOME {home}; keep it "
+                              "elsewhere, so that a copy of the home alone decrypts nothing")
+        key = ("file", str(resolved), "")
+        with _providers_lock:
+            return _providers.setdefault(key, FileRootKey(resolved))
+    if scheme == "pkcs11":
+        attrs = dict(part.partition("=")[::2] for part in rest.split(";") if part)
+        label = attrs.get("token", "").strip()
+        unknown = sorted(set(attrs) - {"token"})
+        if not label or unknown:
+            raise ConfigError(f"{ROOT_KEY_ENV}={spec}: write pkcs11:token=LABEL" +
+                              (f" (unknown attribute(s) {', '.join(unknown)})" if unknown else ""))
+        pin = os.environ.get(PIN_ENV)
+        if not pin:
+            raise ConfigError(f"{PIN_ENV} is not set: the PIN of PKCS#11 token {label!r}")
+        module = os.environ.get(MODULE_ENV) or DEFAULT_MODULE
+        key = ("pkcs11", label, module)
+        with _providers_lock:
+            return _providers.setdefault(key, Pkcs11RootKey(label, pin, module))
+    raise ConfigError(f"{ROOT_KEY_ENV}={spec}: not file:PATH or pkcs11:token=LABEL")
+
+
+def configured(home_root: Path) -> KeyProvider:
+    """The root key GOVSHARE_ROOT_KEY names for the home at ``home_root``."""
+    return root_key(os.environ.get(ROOT_KEY_ENV), home_root)
+
+
+def seal_file(provider: KeyProvider, plaintext: bytes, aad: bytes) -> bytes:
+    """The content of a wrapped key file."""
+    blob = provider.wrap(plaintext, aad)
+    return MAGIC + provider.root_id.encode("utf-8") + b"\n" + base64.b64encode(blob) + b"\n"
+
+
+def is_wrapped(content: bytes) -> bool:
+    return content.startswith(MAGIC)
+
+
+def open_file(provider: KeyProvider, content: bytes, aad: bytes, where: str) -> bytes:
+    """The plaintext of a wrapped key file (IntegrityError when altered or under another root)."""
+    head, _, body = content.partition(b"\n")
+    try:
+        blob = base64.b64decode(body.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise IntegrityError(f"{where} is not a wrapped key file: it was altered") from None
+    if len(blob) <= NONCE + 16:
+        raise IntegrityError(f"{where} is not a wrapped key file: it was altered")
+    named = head[len(MAGIC):].decode("utf-8", "replace")
+    if named != provider.root_id:
+        raise IntegrityError(f"{where} is wrapped by root key {named}, not by {provider.root_id} that "
+                             f"{ROOT_KEY_ENV} names: set {ROOT_KEY_ENV} to the home's root key")
+    return provider.unwrap(blob, aad)
