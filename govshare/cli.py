@@ -22,6 +22,7 @@ from common.files import kept_private
 from common.oserrors import storage_error
 
 if TYPE_CHECKING:
+    from common.home import Home
     from lineage.audit import AccessLog
 
 
@@ -91,8 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--note", default="")
 
     p = sub.add_parser("audit", help="the access log: verify it, list its records",
-                       description="govshare audit verify | audit list [--dataset D] [--subscriber S] [--event E] [--json]")
-    p.add_argument("action", choices=("verify", "list"))
+                       description="govshare audit verify | audit list [--dataset D] [--subscriber S] [--event E] "
+                                   "[--json] | audit subject KEY [--json]")
+    p.add_argument("action", choices=("verify", "list", "subject"))
+    p.add_argument("key", nargs="?", help="audit subject: the record's key (ID number, USCC or license id)")
     p.add_argument("--dataset")
     p.add_argument("--subscriber")
     p.add_argument("--event", help="only records of this event (request, delivery, delivery-complete, denied, ...)")
@@ -393,6 +396,10 @@ def _audit(args: argparse.Namespace) -> int:
     keystore = Keystore(h.keystore)
     if args.action == "list":
         return _audit_list(AccessLog.of(h, keystore), args)
+    if args.action == "subject":
+        return _audit_subject(h, args)
+    if args.key:
+        raise ConfigError(f"govshare audit {args.action} takes no KEY")
     summary = AccessLog.of(h, keystore).verify(manifest_heads(h.store, keystore))
     print(f"access log: {summary.records} record(s), chain and signatures verified, "
           f"against {len(summary.heads)} signed head(s) (head file and manifests)")
@@ -432,6 +439,31 @@ def _audit_list(access_log: AccessLog, args: argparse.Namespace) -> int:
             f"fields={','.join(row['fields'])}" if row.get("fields") else "", row.get("reason") or "") if x != ""))
     if not args.json:
         print(f"{count} record(s)")
+    return 0
+
+
+def _audit_subject(h: Home, args: argparse.Namespace) -> int:
+    """Every delivery that contained the record with KEY (lineage.subject); the key itself is
+    never printed, and the query is in the access log (by the record's pseudonym only)."""
+    from common.catalog import load_catalog
+    from keys.keystore import Keystore
+    from lineage.audit import AccessLog
+    from lineage.subject import deliveries_of
+
+    if not args.key or not args.key.strip():
+        raise ConfigError("govshare audit subject KEY: name the record's key (ID number, USCC or license id)")
+    found = deliveries_of(load_catalog(), h, args.key)
+    AccessLog.of(h, Keystore(h.keystore)).append({
+        "event": "subject-query", "deliveries": len(found), "datasets": sorted({r["dataset"] for r in found})})
+    if args.json:
+        print(json.dumps(found, ensure_ascii=False, indent=2))
+        return 0
+    print(f"{len(found)} delivery(ies) contained this record (the key is not shown)")
+    for r in found:
+        scope = (f"changes after v{r['since']} up to v{r['version']}" if r.get("since") is not None
+                 else f"version {r['version']}")
+        print(f"  {r['time']}  {r['subscriber']}  {r['dataset']} {scope} ({r['as']}, {r['outcome']}, {r['channel']})  "
+              f"purpose={r.get('purpose') or '-'}  case={r.get('case') or '-'}  fields={','.join(r.get('fields') or [])}")
     return 0
 
 
