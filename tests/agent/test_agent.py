@@ -347,3 +347,19 @@ def test_the_service_down_is_exit_75_and_nothing_is_written(parties: Parties, tm
                              env={"GOVSHARE_AGENT_HOME": str(home)})
     assert done.returncode == 75 and "https://127.0.0.1:9" in done.stderr, done.stderr
     assert not (tmp_path / "o.parquet").exists()
+
+
+@pytest.mark.parametrize("subscriber", ["sub-approval-expired", "sub-approval-future", "sub-approval-suspended"])
+def test_an_approval_out_of_force_releases_no_envelope(parties: Parties, subscriber: str, tmp_path: Path) -> None:
+    agent = f"agent-{subscriber}"
+    parties.ok("agent", "init", "--enrollment", str(parties.enrol(subscriber, agent)), agent=agent)
+    listed = {d["dataset"]: d for d in json.loads(parties.ok("agent", "datasets", "--json", agent=agent).stdout)}
+    assert not listed["population"]["in_force"] and listed["population"]["reason"]
+    before = len(parties.world.access_log())
+    done = parties.run("agent", "pull", "population", "--purpose", "核验", "--out", str(tmp_path / "x.parquet"),
+                       agent=agent)
+    assert done.returncode == 4 and "403" in done.stderr, done.stderr
+    assert not (tmp_path / "x.parquet").exists()
+    records = parties.world.access_log()[before:]
+    assert not [r for r in records if r["event"] == "delivery"]  # no delivery, so no envelope
+    assert any(r.get("status") == 403 and r["subscriber"] == subscriber for r in records)
