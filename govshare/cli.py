@@ -129,10 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     q = keys.add_parser("list", help="key ids, versions, algorithms, purposes, statuses; the root key's id")
     q.add_argument("--json", action="store_true")
     q = keys.add_parser("rotate", help="a new version of a key; nothing published is rewritten",
-                        description="govshare keys rotate NAME | --publisher")
+                        description="govshare keys rotate NAME | --publisher | --root")
     q.add_argument("name", nargs="?", help="a master key or the service's HMAC key")
     q.add_argument("--publisher", action="store_true",
                    help="a new publisher signing key, announced to pinned agents by a record signed with the old one")
+    q.add_argument("--root", action="store_true", help="a new root key (file root keys): every key file re-wrapped")
 
     p = sub.add_parser("agent", help="a subscriber's agent, over its own GOVSHARE_AGENT_HOME")
     agent = p.add_subparsers(dest="agent_command", required=True, parser_class=_Parser)

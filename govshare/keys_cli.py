@@ -35,10 +35,17 @@ def list_keys(args: argparse.Namespace) -> int:
 def rotate(args: argparse.Namespace) -> int:
     from keys.kms import forget_cached_keys
 
-    if bool(args.name) == bool(args.publisher):
-        raise ConfigError("usage: govshare keys rotate NAME | --publisher")
+    if sum((bool(args.name), bool(args.publisher), bool(args.root))) != 1:
+        raise ConfigError("usage: govshare keys rotate NAME | --publisher | --root")
     h = home().require_initialised()
     keystore = Keystore(h.keystore)
+    if args.root:
+        old_root, new_root, files = keystore.rotate_root()
+        AccessLog.of(h, keystore).append({"event": KEY_ROTATED, "key": "root", "retired": old_root,
+                                          "active": new_root, "files": files})
+        print(f"root key: {new_root} wraps every key file now ({files} re-wrapped); {old_root} is destroyed, so a "
+              "copy of the home taken before today opens with nothing that is kept")
+        return 0
     if args.publisher:
         old, new = keystore.rotate_publisher()
         AccessLog.of(h, keystore).append({"event": KEY_ROTATED, "key": "publisher", "retired": old, "active": new})

@@ -147,6 +147,45 @@ class Keystore:
                 raise
         return created
 
+    def rotate_root(self) -> tuple[str, str, int]:
+        """Wrap every key file under a new root key and destroy the old one (a file root key):
+        the new key is made beside it (``<file>.next``), each key file is re-wrapped in place
+        (atomically, one by one), then the new key replaces the old file. Interrupted, the files
+        already re-wrapped open with the ``.next`` key, and running it again finishes.
+        Returns (old root id, new root id, files re-wrapped)."""
+        root = self.root()
+        if not isinstance(root, rootkey.FileRootKey):
+            raise ConfigError(f"the root key {root.root_id} lives in an HSM: rotate it with the HSM's own tools "
+                              "(govshare rotates file root keys only)")
+        with self._lock():
+            entries = self._read_index()
+            old_id = root.root_id
+            following = rootkey.FileRootKey(root.next_path)
+            following.create()
+            new_id = following.root_id
+            done = 0
+            for entry in entries.values():
+                path = self.path / entry.file
+                try:
+                    content = path.read_bytes()
+                except FileNotFoundError:
+                    continue
+                if not rootkey.is_wrapped(content):
+                    raise ConfigError(f"key file {path} is not wrapped: run 'govshare init' first")
+                if content.partition(b"\n")[0] == rootkey.MAGIC + new_id.encode():
+                    continue
+                aad = _aad(entry.key_id, entry.file)
+                plain = rootkey.open_file(root, content, aad, f"key file {path}")
+                tmp = self._write_temp(rootkey.seal_file(following, plain, aad))
+                try:
+                    os.replace(tmp, path)
+                finally:
+                    tmp.unlink(missing_ok=True)
+                done += 1
+            _fsync_dir(self.path)
+            os.replace(following.path, root.path)  # the old root key is gone: nothing it wrapped is left
+        return old_id, root.root_id, done
+
     def _check_root(self, entries: Iterable[KeyEntry]) -> None:
         """Refuse (exit 3) a keystore whose key files another root key wrapped: init must not add
         keys under a root the existing ones do not open with."""
@@ -156,7 +195,9 @@ class Keystore:
                 head = (self.path / entry.file).read_bytes().partition(b"\n")[0]
             except FileNotFoundError:
                 continue
-            if rootkey.is_wrapped(head) and head[len(rootkey.MAGIC):].decode("utf-8", "replace") != root_id:
+            named = head[len(rootkey.MAGIC):].decode("utf-8", "replace")
+            finder = getattr(self.root(), "provider_for", None)
+            if rootkey.is_wrapped(head) and named != root_id and (finder is None or finder(named) is None):
                 raise IntegrityError(f"keystore {self.path}: key {entry.key_id} is wrapped by root key "
                                      f"{head[len(rootkey.MAGIC):].decode('utf-8', 'replace')}, not by {root_id} that "
                                      f"{rootkey.ROOT_KEY_ENV} names: set {rootkey.ROOT_KEY_ENV} to the home's root key")

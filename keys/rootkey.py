@@ -118,6 +118,21 @@ class FileRootKey:
         except (InvalidTag, ValueError):
             raise _wrong_root(self.root_id) from None
 
+    @property
+    def next_path(self) -> Path:
+        """Where a rotation keeps the new root key until every key file is wrapped by it."""
+        return self.path.with_name(self.path.name + ".next")
+
+    def provider_for(self, root_id: str) -> KeyProvider | None:
+        """This root key, or the one a rotation in progress made (``next_path``), by root id."""
+        if root_id == self.root_id:
+            return self
+        if self.next_path.is_file():
+            following = FileRootKey(self.next_path)
+            if following.root_id == root_id:
+                return following
+        return None
+
 
 class Pkcs11RootKey:
     """An AES key in a PKCS#11 token; wrapping and unwrapping happen inside the token."""
@@ -267,6 +282,10 @@ def open_file(provider: KeyProvider, content: bytes, aad: bytes, where: str) -> 
     if len(blob) <= NONCE + 16:
         raise IntegrityError(f"{where} is not a wrapped key file: it was altered")
     named = head[len(MAGIC):].decode("utf-8", "replace")
+    finder = getattr(provider, "provider_for", None)
+    found = finder(named) if finder is not None else (provider if named == provider.root_id else None)
+    if found is not None:
+        return found.unwrap(blob, aad)
     if named != provider.root_id:
         raise IntegrityError(f"{where} is wrapped by root key {named}, not by {provider.root_id} that "
                              f"{ROOT_KEY_ENV} names: set {ROOT_KEY_ENV} to the home's root key")

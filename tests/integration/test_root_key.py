@@ -142,3 +142,38 @@ def test_the_same_flow_with_the_root_key_in_softhsm2(tmp_path: Path, demo_source
     no_token = _run({**env, "GOVSHARE_ROOT_KEY": "pkcs11:token=nonesuch"}, *PULL, "--out", str(tmp_path / "q.parquet"))
     assert no_token.returncode == 3 and "nonesuch" in no_token.stderr, no_token.stderr  # not the home's root
     assert not (tmp_path / "q.parquet").exists()
+
+
+def test_rotating_the_root_key_rewraps_every_key_file_and_destroys_the_old_one(published, tmp_path: Path) -> None:  # noqa: ANN001
+    root, env = published
+    copy = tmp_path / "rotated"
+    shutil.copytree(root / "home", copy / "home")
+    old_key = root / "keys-elsewhere" / "root.key"
+    key = copy / "root.key"
+    shutil.copy(old_key, key)
+    renv = {**env, "GOVSHARE_HOME": str(copy / "home"), "GOVSHARE_ROOT_KEY": f"file:{key}"}
+    before = {p.name: p.read_bytes() for p in (copy / "home" / "keystore").glob("*.key")}
+    old_id = before["publisher.v1.key"].partition(b"\n")[0]
+    # an interrupted rotation: a few files re-wrapped under the .next key, the rest not yet
+    from keys.keystore import Keystore
+    from keys.rootkey import FileRootKey, open_file, seal_file
+
+    nxt = FileRootKey(key.with_name("root.key.next"))
+    nxt.create()
+    current = FileRootKey(key)
+    for name in sorted(before)[:3]:
+        path = copy / "home" / "keystore" / name
+        aad = f"govshare-key/1\n{name.removesuffix('.key')}\n{name}".encode()
+        path.write_bytes(seal_file(nxt, open_file(current, path.read_bytes(), aad, name), aad))
+    _ok(renv, *PULL, "--out", str(tmp_path / "mid.parquet"))  # both roots open, mid-rotation
+    done = _ok(renv, "keys", "rotate", "--root")
+    assert "re-wrapped" in done.stdout and not key.with_name("root.key.next").exists()
+    after = {p.name: p.read_bytes() for p in (copy / "home" / "keystore").glob("*.key")}
+    assert set(after) == set(before) and all(after[n] != before[n] for n in before)
+    assert all(c.partition(b"\n")[0] != old_id for c in after.values())
+    assert key.read_bytes() != old_key.read_bytes()
+    _ok(renv, *PULL, "--out", str(tmp_path / "after.parquet"))
+    assert pq.read_table(tmp_path / "after.parquet").equals(pq.read_table(root / "reference.parquet"))
+    stale = _run({**renv, "GOVSHARE_ROOT_KEY": f"file:{old_key}"}, *PULL, "--out", str(tmp_path / "old.parquet"))
+    assert stale.returncode == 3 and not (tmp_path / "old.parquet").exists()
+    assert len(Keystore(copy / "home" / "keystore", root=FileRootKey(key)).master_key("population.footer.v1")) == 32
