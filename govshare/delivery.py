@@ -35,6 +35,7 @@ from typing import Any
 from common.catalog import Catalog
 from common.errors import AccessDenied, ConfigError, GovshareError
 from common.home import Home
+from common.progress import Progress
 from common.times import today as local_today
 from keys.keystore import Keystore
 from lineage.audit import COMPLETE, DELIVERY, DENIED, AccessLog
@@ -66,7 +67,12 @@ def pull(catalog: Catalog, home: Home, dataset_id: str, subscriber_id: str, purp
     except AccessDenied as denied:
         raise _recorded_denial(access_log, subscriber_id, ds.id, denied) from None
     check_output(ds, grant, out)
-    view = granted_view(home, ds, grant, version, since)
+    progress = Progress(f"pull {ds.id}")
+    progress.stage("verifying and reading")
+    try:
+        view = granted_view(home, ds, grant, version, since)
+    finally:
+        progress.done()
     try:
         pending = access_log.append({
             "event": DELIVERY,

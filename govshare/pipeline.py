@@ -29,6 +29,7 @@ from common.errors import ConfigError, GateBlocked, IntegrityError, InternalErro
 from common.faults import checkpoint
 from common.home import Home
 from common.home import home as default_home
+from common.progress import Progress
 from common.run import (
     CrossrefResult,
     Extracted,
@@ -181,6 +182,7 @@ def ingest(run: Run, part: int = 0) -> Validated:
     day = today()
     validator = Validator(ds, day, gx=gx_mode(planned.rows_per_part))  # a worker starts importing GX now
     read = _Tally()
+    progress = Progress(f"sync {ds.id}" + (f" part {part}" if part else ""))
     try:
         # the source is read from now on, in a thread, while the rest is set up
         batches = open_source(ds).read_batches(planned.watermark_from, planned.watermark_to, batch_rows=BATCH_ROWS,
@@ -193,6 +195,7 @@ def ingest(run: Run, part: int = 0) -> Validated:
             try:
                 for batch, last in _with_last(batches_read):
                     read.add(batch)
+                    progress.stage("reading and checking", rows=read.rows)
                     _refuse_bad_watermarks(ds, batch)
                     verdict = validator.check(batch)
                     if last:
@@ -207,6 +210,7 @@ def ingest(run: Run, part: int = 0) -> Validated:
         summary = validator.summary()  # waits for the GX worker's counts
     finally:
         validator.close()
+        progress.done()
     run.save(staging, part)
     run.save(cross.result(), part)
     run.save(Extracted(utc_now(), part, key_range, read.rows, read.deletes, read.batches), part)
@@ -305,17 +309,22 @@ def sync(dataset_id: str, full: bool = False, catalog: Catalog | None = None, ho
     from sharing.store import SyncLease
 
     run = start(dataset_id, run_id, full, catalog, home, hold="process")
+    progress = Progress(f"sync {dataset_id}")
     try:
         warm_up()
+        progress.stage("planning")
         for part in plan(run):
             ingest(run, part)
+        progress.stage("protecting (encrypting, writing the version's files)")
         protect(run)
+        progress.stage("publishing (signing the manifest)")
         return publish(run)
     except BaseException:
         if not _visible_unrecorded(run):
             _finish(run)  # a failed sync in a row is not resumed: what it staged would only fill the disk
         raise
     finally:
+        progress.done()
         SyncLease(run.home.work, run.dataset.id).release(run.run_id)
 
 
