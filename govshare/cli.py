@@ -204,10 +204,14 @@ def _init(args: argparse.Namespace) -> int:
     catalog = load_catalog()
     h = home()
     private_dir(h.root)  # 0700 when made here: everything below it is the bureau's alone
-    created = Keystore(h.keystore).init(catalog.key_names(), [s.id for s in catalog.subscribers.values() if s.keys == "local"])
+    keystore = Keystore(h.keystore)
+    created = keystore.init(catalog.key_names(), [s.id for s in catalog.subscribers.values() if s.keys == "local"])
     if not h.marker.exists():
         h.marker.write_text(json.dumps({"format": "govshare-home/1"}) + "\n", encoding="utf-8")
     print(f"GOVSHARE_HOME {h.root}: " + (f"created keys {', '.join(created)}" if created else "already initialised; no key replaced"))
+    if keystore.migrated:
+        print(f"wrapped {len(keystore.migrated)} key file(s) of a home made before root keys under the root key "
+              f"{keystore.root().root_id}")
     from service.tls import ensure_local_tls
 
     made = ensure_local_tls(h)

@@ -99,6 +99,7 @@ class Keystore:
     def __init__(self, path: Path | str, root: KeyProvider | None = None) -> None:
         self.path = Path(path)
         self._root_key = root
+        self.migrated: list[str] = []  # key ids whose raw files the last init wrapped under the root key
 
     def root(self) -> KeyProvider:
         """The root key that wraps this keystore's keys: the one given, else GOVSHARE_ROOT_KEY's
@@ -129,7 +130,7 @@ class Keystore:
         with self._lock():
             entries = self._read_index() if (self.path / INDEX_FILE).exists() else {}
             self._check_root(entries.values())
-            self._wrap_raw_files(entries.values())
+            self.migrated = self._wrap_raw_files(entries.values())
             have = {e.name for e in entries.values()}
             before = set(self.path.iterdir())
             try:

@@ -109,7 +109,7 @@ def test_a_home_from_before_root_keys_is_refused_then_migrated_by_init(published
     old_env = {**env, "GOVSHARE_HOME": str(old / "home")}
     refused = _run(old_env, *PULL, "--out", str(tmp_path / "a.parquet"))
     assert refused.returncode == 2 and "govshare init" in refused.stderr, refused.stderr
-    _ok(old_env, "init")
+    assert "wrapped" in _ok(old_env, "init").stdout
     assert all(p.read_bytes().startswith(MAGIC) for p in (old / "home" / "keystore").glob("*.key"))
     _ok(old_env, *PULL, "--out", str(tmp_path / "b.parquet"))
     assert pq.read_table(tmp_path / "b.parquet").equals(pq.read_table(root / "reference.parquet"))
