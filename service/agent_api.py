@@ -204,8 +204,7 @@ def _enrol(request: Request, raw: bytes) -> Response:
     try:
         agent = enrolment.enrol(ctx.home, body["token"], body["subscriber"], body["signing_pub"],
                                 body["encryption_pub"], body["proof"])
-    except enrolment.EnrolmentRefused as exc:
-        note(request, subscriber=shown_subscriber(body["subscriber"]))
+    except enrolment.EnrolmentRefused as exc:  # nobody is authenticated: the claimed subscriber is not logged as one
         raise AgentError(401, exc.reason) from None
     note(request, subscriber=agent.subscriber)
     ctx.access_log.append({"event": AGENT_ENROLLED, "channel": CHANNEL, "subscriber": agent.subscriber,
@@ -386,8 +385,6 @@ def _complete(request: Request, seq: int, raw: bytes) -> Response:
     owner = enrolment.delivery(ctx.home, seq)
     if owner is None or owner[0] != caller.agent.agent_id:
         raise AgentError(404, f"no delivery {seq} of this agent")
-    if owner[2] is not None:
-        raise AgentError(409, f"delivery {seq} was completed already")
     outcome = body.get("outcome")
     if outcome not in ("confirmed", "failed"):
         raise AgentError(400, "outcome must be 'confirmed' or 'failed'")
@@ -399,8 +396,13 @@ def _complete(request: Request, seq: int, raw: bytes) -> Response:
                 raise AgentError(400, f"{name} is not a {kind.__name__}")
             detail[name] = value
     note(request, dataset=owner[1], delivery=seq, rows=detail.get("rows"))
-    ctx.access_log.append({"event": COMPLETE, "delivery": seq, "outcome": outcome, "channel": CHANNEL,
-                           "subscriber": caller.subscriber.id, "agent": caller.agent.agent_id, "dataset": owner[1],
-                           "reported_by": "agent", **detail})
-    enrolment.complete_delivery(ctx.home, seq, utc_now())
+    if not enrolment.complete_delivery(ctx.home, seq, utc_now()):  # one completion per delivery, even when racing
+        raise AgentError(409, f"delivery {seq} was completed already")
+    try:
+        ctx.access_log.append({"event": COMPLETE, "delivery": seq, "outcome": outcome, "channel": CHANNEL,
+                               "subscriber": caller.subscriber.id, "agent": caller.agent.agent_id, "dataset": owner[1],
+                               "reported_by": "agent", **detail})
+    except GovshareError as exc:
+        enrolment.reopen_delivery(ctx.home, seq)
+        raise AgentError(503, f"{exc.message}: the completion could not be recorded") from None
     return JSONResponse({"delivery": seq, "outcome": outcome})

@@ -181,10 +181,12 @@ def delivery(home: Home, seq: int) -> tuple[str, str, str | None] | None:
     return (row[0], row[1], row[2]) if row else None
 
 
-def complete_delivery(home: Home, seq: int, when: str) -> None:
+def complete_delivery(home: Home, seq: int, when: str) -> bool:
+    """Mark the delivery completed; False when it was already (only the first completion counts)."""
     conn = state.connect(home)
     try:
-        conn.execute("UPDATE agent_deliveries SET completed_at = ? WHERE seq = ?", (when, seq))
+        return conn.execute("UPDATE agent_deliveries SET completed_at = ? WHERE seq = ? AND completed_at IS NULL",
+                            (when, seq)).rowcount == 1
     finally:
         conn.close()
 
@@ -197,5 +199,14 @@ def revoke_agents(home: Home, subscriber: str) -> int:
                             (subscriber,)).rowcount
         conn.execute("DELETE FROM enrolments WHERE subscriber = ? AND used_at IS NULL", (subscriber,))
         return done
+    finally:
+        conn.close()
+
+
+def reopen_delivery(home: Home, seq: int) -> None:
+    """Undo complete_delivery when its access-log record could not be written."""
+    conn = state.connect(home)
+    try:
+        conn.execute("UPDATE agent_deliveries SET completed_at = NULL WHERE seq = ?", (seq,))
     finally:
         conn.close()

@@ -363,3 +363,17 @@ def test_an_approval_out_of_force_releases_no_envelope(parties: Parties, subscri
     records = parties.world.access_log()[before:]
     assert not [r for r in records if r["event"] == "delivery"]  # no delivery, so no envelope
     assert any(r.get("status") == 403 and r["subscriber"] == subscriber for r in records)
+
+
+def test_a_delivery_is_completed_once_and_only_by_its_agent(parties: Parties, tmp_path: Path) -> None:
+    parties.ok("agent", "pull", "legal_entity", "--purpose", "核验", "--out", str(tmp_path / "l.parquet"), agent="general")
+    seq = [r for r in parties.world.access_log() if r["event"] == "delivery" and r.get("channel") == "agent"][-1]["seq"]
+    body = json.dumps({"outcome": "confirmed", "rows": 1}, sort_keys=True).encode()
+    target = f"/agent/v1/deliveries/{seq}/complete"
+    assert _signed(parties, "general", "POST", target, body).status_code == 409  # the agent completed it already
+    assert _signed(parties, "household", "POST", target, body).status_code == 404  # not that agent's delivery
+    completions = [r for r in parties.world.access_log() if r["event"] == "delivery-complete" and r["delivery"] == seq]
+    assert len(completions) == 1
+    refused_enrolments = [r for r in parties.world.access_log()
+                          if r["event"] == "request" and r["path"] == "/agent/v1/enrol" and r["status"] == 401]
+    assert refused_enrolments and all(r["subscriber"] is None for r in refused_enrolments)  # never as claimed
