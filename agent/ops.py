@@ -37,7 +37,7 @@ from common.catalog import Dataset, Field, Grant
 from common.errors import ConfigError, GovshareError, IntegrityError
 from common.files import sha256_file, write_private
 from common.progress import Progress
-from common.schema import CHANGE_TYPE, COMMIT_VERSION, DISPUTED
+from common.schema import CHANGE_TYPE, DISPUTED
 from keys.agentproto import Enrolment, enrolment_proof, raw_public
 from keys.datakeys import envelope_info, open_sealed
 from keys.kms import decryption_with
@@ -45,7 +45,7 @@ from keys.pseudonyms import FINGERPRINT, KEY_REF
 from sharing.datakeys import manifest_keys
 from sharing.disputes import Dispute, disputed_mask
 from sharing.feed import DELETE
-from sharing.pull import GrantedView, check_output, write_view
+from sharing.pull import GrantedView, check_output, granted_columns, write_view
 from sharing.read import base_version, read_view
 from sharing.store import MANIFEST, SIGNATURE, SharingStore
 from sharing.verify import verify_chain, verify_files
@@ -152,18 +152,18 @@ def _pull(home: AgentHome, enrolled: Enrolled, client: ServiceClient, progress: 
         if answer.get("version") != upto or answer.get("first") != first:
             raise IntegrityError(f"the service released keys for {dataset} versions {answer.get('first')}.."
                                  f"{answer.get('version')}, not for the verified {first}..{upto}")
-        ds, fields = _dataset(answer.get("dataset"), dataset)
-        grant = Grant(ds.id, fields)
+        ds, grant = _dataset(answer.get("dataset"), dataset)
+        fields = grant.fields
         check_output(ds, grant, out)
         keys = _open_envelopes(enrolled, manifests, answer.get("envelopes"), dataset, first, upto)
         fetched = _mirror_files(client, store, manifests, first, upto, progress)
         progress.stage("reading", nbytes=fetched)
         disputes = _disputes(answer.get("disputes"))
-        view = read_view(store, decryption_with(keys), ds, manifests, list(fields), first, upto,
+        view = read_view(store, decryption_with(keys), ds, manifests, list(grant.columns), first, upto,
                          keep_deletes=since is not None, with_refs=bool(disputes))
         disputed = (disputed_mask(disputes, view.column(KEY_REF), view.column(FINGERPRINT)) if disputes
                     else pa.repeat(pa.scalar(False), view.num_rows))
-        table = view.select([*fields, CHANGE_TYPE, COMMIT_VERSION]).append_column(DISPUTED, disputed)
+        table = granted_columns(view, grant).append_column(DISPUTED, disputed)
         deletes = int(pc.sum(pc.equal(table.column(CHANGE_TYPE), DELETE)).as_py() or 0)
         granted = GrantedView(table, upto, first, manifests[upto - 1].digest, deletes)
         progress.stage("writing", rows=table.num_rows)
@@ -259,8 +259,9 @@ def _open_envelopes(enrolled: Enrolled, manifests: Any, envelopes: Any, dataset:
     return keys
 
 
-def _dataset(doc: Any, dataset: str) -> tuple[Dataset, tuple[str, ...]]:  # noqa: ANN401
-    """The dataset as the service describes it to this subscriber: key and granted fields."""
+def _dataset(doc: Any, dataset: str) -> tuple[Dataset, Grant]:  # noqa: ANN401
+    """The dataset as the service describes it to this subscriber: key and granted fields (and
+    which of them it receives masked)."""
     if not isinstance(doc, dict) or doc.get("id") != dataset or not isinstance(doc.get("fields"), list):
         raise IntegrityError(f"the service's answer does not describe dataset {dataset}")
     try:
@@ -273,12 +274,14 @@ def _dataset(doc: Any, dataset: str) -> tuple[Dataset, tuple[str, ...]]:  # noqa
     names = [f.name for f in fields]
     granted = doc.get("granted")
     key = doc.get("key")
-    if key not in names or not isinstance(granted, list) or not granted or not set(granted) <= set(names):
+    masked = doc.get("masked", [])
+    if (key not in names or not isinstance(granted, list) or not granted or not set(granted) <= set(names)
+            or not isinstance(masked, list) or not set(masked) <= set(granted)):
         raise IntegrityError(f"the service's description of dataset {dataset} is malformed")
     ds = Dataset(id=dataset, title="", provider="", connection_id="", source_table="", key=str(key),
                  watermark_column="", deleted_column="", schedule=None, fields=fields, checks=(), footer_key="",
                  conditional_key="")
-    return ds, tuple(str(g) for g in granted)
+    return ds, Grant(ds.id, tuple(str(g) for g in granted), masked=tuple(str(m) for m in masked))
 
 
 def _disputes(items: Any) -> list[Dispute]:  # noqa: ANN401

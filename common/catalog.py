@@ -35,6 +35,8 @@ FieldType = Literal["string", "date", "timestamp", "decimal", "int"]
 KeySource = Literal["local", "external"]
 BadWatermark = Literal["quarantine", "fail"]  # a source row whose updated_at is no usable watermark
 Status = Literal["active", "suspended", "revoked"]  # of a subscriber and of an approval
+MASKED_SUFFIX = "__masked"  # a masked field's column in a version: <field>__masked (its data key group too)
+MAX_MASK_KEEP = 32
 
 SHARING_LABELS: dict[str, str] = {
     "unconditional": "无条件共享",
@@ -63,6 +65,21 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
+class Mask:
+    """How a field is shown to a grant that receives it masked (脱敏): its first ``first`` and last
+    ``last`` characters kept, every other one '*'; a value of ``first + last`` characters or fewer
+    is all '*'. E.g. id_number {first: 3, last: 4} -> 110***********1234, name {first: 1} -> 张*."""
+
+    first: int
+    last: int
+
+
+def masked_column(field_name: str) -> str:
+    """The column (and data key group) of a version that holds ``field_name``'s masked values."""
+    return field_name + MASKED_SUFFIX
+
+
+@dataclass(frozen=True)
 class Field:
     name: str
     type: FieldType
@@ -73,6 +90,7 @@ class Field:
     label: str = ""
     decimal: tuple[int, int] | None = None  # (precision, scale) when type is decimal
     checks: tuple[Check, ...] = ()
+    mask: Mask | None = None  # declared: versions carry masked values of the field (masked_column)
 
 
 @dataclass(frozen=True)
@@ -125,6 +143,11 @@ class Dataset:
         return tuple(f for f in self.fields if f.sharing != "none")
 
     @property
+    def masked_fields(self) -> tuple[Field, ...]:
+        """Published fields that declare a mask: each version carries their masked values too."""
+        return tuple(f for f in self.published_fields if f.mask is not None)
+
+    @property
     def asset_uri(self) -> str:
         return f"govshare://sharing-set/{self.id}"
 
@@ -154,8 +177,19 @@ class Approval:
 @dataclass(frozen=True)
 class Grant:
     dataset: str
-    fields: tuple[str, ...]  # resolved field names, in the dataset's order
+    fields: tuple[str, ...]  # resolved field names, in the dataset's order (masked ones among them)
     approval: Approval | None = None
+    masked: tuple[str, ...] = ()  # of ``fields``, those received masked (from their masked column)
+
+    def column(self, name: str) -> str:
+        """The version's column that delivers field ``name`` to this grant."""
+        return masked_column(name) if name in self.masked else name
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The version's columns that deliver ``fields`` (in their order): masked ones from their
+        masked column; a masked grant never reads the plain column of the field."""
+        return tuple(self.column(f) for f in self.fields)
 
 
 @dataclass(frozen=True)
@@ -232,7 +266,8 @@ class EachItem:
 
 Shape = Keys | EachValue | EachItem
 
-_FIELD = Keys(dict.fromkeys(("label", "type", "sharing", "sensitivity", "required", "column", "checks")))
+_FIELD = Keys({**dict.fromkeys(("label", "type", "sharing", "sensitivity", "required", "column", "checks")),
+               "mask": Keys(dict.fromkeys(("first", "last")))})
 DATASET_SHAPE = Keys({
     "kind": None, "id": None, "title": None, "provider": None, "key": None, "schedule": None,
     "checks": None,  # each check's parameters are checked against the check vocabulary
@@ -245,7 +280,7 @@ DATASET_SHAPE = Keys({
     "fields": EachValue(_FIELD),
 })
 _APPROVAL = Keys(dict.fromkeys(("id", "purpose", "approved_by", "approved_on", "expires_on", "status")))
-_GRANT = Keys({"dataset": None, "fields": None, "approval": _APPROVAL})
+_GRANT = Keys({"dataset": None, "fields": None, "masked": None, "approval": _APPROVAL})
 SUBSCRIBERS_SHAPE = Keys({
     "kind": None,
     "subscribers": EachItem(Keys({"id": None, "name": None, "keys": None, "status": None, "grants": EachItem(_GRANT)})),
@@ -477,6 +512,9 @@ class _Loader:
             if not isinstance(name, str) or not _NAME.match(name):
                 self.problem(fw, "field names are lower_snake_case identifiers")
                 continue
+            if name.endswith(MASKED_SUFFIX):
+                self.problem(fw, f"field names ending in {MASKED_SUFFIX} are reserved for masked values")
+                continue
             if not isinstance(spec, dict):
                 self.problem(fw, "must be a mapping (type, sharing, sensitivity, ...)")
                 continue
@@ -515,9 +553,32 @@ class _Loader:
                     label=str(spec.get("label", "")),
                     decimal=decimal,
                     checks=checks,
+                    mask=self._mask(fw, spec.get("mask"), type_, sharing),
                 )
             )
         return tuple(out)
+
+    def _mask(self, where: str, raw: Any, type_: str, sharing: Any) -> Mask | None:
+        if raw is None:
+            return None
+        if not isinstance(raw, dict):
+            self.problem(where, "mask must be a mapping like {first: 3, last: 4}")
+            return None
+        if type_ != "string":
+            self.problem(where, f"mask applies to string fields, not to a {show(type_)} field")
+        if sharing == "none":
+            self.problem(where, "a 不予共享 (none) field is never published, masked or not: it cannot declare a mask")
+        keep: dict[str, int] = {}
+        for part in ("first", "last"):
+            value = raw.get(part, 0)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_MASK_KEEP:
+                self.problem(where, f"mask.{part} must be a whole number of characters from 0 to {MAX_MASK_KEEP}, "
+                                    f"not {show(value)}")
+                value = 0
+            keep[part] = value
+        if not raw:
+            self.problem(where, "mask needs first and/or last (the characters kept at each end)")
+        return Mask(keep["first"], keep["last"])
 
     def _check(self, where: str, raw: Any, scope: str) -> Check:
         if isinstance(raw, str):
@@ -582,6 +643,17 @@ class _Loader:
                 names.append(item)
             else:
                 self.problem(where, f"{show(item)} is neither a field of {ds.id} nor a sharing class")
+        masked: list[str] = []
+        for item in _as_list(raw.get("masked")):
+            if not _among(item, ds.field_names):
+                self.problem(where, f"masked: {show(item)} is not a field of {ds.id}")
+            elif ds.field(item).sharing != "none" and ds.field(item).mask is None:
+                self.problem(where, f"masked: field {ds.id}.{item} declares no mask in the catalog of {ds.id}")
+            elif item in names:
+                self.problem(where, f"field {ds.id}.{item} is granted both plain (fields) and masked; grant it one way")
+            else:
+                masked.append(item)
+        names += masked
         if not names:
             self.problem(where, "grants no fields")
         for name in names:
@@ -592,7 +664,8 @@ class _Loader:
         if conditional and approval is None:
             self.problem(where, f"conditional (有条件共享) fields {', '.join(conditional)} need an approval (id, purpose, approved_by, approved_on)")
         ordered = tuple(f.name for f in ds.fields if f.name in set(names))
-        return Grant(dataset=ds.id, fields=ordered, approval=approval)
+        return Grant(dataset=ds.id, fields=ordered, approval=approval,
+                     masked=tuple(f for f in ordered if f in set(masked)))
 
     def _approval(self, where: str, raw: Any) -> Approval | None:
         if raw is None:

@@ -87,6 +87,7 @@ def pull(catalog: Catalog, home: Home, dataset_id: str, subscriber_id: str, purp
             "purpose": purpose,
             "approval_id": grant.approval.id if grant.approval else None,
             "fields": list(grant.fields),
+            **({"masked": list(grant.masked)} if grant.masked else {}),
             "rows": view.table.num_rows,
             "deletes": view.deletes,
         })

@@ -54,7 +54,7 @@ from service.context import context
 from service.guard import ServiceError, error_response, guarded
 from sharing.datakeys import groups_for, version_keys
 from sharing.disputes import DisputeLog, shown_subscriber
-from sharing.pull import MAX_PURPOSE, authorise
+from sharing.pull import MAX_PURPOSE, authorise, view_columns
 from sharing.read import base_version
 from sharing.schema_change import check_catalog, check_span
 from sharing.store import SharingStore
@@ -320,11 +320,11 @@ def _envelopes(request: Request, dataset: str, raw: bytes) -> Response:
         raise AgentError(400, f"since {since}: dataset {ds.id} has versions 1..{upto}")
     manifests = verify_chain(store, ctx.keystore, upto)
     first = since + 1 if since is not None else base_version(manifests, upto)
-    columns = list(grant.fields) if ds.key in grant.fields else [ds.key, *grant.fields]
+    columns = view_columns(ds, grant)
     check_catalog(ds, check_span(ds.id, manifests, since or first, upto), columns, upto)
     span = list(range(first, upto + 1))
-    try:
-        wanted = {v: groups_for(manifests[v - 1], grant.fields) for v in span}
+    try:  # a masked field's group is its masked column's: never the plain field's key
+        wanted = {v: groups_for(manifests[v - 1], grant.columns) for v in span}
     except IntegrityError:
         if all("data_keys" in manifests[v - 1].doc for v in span):
             raise
@@ -340,6 +340,7 @@ def _envelopes(request: Request, dataset: str, raw: bytes) -> Response:
             "versions_read": [first, upto] if span else [], "manifest_sha256": manifests[upto - 1].digest,
             "purpose": caller.purpose, "case": caller.case or None,
             "approval_id": grant.approval.id if grant.approval else None, "fields": fields,
+            **({"masked": list(grant.masked)} if grant.masked else {}),
         })
     except GovshareError as exc:
         raise AgentError(503, f"{exc.message}: the delivery could not be recorded, so no key was released") from None
@@ -365,7 +366,7 @@ def _descriptor(ds: Dataset, grant: Grant) -> dict[str, Any]:
     return {"id": ds.id, "key": ds.key, "fields": [
         {"name": f.name, "type": f.type, "sharing": f.sharing, "sensitivity": f.sensitivity,
          "decimal": list(f.decimal) if f.decimal else None, "required": f.required}
-        for f in ds.fields if f.name in names], "granted": list(grant.fields)}
+        for f in ds.fields if f.name in names], "granted": list(grant.fields), "masked": list(grant.masked)}
 
 
 @router.post("/deliveries/{seq}/complete", summary="The agent confirms (or reports failing) a delivery it wrote")

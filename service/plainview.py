@@ -92,8 +92,9 @@ class PlainChanges:
 
 
 def plain_fields(dataset: Dataset, grant: Grant) -> tuple[str, ...]:
-    """The grant's fields that the plain view holds: those the catalog shares unconditionally."""
-    return tuple(f for f in grant.fields if dataset.field(f).sharing == "unconditional")
+    """The grant's fields that the plain view holds: those the catalog shares unconditionally and
+    the grant receives plain (masked values are encrypted: they reach the subscriber through its agent)."""
+    return tuple(f for f in grant.fields if dataset.field(f).sharing == "unconditional" and f not in grant.masked)
 
 
 def plain_grant(dataset: Dataset, grant: Grant) -> Grant:
@@ -101,7 +102,7 @@ def plain_grant(dataset: Dataset, grant: Grant) -> Grant:
     if not fields:
         raise AccessDenied(f"the grant for {dataset.id} holds no 无条件共享 field, so it has no plain view "
                            "(its fields reach the subscriber through its agent)")
-    return replace(grant, fields=fields)
+    return replace(grant, fields=fields, masked=())
 
 
 def cache_dir(home: Home) -> Path:

@@ -55,13 +55,14 @@ class DeliveryResult:
 
 
 def deliver(table: pa.Table, dataset: Dataset, fields: tuple[str, ...], url: str,
-            before_commit: Callable[[DeliveryResult], None] | None = None) -> DeliveryResult:
+            before_commit: Callable[[DeliveryResult], None] | None = None,
+            masked: tuple[str, ...] = ()) -> DeliveryResult:
     """Apply ``table`` (``fields`` + _change_type + _commit_version) to the database at ``url``.
 
     ``before_commit`` (the access log's completion record of the delivery) is called with the
     result once every change is applied, inside the transaction: when it raises, the transaction
     is rolled back and nothing is applied."""
-    target_url, target = check_target(dataset, fields, url)
+    target_url, target = check_target(dataset, fields, url, masked)
     engine = _engine(target_url, target)
     target_table = target_table_for(dataset, fields)
     change = table.column(CHANGE_TYPE)
@@ -84,10 +85,15 @@ def deliver(table: pa.Table, dataset: Dataset, fields: tuple[str, ...], url: str
     return result
 
 
-def check_target(dataset: Dataset, fields: tuple[str, ...], url: str) -> tuple[URL, str]:
-    """What can be refused before connecting (ConfigError): a grant without the key field, a URL
-    that is not one, a dialect govshare does not deliver into. The URL, and its text with the
-    password masked."""
+def check_target(dataset: Dataset, fields: tuple[str, ...], url: str, masked: tuple[str, ...] = ()) -> tuple[URL, str]:
+    """What can be refused before connecting (ConfigError): a grant without the key field (or
+    with the key masked), a URL that is not one, a dialect govshare does not deliver into. The
+    URL, and its text with the password masked."""
+    if dataset.key in masked:
+        raise ConfigError(
+            f"dataset {dataset.id}: the grant receives the key field {dataset.key} masked, and masked values are "
+            f"not unique, so its rows cannot be delivered into a table keyed on {dataset.key}; pull to a Parquet "
+            "file instead")
     if dataset.key not in fields:
         raise ConfigError(
             f"dataset {dataset.id}: the grant does not include the key field {dataset.key}, so its rows cannot be "

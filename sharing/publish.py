@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from common.catalog import Dataset
+from common.catalog import Dataset, masked_column
 from common.errors import IntegrityError, InternalError
 from common.files import canonical_json, sha256_file
 from common.run import ExtractTotals, Protected, RunRecord, Staged, VersionProtection
@@ -21,6 +21,7 @@ from common.schema import IS_DELETED, arrow_type, fields_schema
 from common.times import SOURCE_ZONE_NAME, utc_now
 from keys.datakeys import FOOTER, run_data_keys
 from keys.keystore import Keystore
+from keys.masking import mask_values
 from keys.protection import Protection, decryption_properties, encrypted_batches, encryption_by_id
 from keys.pseudonyms import FINGERPRINT, KEY_REF
 from sharing.changes import REF_FIELDS
@@ -42,10 +43,31 @@ BATCH_ROWS = 100_000
 def key_groups(dataset: Dataset) -> dict[str, str]:
     """The data key groups of a version (keys.datakeys) -> the master key name each is kept
     under: ``footer`` (every grantee; the file and its plain columns) under the dataset's footer
-    key, and one group per published 有条件共享 field, named after it, under its conditional key."""
+    key, one group per published 有条件共享 field, named after it, and one per masked column
+    (``<field>__masked``, of a field that declares a mask), under its conditional key: a masked
+    grant receives the masked column's key and never the plain field's."""
     groups = {FOOTER: dataset.footer_key}
     groups.update({f.name: dataset.conditional_key for f in dataset.published_fields if f.sharing == "conditional"})
+    groups.update({masked_column(f.name): dataset.conditional_key for f in dataset.masked_fields})
     return groups
+
+
+def encrypted_columns(dataset: Dataset) -> list[str]:
+    """The columns of a version encrypted under a group key of their own: its 有条件共享 fields
+    and every masked column (masked values of any field stay encrypted, so that only a grant that
+    lists the field masked reads them)."""
+    return [*(f.name for f in dataset.published_fields if f.sharing == "conditional"),
+            *(masked_column(f.name) for f in dataset.masked_fields)]
+
+
+def with_masked(dataset: Dataset, batch: pa.RecordBatch) -> pa.RecordBatch:
+    """``batch`` with each declared mask's column appended, computed from the field's values
+    (vectorised), as the version publishes them."""
+    for f in dataset.masked_fields:
+        assert f.mask is not None
+        batch = batch.append_column(pa.field(masked_column(f.name), pa.string()),
+                                    mask_values(batch.column(f.name), f.mask.first, f.mask.last))
+    return batch
 
 
 def run_keys(folder: Path, keystore: Keystore, dataset: Dataset) -> dict[str, str]:
@@ -54,16 +76,18 @@ def run_keys(folder: Path, keystore: Keystore, dataset: Dataset) -> dict[str, st
 
 
 def _protection(keystore: Keystore, dataset: Dataset, keys: dict[str, str], columns: list[str]) -> Protection:
-    """The footer under the run's footer data key, each 有条件共享 column among ``columns`` under
-    its field's data key; the description names the run's data keys."""
-    by_id = {keys[c]: [c] for c in columns if dataset.field(c).sharing == "conditional"}
+    """The footer under the run's footer data key, each 有条件共享 or masked column among
+    ``columns`` under its own data key; the description names the run's data keys."""
+    encrypted = set(encrypted_columns(dataset))
+    by_id = {keys[c]: [c] for c in columns if c in encrypted}
     protection = encryption_by_id(keystore, keys[FOOTER], by_id)
     return Protection(protection.file_encryption_properties, {**protection.description, "data_keys": dict(keys)})
 
 
 def upsert_protection(keystore: Keystore, dataset: Dataset, keys: dict[str, str]) -> Protection:
     """Fresh Parquet keys, under the run's data keys, for an upserts file (staged candidates, or the version's own)."""
-    return _protection(keystore, dataset, keys, [f.name for f in dataset.published_fields])
+    return _protection(keystore, dataset, keys, [*(f.name for f in dataset.published_fields),
+                                                 *(masked_column(f.name) for f in dataset.masked_fields)])
 
 
 def delete_protection(keystore: Keystore, dataset: Dataset, keys: dict[str, str]) -> Protection:
@@ -89,9 +113,13 @@ def dictionary_columns(dataset: Dataset, names: list[str]) -> list[str]:
 
 
 def upsert_schema(dataset: Dataset) -> pa.Schema:
-    """The columns of a version's upserts file: the published fields, then the ref fields."""
+    """The columns of a version's upserts file: the published fields, their masked columns (of
+    the fields that declare a mask), then the ref fields."""
     published = tuple(f.name for f in dataset.published_fields)
-    return fields_schema(dataset, published).append(REF_FIELDS[0]).append(REF_FIELDS[1])
+    schema = fields_schema(dataset, published)
+    for f in dataset.masked_fields:
+        schema = schema.append(pa.field(masked_column(f.name), pa.string()))
+    return schema.append(REF_FIELDS[0]).append(REF_FIELDS[1])
 
 
 class PartFiles:
@@ -130,7 +158,7 @@ class PartFiles:
         if deletes:
             self._write_deleted(good.filter(gone))
             good = good.filter(pc.invert(gone))
-        self._candidates.write_batch(good.select(self.schema.names))
+        self._candidates.write_batch(with_masked(self.dataset, good).select(self.schema.names))
         self.candidates += good.num_rows
 
     def _write_deleted(self, rows: pa.RecordBatch) -> None:
@@ -221,7 +249,8 @@ def write_version_files(store: SharingStore, index: StateIndex, dataset: Dataset
         at=utc_now(), kind=kind, upserts=upserts, deletes=delete_keys.num_rows, superseded_in_run=decision.superseded,
         unchanged=decision.unchanged, deletes_of_unpublished=decision.deletes_of_unpublished, new_keys=decision.new_keys,
         protection=VersionProtection(
-            fields={f.name: _field_protection(ds, f.name, described["column_keys"]) for f in ds.fields},
+            fields={name: _field_protection(ds, name, described["column_keys"])
+                    for name in [*ds.field_names, *(masked_column(f.name) for f in ds.masked_fields)]},
             upserts=described, deletes=deletes_described))
 
 
@@ -292,6 +321,11 @@ def publish_version(store: SharingStore, keystore: Keystore, dataset: Dataset, r
                 {"name": f.name, "type": str(arrow_type(f)), "sharing": f.sharing, "sensitivity": f.sensitivity,
                  "protection": protected.protection.fields[f.name]}
                 for f in ds.published_fields
+            ] + [
+                {"name": masked_column(f.name), "type": "string", "sharing": f.sharing, "sensitivity": f.sensitivity,
+                 "protection": protected.protection.fields[masked_column(f.name)], "masked_of": f.name,
+                 "mask": {"first": f.mask.first, "last": f.mask.last}}
+                for f in ds.masked_fields if f.mask is not None
             ],
             "withheld_fields": [f.name for f in ds.fields_of("none")],
             "system_columns": {KEY_REF: "SHA-256 of a keystore secret and the key, 16 bytes (pseudonym)",
@@ -330,7 +364,7 @@ def _source(ds: Dataset, window: ExtractTotals) -> dict[str, Any]:
 
 
 def _field_protection(ds: Dataset, name: str, column_keys: dict[str, list[str]]) -> str:
-    if ds.field(name).sharing == "none":
+    if name in ds.field_names and ds.field(name).sharing == "none":
         return "withheld"
     return "encrypted" if any(name in cols for cols in column_keys.values()) else "plain"
 

@@ -99,7 +99,7 @@ def granted_view(home: Home, dataset: Dataset, grant: Grant, version: int | None
     for v in range(first, upto + 1):
         verify_files(store, manifests[v - 1])
 
-    columns = list(grant.fields) if ds.key in grant.fields else [ds.key, *grant.fields]
+    columns = view_columns(ds, grant)
     # one schema from the subscriber's copy (version N of --since N) to upto, and the catalog's
     check_catalog(ds, check_span(ds.id, manifests, since or first, upto), columns, upto)
     disputes = DisputeLog(home, ds.id).open()
@@ -107,9 +107,26 @@ def granted_view(home: Home, dataset: Dataset, grant: Grant, version: int | None
                      with_refs=bool(disputes))
     disputed = (disputed_mask(disputes, view.column(KEY_REF), view.column(FINGERPRINT)) if disputes
                 else pa.repeat(pa.scalar(False), view.num_rows))
-    delivered = view.select([*grant.fields, CHANGE_TYPE, COMMIT_VERSION]).append_column(DISPUTED, disputed)
+    delivered = granted_columns(view, grant).append_column(DISPUTED, disputed)
     deletes = int(pc.sum(pc.equal(delivered.column(CHANGE_TYPE), DELETE)).as_py() or 0)
     return GrantedView(delivered, upto, first, manifests[upto - 1].digest, deletes)
+
+
+def view_columns(dataset: Dataset, grant: Grant) -> list[str]:
+    """The version columns a grant's view reads: the grant's (masked fields from their masked
+    column), and the key, whose deletes a changes view carries, unless the grant receives it
+    masked (then its plain column is never read: the view folds by the key's pseudonym)."""
+    columns = list(grant.columns)
+    if dataset.key not in grant.fields:
+        columns.insert(0, dataset.key)
+    return columns
+
+
+def granted_columns(view: pa.Table, grant: Grant) -> pa.Table:
+    """The grant's fields of a folded view, each under its field name (a masked column renamed to
+    its field), then _change_type and _commit_version."""
+    table = view.select([*grant.columns, CHANGE_TYPE, COMMIT_VERSION])
+    return table.rename_columns([*grant.fields, CHANGE_TYPE, COMMIT_VERSION])
 
 
 Confirm = Callable[[dict[str, str]], None]
@@ -118,7 +135,7 @@ Confirm = Callable[[dict[str, str]], None]
 def check_output(dataset: Dataset, grant: Grant, out: str) -> None:
     """Refuse, before anything is logged or read, an output the view cannot go to (ConfigError)."""
     if "://" in out:
-        check_target(dataset, grant.fields, out)
+        check_target(dataset, grant.fields, out, grant.masked)
 
 
 def write_view(view: GrantedView, dataset: Dataset, grant: Grant, out: str, confirm: Confirm) -> dict[str, str]:
@@ -128,7 +145,7 @@ def write_view(view: GrantedView, dataset: Dataset, grant: Grant, out: str, conf
     rename, the transaction's commit. If it fails, nothing is delivered."""
     if "://" in out:  # a SQLAlchemy URL: apply the changes to the subscriber's database
         result = deliver(view.table, dataset, grant.fields, out,
-                         before_commit=lambda done: confirm({"target": done.target}))
+                         before_commit=lambda done: confirm({"target": done.target}), masked=grant.masked)
         return {"target": result.target}
     target = Path(out).resolve()
     try:

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from common.catalog import Dataset, SharingClass
+from common.catalog import MASKED_SUFFIX, Dataset, Mask, SharingClass, masked_column
 from common.errors import ConfigError, IntegrityError
 from common.schema import arrow_type
 from sharing.store import Manifest, SharingStore
@@ -34,7 +34,7 @@ from sharing.store import Manifest, SharingStore
 if TYPE_CHECKING:
     import pyarrow as pa
 
-ChangeKind = Literal["type", "sharing", "added", "removed"]
+ChangeKind = Literal["type", "sharing", "mask", "added", "removed"]
 _OPENNESS: Mapping[str, int] = {"none": 0, "conditional": 1, "unconditional": 2}
 _DECIMAL = re.compile(r"decimal128\((\d+), (\d+)\)")
 
@@ -44,6 +44,11 @@ class PublishedField:
     name: str
     type: str  # the Arrow type as a manifest writes it: "string", "int64", "decimal128(18, 4)", ...
     sharing: SharingClass
+    mask: str = ""  # of a masked column (<field>__masked): its mask, as "first=3,last=4"
+
+
+def mask_text(first: int, last: int) -> str:
+    return f"first={first},last={last}"
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,8 @@ class FieldChange:
             return f"field {self.field} changed type from {self.before} to {self.after}"
         if self.kind == "sharing":
             return f"field {self.field} changed sharing from {self.before} to {self.after}"
+        if self.kind == "mask":
+            return f"masked column {self.field} changed its mask from {self.before} to {self.after}"
         if self.kind == "added":
             return f"field {self.field} was added ({self.after})"
         return f"field {self.field} was removed (it was {self.before})"
@@ -80,14 +87,29 @@ class FieldChange:
 def manifest_schema(manifest: Manifest) -> Schema:
     doc = manifest.doc
     try:
-        fields = {f["name"]: PublishedField(f["name"], f["type"], f["sharing"]) for f in doc["schema"]}
+        fields = {f["name"]: PublishedField(f["name"], f["type"], f["sharing"], _mask_of(f.get("mask")))
+                  for f in doc["schema"]}
         return Schema(doc["key"], fields, frozenset(doc.get("withheld_fields", ())))
     except (KeyError, TypeError):
         raise IntegrityError(f"{doc.get('dataset')} version {manifest.version}: the manifest's schema is unreadable") from None
 
 
+def _mask_of(entry: object) -> str:
+    if entry is None:
+        return ""
+    if not isinstance(entry, dict) or not all(isinstance(entry.get(k), int) for k in ("first", "last")):
+        raise TypeError("a manifest's mask is first and last")
+    return mask_text(entry["first"], entry["last"])
+
+
 def catalog_schema(dataset: Dataset) -> Schema:
+    """What the catalog would publish now: the published fields, and a masked column (string, at
+    its field's sharing class) per field that declares a mask."""
     fields = {f.name: PublishedField(f.name, str(arrow_type(f)), f.sharing) for f in dataset.published_fields}
+    for f in dataset.masked_fields:
+        mask: Mask = f.mask  # type: ignore[assignment]
+        name = masked_column(f.name)
+        fields[name] = PublishedField(name, "string", f.sharing, mask_text(mask.first, mask.last))
     return Schema(dataset.key, fields, frozenset(f.name for f in dataset.fields_of("none")))
 
 
@@ -105,6 +127,8 @@ def schema_changes(before: Schema, after: Schema) -> list[FieldChange]:
             changes.append(FieldChange(name, "type", old.type, new.type))
         elif new.sharing != old.sharing:
             changes.append(FieldChange(name, "sharing", old.sharing, new.sharing))
+        elif new.mask != old.mask:
+            changes.append(FieldChange(name, "mask", old.mask, new.mask))
     for name, new in after.fields.items():
         if name not in before.fields:
             changes.append(FieldChange(name, "sharing", "none", new.sharing) if name in before.withheld
@@ -151,12 +175,16 @@ def check_catalog(dataset: Dataset, schema: Schema, fields: Sequence[str], versi
     wrong: list[str] = []
     for name in fields:
         now, then = current.fields[name], schema.fields.get(name)
-        if then is None:
+        if then is None and name.endswith(MASKED_SUFFIX):
+            wrong.append(f"masked column {name} is not published there (the field's mask was declared later)")
+        elif then is None:
             wrong.append(f"field {name} is not published there ({schema.sharing_of(name)}), the catalog shares it {now.sharing}")
         elif then.type != now.type:
             wrong.append(f"field {name} is published as {then.type}, the catalog has {now.type}")
         elif _OPENNESS[then.sharing] < _OPENNESS[now.sharing]:
             wrong.append(f"field {name} is published {then.sharing}, the catalog shares it {now.sharing}")
+        elif then.mask != now.mask:
+            wrong.append(f"masked column {name} is published with mask {then.mask}, the catalog's is {now.mask}")
     if wrong:
         raise ConfigError(f"{dataset.id}: version {version} was published under another schema than the catalog's: "
                           f"{'; '.join(wrong)}. Pull a version published since the catalog changed, or, if there is "

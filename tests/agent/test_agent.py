@@ -21,8 +21,9 @@ from agent.home import AgentHome
 from common.errors import IntegrityError
 from keys.datakeys import envelope_info, open_sealed
 from keys.kms import decryption_with
+from keys.masking import mask_values
 from keys.requestsig import sign_request
-from tests.integration.conftest import CliWorld, build_cli_world
+from tests.integration.conftest import MASKED, CliWorld, build_cli_world
 from tests.service.conftest import Served, start_service
 
 pytestmark = pytest.mark.integration
@@ -72,7 +73,7 @@ def parties(tmp_path_factory: pytest.TempPathFactory, demo_sources):  # noqa: AN
     world = build_cli_world(root, demo_sources)
     served = start_service(world.env)
     p = Parties(world, served, root)
-    for subscriber, agent in ((HOUSEHOLD, "household"), (GENERAL, "general")):
+    for subscriber, agent in ((HOUSEHOLD, "household"), (GENERAL, "general"), (MASKED, "masked")):
         p.ok("agent", "init", "--enrollment", str(p.enrol(subscriber, agent)), agent=agent)
     yield p
     assert served.stop() == 0
@@ -170,6 +171,58 @@ def test_a_field_outside_the_grant_cannot_be_decrypted_from_everything_the_agent
     for secret in secrets:
         assert secret not in held and secret.hex().encode() not in held and base64.b64encode(secret) not in held
     assert not list(home.root.rglob("*.key"))
+
+
+def _envelopes(parties: Parties, agent: str, subscriber: str, version: int) -> tuple[set[str], dict[str, bytes]]:
+    """Every envelope the service gives this agent for the version, opened with its own key."""
+    enrolled = AgentHome(parties.root / "agents" / agent).load()
+    body = json.dumps({"version": version}, sort_keys=True).encode()
+    target = "/agent/v1/datasets/population/envelopes"
+    headers = sign_request(enrolled.signing_key, enrolled.agent_id, "POST", target, body, "核验")
+    with httpx.Client(base_url=parties.served.url, verify=str(parties.served.ca)) as http:
+        answer = http.post(target, content=body, headers={**headers, "content-type": "application/json"}).json()
+    keys = {e["key_id"]: open_sealed(base64.b64decode(e["sealed"]), enrolled.envelope_key,
+                                     envelope_info("population", e["version"], e["group"], e["key_id"], subscriber))
+            for e in answer["envelopes"]}
+    return {e["group"] for e in answer["envelopes"]}, keys
+
+
+def test_a_masked_grant_receives_masked_values_and_no_envelope_for_the_plain_field(parties: Parties,
+                                                                                    tmp_path: Path) -> None:
+    mine, preview, plain = tmp_path / "masked.parquet", tmp_path / "preview.parquet", tmp_path / "plain.parquet"
+    parties.ok("agent", "pull", "population", "--purpose", "脱敏核验", "--out", str(mine), agent="masked")
+    parties.ok("pull", "population", "--subscriber", MASKED, "--purpose", "核对", "--out", str(preview))
+    _same(mine, preview)
+    got = pq.read_table(mine)
+    assert got.column_names[:4] == ["id_number", "name", "sex_code", "household_division_code"]
+    assert not {"birth_date", "household_address", "phone"} & set(got.column_names)
+    ids, names = got.column("id_number").to_pylist(), got.column("name").to_pylist()
+    assert ids and all(len(i) == 18 and i[3:14] == "*" * 11 for i in ids)
+    assert all(n[1:] == "*" * (len(n) - 1) for n in names)
+    # the masked values are the published plain values, masked: the same multiset as a full grantee's
+    parties.ok("pull", "population", "--subscriber", HOUSEHOLD, "--purpose", "核对", "--out", str(plain))
+    full = pq.read_table(plain)
+    assert sorted(ids) == sorted(mask_values(full.column("id_number"), 3, 4).to_pylist())
+    assert sorted(names) == sorted(mask_values(full.column("name"), 1, 0).to_pylist())
+    assert not set(ids) & set(full.column("id_number").to_pylist())
+
+    latest = max(int(r["version"]) for r in parties.world.access_log() if r.get("dataset") == "population"
+                 and r.get("event") == "delivery" and r.get("version"))
+    groups, keys = _envelopes(parties, "masked", MASKED, latest)
+    assert groups == {"footer", "id_number__masked", "name__masked"}
+    upserts = parties.root / "agents" / "masked" / "mirror" / "population" / "versions" / f"{latest:08d}" / "upserts.parquet"
+    decryption = decryption_with(keys)
+    assert pq.read_table(upserts, columns=["name__masked"], decryption_properties=decryption).num_rows == len(names)
+    for field in CONDITIONAL:  # the plain fields stay closed to everything it was ever given
+        with pytest.raises((OSError, IntegrityError)):
+            pq.read_table(upserts, columns=[field], decryption_properties=decryption)
+    record = [r for r in parties.world.access_log() if r.get("event") == "delivery" and r.get("subscriber") == MASKED][-1]
+    assert record["masked"] == ["id_number", "name"]
+    # masked keys are not unique: no database target keyed on them
+    refused = parties.run("agent", "pull", "population", "--purpose", "脱敏核验", "--out",
+                          f"sqlite:///{tmp_path / 'masked.db'}", agent="masked")
+    assert refused.returncode == 2 and "masked" in refused.stderr
+    assert not (tmp_path / "masked.db").exists()
 
 
 def test_the_access_log_names_the_authenticated_subscriber_purpose_and_case(parties: Parties, tmp_path: Path) -> None:

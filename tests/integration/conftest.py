@@ -109,6 +109,23 @@ def _subscriber_yaml(sub_id: str, status: str, approval_status: str, approved_on
 """
 
 
+MASKED = "sub-masked"  # receives population's id_number and name masked, and no conditional field plain
+_MASKED_YAML = f"""
+  - id: {MASKED}
+    name: test subscriber with a masked grant
+    keys: local
+    grants:
+      - dataset: population
+        fields: [sex_code, household_division_code]
+        masked: [id_number, name]
+        approval:
+          id: TEST-{MASKED}
+          purpose: 测试脱敏核验
+          approved_by: 测试局
+          approved_on: 2026-01-01
+"""
+
+
 @dataclass(frozen=True)
 class CliWorld:
     root: Path
@@ -141,7 +158,7 @@ def build_cli_world(root: Path, demo_sources) -> CliWorld:  # noqa: ANN001 - gov
     catalog = root / "catalogs"
     shutil.copytree(PROJECT / "catalogs", catalog)
     with open(catalog / "subscribers.yaml", "a", encoding="utf-8") as fh:
-        fh.write("".join(_subscriber_yaml(s, *state) for s, state in ACCESS_STATES.items()))
+        fh.write("".join(_subscriber_yaml(s, *state) for s, state in ACCESS_STATES.items()) + _MASKED_YAML)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "GOVSHARE_")) or k == "GOVSHARE_ROOT_KEY"}
     env.update({"GOVSHARE_HOME": str(root / "home"), "GOVSHARE_CATALOG": str(catalog), "GOVSHARE_GX": "inline",
                 "PYTHONPATH": str(PROJECT)})

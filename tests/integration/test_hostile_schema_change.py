@@ -152,6 +152,15 @@ CASES = [
         Pull(HOUSEHOLD, ("--since", "2"), 0, ABSENT),
         *AFTER_FULL,
     )),
+    # a mask declared or changed: the masked values of every row are republished by a snapshot
+    Case("mask-declared-refused-without-full", "household_address", ADDRESS,
+         ADDRESS.replace("personal\n  phone:", "personal\n    mask: {first: 6}\n  phone:"), False, 2,
+         "field household_address__masked was added (conditional)", (Pull(HOUSEHOLD, (), 0, "string"),)),
+    Case("mask-changed-refused-without-full", "name", "    mask: {first: 1}            # 张*", "    mask: {first: 2}",
+         False, 2, "masked column name__masked changed its mask from first=1,last=0 to first=2,last=0",
+         (Pull(HOUSEHOLD, (), 0, "string"),)),
+    Case("mask-changed-with-full", "name", "    mask: {first: 1}            # 张*", "    mask: {first: 2}",
+         True, 0, "published version 2", (Pull(HOUSEHOLD, (), 0, "string"), *AFTER_FULL)),
 ]
 
 

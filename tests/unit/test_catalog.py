@@ -231,10 +231,13 @@ def test_every_problem_is_counted_but_the_list_is_bounded(catalog_copy: Path):
 def test_repeated_key_and_unknown_key_are_both_reported(catalog_copy: Path):
     pop = catalog_copy / "population.yaml"
     text = pop.read_text(encoding="utf-8").replace("    sharing: none               # 不予共享", "    sharing: none\n    sharing: unconditional")
-    pop.write_text(text.replace("  lookback: 1h", "  lookbak: 1h"), encoding="utf-8")
+    text = text.replace("  lookback: 1h", "  lookbak: 1h")
+    pop.write_text(text, encoding="utf-8")
+    first = text.splitlines().index("    sharing: none") + 1
     with pytest.raises(ConfigError) as info:
         load_catalog(catalog_copy)
     assert info.value.problems == [
-        "population.yaml: line 70: key 'sharing' is repeated (first on line 69); a repeated key would silently replace the first value",
+        f"population.yaml: line {first + 1}: key 'sharing' is repeated (first on line {first}); a repeated key would "
+        "silently replace the first value",
         "population.yaml: source.lookbak: unknown key (line 11); did you mean lookback?",
     ]
