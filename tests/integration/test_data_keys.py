@@ -37,7 +37,8 @@ def test_each_version_has_keys_of_its_own(home, sources, tmp_path):
     assert main(["sync", "population", "--full"]) == 0
     store, ks, _ = store_and_keys(home)
     first, second = (manifest_keys(store.read_manifest(v)) for v in (1, 2))
-    assert set(first) == {FOOTER, "id_number", "name", "birth_date", "household_address"}
+    assert set(first) == {FOOTER, "id_number", "name", "birth_date", "household_address",
+                          "id_number__masked", "name__masked"}
     assert not set(first.values()) & set(second.values())
     # the store holds no key material: no data key file, no master key, in any version folder
     for path in store.root.rglob("*"):

@@ -31,6 +31,17 @@ BILLION_LAUGHS = "kind: dataset\na: &a [lol, lol, lol, lol, lol, lol, lol, lol, 
 )
 
 
+def line_of(file: str, text: str) -> int:
+    """The line of the shipped catalog file on which `text` starts, so a case survives edits above it."""
+    content = (PROJECT_ROOT / "catalogs" / file).read_text(encoding="utf-8")
+    assert content.count(text) == 1, f"{text!r} must occur once in catalogs/{file}"
+    return content[: content.index(text)].count("\n") + 1
+
+
+SHARING_NONE = "    sharing: none               # 不予共享"
+EXPIRES_ON = "          expires_on: 2027-12-31"
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -44,21 +55,24 @@ class Case:
 CASES = [
     Case("shipped-catalog-loads", None, None, "", 0, "no published version yet"),
     # repeated keys: the last value would win silently
-    Case("repeated-sharing-makes-withheld-field-public", "population.yaml", "    sharing: none               # 不予共享",
-         "    sharing: none\n    sharing: unconditional", 2, "population.yaml: line 70: key 'sharing' is repeated (first on line 69)"),
+    Case("repeated-sharing-makes-withheld-field-public", "population.yaml", SHARING_NONE,
+         "    sharing: none\n    sharing: unconditional", 2,
+         f"population.yaml: line {line_of('population.yaml', SHARING_NONE) + 1}: key 'sharing' is repeated "
+         f"(first on line {line_of('population.yaml', SHARING_NONE)})"),
     Case("repeated-field", "population.yaml", "  person_status:\n",
          "  phone:\n    type: string\n    sharing: unconditional\n    sensitivity: public\n  person_status:\n", 2, "key 'phone' is repeated"),
     Case("text-check-on-an-int-field", "population.yaml", "    type: string\n    sharing: unconditional      # 无条件共享\n    sensitivity: personal\n    checks: [{code_list: {list: sex}}]",
          "    type: int\n    sharing: unconditional      # 无条件共享\n    sensitivity: personal\n    checks: [{code_list: {list: sex}}]", 2,
          "check 'code_list' applies to string fields, not to a 'int' field"),
     Case("repeated-top-level-key", "population.yaml", "key: id_number", "key: id_number\nkey: phone", 2, "key 'key' is repeated"),
-    Case("repeated-expires-on", "subscribers.yaml", "          expires_on: 2027-12-31",
-         "          expires_on: 2027-12-31\n          expires_on: 2099-12-31", 2, "subscribers.yaml: line 31: key 'expires_on' is repeated"),
+    Case("repeated-expires-on", "subscribers.yaml", EXPIRES_ON,
+         EXPIRES_ON + "\n          expires_on: 2099-12-31", 2,
+         f"subscribers.yaml: line {line_of('subscribers.yaml', EXPIRES_ON) + 1}: key 'expires_on' is repeated"),
     Case("repeated-key-in-flow-mapping", "population.yaml", "{code_list: {list: sex}}", "{code_list: {list: sex, list: ethnicity}}", 2,
          "key 'list' is repeated"),
     # unknown keys: a misspelt control is not a control switched off
     Case("misspelt-checks", "population.yaml", "    checks: [{code_list: {list: ethnicity}}]", "    chekcs: [{code_list: {list: ethnicity}}]", 2,
-         "population.yaml: fields[3].chekcs: unknown key (line 48); did you mean checks?"),
+         f"population.yaml: fields[3].chekcs: unknown key (line {line_of('population.yaml', '    checks: [{code_list: {list: ethnicity}}]')}); did you mean checks?"),
     Case("misspelt-required", "population.yaml", "    required: true\n    checks: [id_number]", "    requird: true\n    checks: [id_number]", 2,
          "fields[0].requird: unknown key (line 28); did you mean required?"),
     Case("misspelt-gate", "population.yaml", "gate:                          # past", "gaet:                          # past", 2,
@@ -70,11 +84,11 @@ CASES = [
          "protection.footerkey: unknown key (line 15); did you mean footer_key?"),
     Case("unknown-top-level-key", "population.yaml", "kind: dataset", "kind: dataset\nowner: someone", 2, "population.yaml: owner: unknown key (line 3)"),
     Case("misspelt-expires-on", "subscribers.yaml", "          expires_on: 2027-12-31", "          expires_in: 2027-12-31", 2,
-         "subscribers.yaml: subscribers[1].grants[0].approval.expires_in: unknown key (line 30); did you mean expires_on?"),
+         f"subscribers.yaml: subscribers[1].grants[0].approval.expires_in: unknown key (line {line_of('subscribers.yaml', EXPIRES_ON)}); did you mean expires_on?"),
     Case("misspelt-subscriber-key", "subscribers.yaml", "    name: 一网通办", "    nmae: 一网通办", 2,
-         "subscribers[0].nmae: unknown key (line 9); did you mean name?"),
+         f"subscribers[0].nmae: unknown key (line {line_of('subscribers.yaml', '    name: 一网通办')}); did you mean name?"),
     Case("misspelt-grant-key", "subscribers.yaml", "        fields: [unconditional, conditional]", "        field: [unconditional, conditional]", 2,
-         "subscribers[1].grants[0].field: unknown key (line 24); did you mean fields?"),
+         f"subscribers[1].grants[0].field: unknown key (line {line_of('subscribers.yaml', '        fields: [unconditional, conditional]')}); did you mean fields?"),
     Case("yaml-boolean-key", "population.yaml", "  lookback: 1h", "  lookback: 1h\n  on: 1", 2, "source.True: unknown key"),
     Case("unknown-check-parameter", "population.yaml", "{code_list: {list: sex}}", "{code_list: {list: sex, lenient: yes}}", 2,
          "check 'code_list' has no parameter 'lenient'"),

@@ -20,15 +20,15 @@ import pyarrow.parquet.encryption as pe
 import pytest
 import sqlalchemy as sa
 
-from tests.integration.test_incremental import X_CHECK, person_id, population_view, row
+from common.catalog import load_catalog
 from common.run import Staged
 from govshare import pipeline
-from common.catalog import load_catalog
 from govshare.cli import main
 from keys.keystore import Keystore
 from keys.kms import CACHE_LIFETIME, KeystoreKmsClient, kms_connection_config
 from keys.protection import decryption_properties
 from sharing.store import SharingStore
+from tests.integration.test_incremental import X_CHECK, person_id, population_view, row
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +37,7 @@ pytestmark = pytest.mark.integration
 PUBLISHED = ["id_number", "name", "sex_code", "ethnicity_code", "birth_date", "household_division_code",
              "household_address", "person_status"]
 CONDITIONAL = ["id_number", "name", "birth_date", "household_address"]
+MASKED = ["id_number__masked", "name__masked"]  # the masks the catalog declares, computed at publish
 UNCONDITIONAL = [f for f in PUBLISHED if f not in CONDITIONAL]
 WITHHELD = ["phone"]
 REFS = ["_key_ref", "_fingerprint"]
@@ -178,15 +179,15 @@ def test_published_upserts_hold_the_published_fields_and_refs_only(home, sources
     assert main(["sync", "population"]) == 0
     upserts = version_dir(home, 1) / "upserts.parquet"
     schema = pq.ParquetFile(upserts, decryption_properties=decryption_properties(keystore(home))).schema_arrow
-    assert schema.names == PUBLISHED + REFS
+    assert schema.names == PUBLISHED + MASKED + REFS
     for withheld in WITHHELD:
         assert withheld not in schema.names
 
     doc = manifest(home, 1)
-    assert [f["name"] for f in doc["schema"]] == PUBLISHED
+    assert [f["name"] for f in doc["schema"]] == PUBLISHED + MASKED
     assert doc["withheld_fields"] == WITHHELD
     assert {f["name"]: f["protection"] for f in doc["schema"]} == {
-        name: "encrypted" if name in CONDITIONAL else "plain" for name in PUBLISHED}
+        name: "encrypted" if name in CONDITIONAL + MASKED else "plain" for name in PUBLISHED + MASKED}
 
 
 def test_published_conditional_columns_cannot_be_read_without_their_key(home, sources):
@@ -194,7 +195,7 @@ def test_published_conditional_columns_cannot_be_read_without_their_key(home, so
     doc = manifest(home, 1)
     data_keys = {k["group"]: k["key_id"] for k in doc["data_keys"]}
     protection = doc["protection"]["upserts"]
-    assert protection["column_keys"] == {data_keys[c]: [c] for c in CONDITIONAL}
+    assert protection["column_keys"] == {data_keys[c]: [c] for c in CONDITIONAL + MASKED}
     assert protection["footer"] == "encrypted"
     assert protection["footer_key_id"] == data_keys["footer"]
     assert_conditional_columns_need_their_key(home, version_dir(home, 1) / "upserts.parquet", data_keys)
@@ -229,7 +230,7 @@ def test_staging_files_with_row_values_are_encrypted(home, sources):
             pq.read_table(path)
     candidates = run.file("candidates-0.parquet")
     assert pq.ParquetFile(candidates, decryption_properties=decryption_properties(keystore(home))).schema_arrow.names \
-        == PUBLISHED + REFS
+        == PUBLISHED + MASKED + REFS
     assert rows_in(home, candidates) == run.require(Staged, 0).candidates
     deleted = read_decrypted(home, run.file("deleted-0.parquet"))
     assert deleted.schema.names == ["id_number", "_key_ref"]
@@ -281,20 +282,20 @@ def test_a_delta_writes_only_the_changed_rows(home, own_source):
 
     upserts = staged_upserts(run)
     rows = read_decrypted(home, upserts)
-    assert rows.schema.names == PUBLISHED + REFS
+    assert rows.schema.names == PUBLISHED + MASKED + REFS
     by_id = {r["id_number"]: r for r in rows.to_pylist()}
     assert set(by_id) == {person_id(1), person_id(7)}
     assert by_id[person_id(1)]["name"] == "改名一"
     assert by_id[person_id(7)]["name"] == "测试7"
     data_keys = protected.protection.upserts["data_keys"]
-    assert protected.protection.upserts["column_keys"] == {data_keys[c]: [c] for c in CONDITIONAL}
+    assert protected.protection.upserts["column_keys"] == {data_keys[c]: [c] for c in CONDITIONAL + MASKED}
     assert_conditional_columns_need_their_key(home, upserts, data_keys)
 
     digest = sha256(upserts)
     result = pipeline.publish(run)
     assert (result.version, result.upserts) == (2, 2)
     assert sha256(version_dir(home, 2) / "upserts.parquet") == digest
-    assert manifest(home, 2)["protection"]["upserts"]["column_keys"] == {data_keys[c]: [c] for c in CONDITIONAL}
+    assert manifest(home, 2)["protection"]["upserts"]["column_keys"] == {data_keys[c]: [c] for c in CONDITIONAL + MASKED}
     assert {k["group"]: k["key_id"] for k in manifest(home, 2)["data_keys"]} == data_keys
 
 
