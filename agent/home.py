@@ -9,6 +9,8 @@ Layout (folder 0700, files 0600)::
     keys/envelope.pem     the agent's X25519 private key (opens the key envelopes sealed to it)
     mirror/<dataset>/versions/<N>/   manifests, signatures and files as published (encrypted)
     targets.json          per database target (by the SHA-256 of its URL): the last version applied
+    witness.json          the last checkpoint of the publisher's access log this agent accepted
+    events.jsonl          the agent's own log: every checkpoint check, consistent or not
 
 ``agent.json`` is written last, so a home whose enrolment failed half-way is not an agent.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +35,7 @@ from keys.agentproto import Enrolment, PinnedPublisher
 
 AGENT_FORMAT = "govshare-agent/1"
 TARGETS_FORMAT = "govshare-agent-targets/1"
+WITNESS_FORMAT = "govshare-agent-witness/1"
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,45 @@ class AgentHome:
         targets[self.target_id(dataset, url)] = {"dataset": dataset, "target": shown, "version": version,
                                                  "applied_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         write_private(self.targets_file, json.dumps({"format": TARGETS_FORMAT, "targets": targets}, indent=2) + "\n")
+
+    # -- the witness: the last checkpoint accepted, and the agent's own log -----------------------
+
+    @property
+    def witness_file(self) -> Path:
+        return self.root / "witness.json"
+
+    @property
+    def events_file(self) -> Path:
+        return self.root / "events.jsonl"
+
+    def witnessed(self) -> dict[str, Any] | None:
+        """The last checkpoint accepted: origin, size, root (hex), note, time; None before the first."""
+        try:
+            doc = json.loads(self.witness_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise IntegrityError(f"{self.witness_file} is unreadable: the agent's home was altered") from None
+        if (not isinstance(doc, dict) or doc.get("format") != WITNESS_FORMAT or not isinstance(doc.get("size"), int)
+                or not isinstance(doc.get("root"), str) or not isinstance(doc.get("origin"), str)):
+            raise IntegrityError(f"{self.witness_file} is not the agent's witness record ({WITNESS_FORMAT})")
+        return doc
+
+    def witness(self, origin: str, size: int, root: str, note: str) -> None:
+        write_private(self.witness_file, json.dumps({
+            "format": WITNESS_FORMAT, "origin": origin, "size": size, "root": root, "note": note,
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2) + "\n")
+
+    def event(self, record: dict[str, Any]) -> None:
+        """Append to the agent's own log (0600, fsynced)."""
+        line = json.dumps({"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **record},
+                          ensure_ascii=False, sort_keys=True) + "\n"
+        fd = os.open(self.events_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, line.encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _targets(self) -> dict[str, Any]:
         try:

@@ -39,8 +39,10 @@ from common.files import sha256_file, write_private
 from common.progress import Progress
 from common.schema import CHANGE_TYPE, DISPUTED
 from keys.agentproto import Enrolment, enrolment_proof, raw_public
+from keys.checkpoint import Checkpoint, CheckpointError, note_text, parse_checkpoint, verify_note
 from keys.datakeys import envelope_info, open_sealed
 from keys.kms import decryption_with
+from keys.merkle import verify_consistency
 from keys.pseudonyms import FINGERPRINT, KEY_REF
 from sharing.datakeys import manifest_keys
 from sharing.disputes import Dispute, disputed_mask
@@ -110,6 +112,8 @@ def pull(home: AgentHome, enrolled: Enrolled, dataset: str, purpose: str, case: 
     progress = Progress(f"agent pull {dataset}")
     try:
         with client_for(enrolled, purpose, case) as client:
+            progress.stage("access-log checkpoint")
+            witness(home, enrolled, client)
             return _pull(home, enrolled, client, progress, dataset, out, version, since)
     finally:
         progress.done()
@@ -180,6 +184,70 @@ def _pull(home: AgentHome, enrolled: Enrolled, client: ServiceClient, progress: 
         home.record_applied(dataset, out, written.get("target", ""), upto)
     target: Path | str = written.get("target") or Path(out).resolve()
     return AgentPullResult(dataset, enrolled.subscriber, upto, since, table.num_rows, deletes, fields, target, delivery)
+
+
+def witness(home: AgentHome, enrolled: Enrolled, client: ServiceClient) -> dict[str, Any]:
+    """Check the publisher's access log only grew since the checkpoint this agent last accepted.
+
+    Asks for a fresh checkpoint and the consistency proof from the size held (RFC 9162), checks
+    the checkpoint's signature under the pinned publisher keys and its origin, and the proof; a
+    history rewritten (even re-signed with the publisher's own key) is IntegrityError (exit 3) and
+    a record in the agent's own log, and the old checkpoint is kept. Returns the accepted record.
+    """
+    held = home.witnessed()
+    old_size = held["size"] if held else 0
+    try:
+        answer = client.get(f"{PREFIX}/log/checkpoint?from={old_size}")
+    except GovshareError as exc:
+        if getattr(exc, "status", None) == 409 or "shorter than a tree it signed" in exc.message:
+            _rewritten(home, held, None, "the service says its log is shorter than the checkpoint this agent holds")
+        raise
+    note = answer.get("checkpoint")
+    proof = answer.get("consistency")
+    if not isinstance(note, str) or not isinstance(proof, list) or answer.get("from") != old_size:
+        raise IntegrityError("the service's checkpoint answer is malformed or not for the size this agent holds")
+    checkpoint = _checked_checkpoint(enrolled, note.encode("utf-8"), held["origin"] if held else None)
+    if held is not None:
+        try:
+            hashes = [bytes.fromhex(h) for h in proof]
+        except (TypeError, ValueError):
+            hashes = None
+        if (hashes is None or checkpoint.size < old_size
+                or not verify_consistency(old_size, checkpoint.size, bytes.fromhex(held["root"]), checkpoint.root, hashes)):
+            _rewritten(home, held, checkpoint, "the new checkpoint's tree does not extend the one this agent holds")
+    elif checkpoint.size == 0 and proof:
+        raise IntegrityError("the service's checkpoint answer is malformed")
+    home.witness(checkpoint.origin, checkpoint.size, checkpoint.root.hex(), note)
+    record = {"event": "checkpoint", "outcome": "consistent", "origin": checkpoint.origin, "from": old_size,
+              "size": checkpoint.size, "root": checkpoint.root.hex()}
+    home.event(record)
+    return record
+
+
+def _checked_checkpoint(enrolled: Enrolled, note: bytes, origin: str | None) -> Checkpoint:
+    try:
+        claimed = parse_checkpoint(note_text(note)).origin
+    except CheckpointError as exc:
+        raise IntegrityError(f"the service's checkpoint is not a signed checkpoint: {exc}") from None
+    if origin is not None and claimed != origin:
+        raise IntegrityError(f"the service's checkpoint is of the log {claimed!r}, not of {origin!r} that this agent "
+                             "witnesses")
+    for key in enrolled.publisher.public_keys():
+        try:
+            return verify_note(note, claimed, key)
+        except CheckpointError:
+            continue
+    raise IntegrityError("the service's checkpoint is not signed by a pinned publisher key")
+
+
+def _rewritten(home: AgentHome, held: dict[str, Any] | None, checkpoint: Checkpoint | None, why: str) -> None:
+    home.event({"event": "checkpoint", "outcome": "rewritten", "reason": why,
+                "held": {k: held[k] for k in ("origin", "size", "root")} if held else None,
+                "received": {"size": checkpoint.size, "root": checkpoint.root.hex()} if checkpoint else None})
+    held_size = held["size"] if held else 0
+    raise IntegrityError(f"the publisher's access log was rewritten: {why} ({held_size} record(s), accepted "
+                         f"{held.get('time') if held else '-'}; kept in {home.witness_file}, recorded in "
+                         f"{home.events_file})")
 
 
 def _report_failure(client: ServiceClient, delivery: int, failure: GovshareError) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from common.errors import ConfigError, GovshareError
+from common.errors import ConfigError, GovshareError, IntegrityError
 from common.files import kept_private
 from common.oserrors import storage_error
 
@@ -91,11 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", default="")
     p.add_argument("--note", default="")
 
-    p = sub.add_parser("audit", help="the access log: verify it, list its records",
+    p = sub.add_parser("audit", help="the access log: verify it, list its records, prove one, checkpoint it",
                        description="govshare audit verify | audit list [--dataset D] [--subscriber S] [--event E] "
-                                   "[--json] | audit subject KEY [--json]")
-    p.add_argument("action", choices=("verify", "list", "subject"))
-    p.add_argument("key", nargs="?", help="audit subject: the record's key (ID number, USCC or license id)")
+                                   "[--json] | audit subject KEY [--json] | audit prove SEQ --out FILE | "
+                                   "audit checkpoint | audit check-proof FILE --key PEM")
+    p.add_argument("action", choices=("verify", "list", "subject", "prove", "checkpoint", "check-proof"))
+    p.add_argument("key", nargs="?", help="audit subject: the record's key (ID number, USCC or license id); "
+                                          "audit prove: the record's seq; audit check-proof: the proof file")
+    p.add_argument("--out", help="audit prove: where the proof is written")
+    p.add_argument("--key", dest="key_file", help="audit check-proof: the publisher's public key (PEM or vkey file)")
     p.add_argument("--dataset")
     p.add_argument("--subscriber")
     p.add_argument("--event", help="only records of this event (request, delivery, delivery-complete, denied, ...)")
@@ -397,19 +401,70 @@ def _audit(args: argparse.Namespace) -> int:
     from keys.keystore import Keystore
     from lineage.audit import AccessLog, manifest_heads
 
+    if args.action == "check-proof":  # offline: needs no home, only the proof and the key
+        return _audit_check_proof(args)
     h = home().require_initialised()
     keystore = Keystore(h.keystore)
     if args.action == "list":
         return _audit_list(AccessLog.of(h, keystore), args)
     if args.action == "subject":
         return _audit_subject(h, args)
+    if args.action == "prove":
+        return _audit_prove(AccessLog.of(h, keystore), args)
     if args.key:
         raise ConfigError(f"govshare audit {args.action} takes no KEY")
+    if args.action == "checkpoint":
+        record = AccessLog.of(h, keystore).checkpoint("on demand")
+        print(f"access log: checkpoint of {record['size']} record(s), root {record['root']}, signed by "
+              f"{record['key_id']}")
+        print(record["note"], end="")
+        return 0
     summary = AccessLog.of(h, keystore).verify(manifest_heads(h.store, keystore))
     print(f"access log: {summary.records} record(s), chain and signatures verified, "
-          f"against {len(summary.heads)} signed head(s) (head file and manifests)")
+          f"against {len(summary.heads)} signed head(s) (head file and manifests) and the Merkle tree against "
+          f"{summary.checkpoints} signed checkpoint(s)")
     for seq in summary.unconfirmed:
         print(f"access log: delivery record {seq} started, not confirmed (nothing confirmed as delivered)")
+    return 0
+
+
+def _audit_prove(access_log: AccessLog, args: argparse.Namespace) -> int:
+    """An inclusion proof of one record in a fresh signed checkpoint (keys.proofcheck checks it)."""
+    if not args.key or not args.key.isdigit() or not 0 < len(args.key) <= 18:
+        raise ConfigError("govshare audit prove SEQ --out FILE: SEQ is the record's sequence number (audit list shows it)")
+    if not args.out:
+        raise ConfigError("govshare audit prove SEQ --out FILE: name the file the proof is written to")
+    from common.files import write_private
+
+    proof = access_log.prove(int(args.key))
+    out = Path(args.out)
+    try:
+        write_private(out, json.dumps(proof, ensure_ascii=False, indent=2) + "\n")
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot be written ({exc.strerror or exc.__class__.__name__})") from None
+    key = proof["publisher_key"]
+    print(f"access log: record {args.key} is in the tree of {proof['tree_size']} record(s); proof written to {out}")
+    print(f"check it offline: govshare audit check-proof {out} --key PUBLISHER.pem (the key {key['key_id']}, "
+          f"SHA-256 {key['sha256'][:16]}..., as the bureau publishes it)")
+    return 0
+
+
+def _audit_check_proof(args: argparse.Namespace) -> int:
+    from keys.proofcheck import ProofError, check_proof, key_fingerprint, load_key, read_proof
+
+    if not args.key or not args.key_file:
+        raise ConfigError("govshare audit check-proof FILE --key PEM: name the proof file and the publisher's public key")
+    try:
+        text = Path(args.key_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--key {args.key_file}: cannot be read ({getattr(exc, 'strerror', None) or 'not text'})") from None
+    try:
+        name, key = load_key(text)
+        checked = check_proof(read_proof(Path(args.key)), key, name)
+    except ProofError as exc:
+        raise IntegrityError(f"{args.key}: {exc}") from None
+    print(f"record {checked.seq} is in the access log {checked.origin} of {checked.tree_size} record(s), as signed by "
+          f"the key with SHA-256 {key_fingerprint(key)[:16]}...")
     return 0
 
 

@@ -278,7 +278,10 @@ def publish(run: Run) -> SyncResult:
         raise IntegrityError(f"{ds.id}: version {found.pending.version} of run {found.pending_run} is not recorded in "
                              f"the sync state; run 'govshare sync {ds.id}' to finish it first")
     elif protected.changes:
-        manifest = publish_version(store, keystore, ds, record, access_log=AccessLog.of(run.home, keystore).head().to_json())
+        access_log = AccessLog.of(run.home, keystore)
+        checkpoint = access_log.checkpoint(f"publish {ds.id}")  # signed before the version, named in its manifest
+        manifest = publish_version(store, keystore, ds, record, access_log={
+            **access_log.head().to_json(), "checkpoint": {"size": checkpoint["size"], "root": checkpoint["root"]}})
     if manifest is not None:
         StateIndex(run.home.state, ds.id).add(run.file(INDEX_DELTA), manifest.version, replace=manifest.kind == "snapshot",
                                               growth=protected.new_keys - protected.deletes)

@@ -14,14 +14,20 @@ ENROLMENT_ISSUED = "enrolment-issued"
 
 def serve(args: argparse.Namespace) -> int:
     from service.app import create_app
+    from service.checkpointer import Checkpointer, interval
     from service.context import ServiceContext
     from service.server import run
     from service.tls import tls_material
 
     h = home().require_initialised()
+    seconds = interval()  # a bad GOVSHARE_CHECKPOINT_SECONDS is refused before anything starts
     tls = None if args.insecure_http else tls_material(h)
     ctx = ServiceContext.open(load_catalog(), h)
-    run(create_app(ctx), args.host, args.port, tls)
+    checkpointer = Checkpointer(ctx.access_log, seconds).start()
+    try:
+        run(create_app(ctx), args.host, args.port, tls)
+    finally:
+        checkpointer.stop()
     return 0
 
 

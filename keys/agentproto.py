@@ -236,6 +236,10 @@ class PinnedPublisher:
             self._pin(str(new), str(transition.get("public_pem")))
             self.learned.append({"key_id": str(new), "algorithm": "Ed25519", "public_pem": str(transition["public_pem"])})
 
+    def public_keys(self) -> list[Ed25519PublicKey]:
+        """Every pinned publisher key, oldest first (checkpoints outlive rotations)."""
+        return [self._keys[k] for k in self._order]
+
     def verify(self, data: bytes, signature_doc: Mapping[str, Any]) -> None:
         key_id = signature_doc.get("key_id") if isinstance(signature_doc, Mapping) else None
         if key_id not in self._keys:

@@ -21,26 +21,33 @@ its completion is reported as "started, not confirmed".
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
-from common.errors import ConfigError, IntegrityError
+from common.errors import ConfigError, GovshareError, IntegrityError
 from common.files import PRIVATE_FILE, canonical_json, private_dir, write_private
 from common.home import Home
 from common.oserrors import storage_error
 from keys.keystore import Keystore
+from keys.merkle import Frontier, consistency_proof, inclusion_proof
+from lineage.logtree import LogTree, entry_leaf, publisher_keys
 from sharing.store import SharingStore
+
+log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 HEAD_FILE = "access-log-head.json"
 HEAD_FORMAT = "govshare-access-log-head/1"
+PROOF_FORMAT = "govshare-inclusion-proof/1"
 DELIVERY, COMPLETE, DENIED = "delivery", "delivery-complete", "denied"
 Outcome = Literal["confirmed", "failed", "started, not confirmed"]
 
@@ -65,6 +72,7 @@ class AuditSummary:
     records: int
     heads: tuple[str, ...]  # where the heads checked came from
     unconfirmed: tuple[int, ...]  # seqs of deliveries started, not confirmed
+    checkpoints: int = 0  # signed checkpoints checked against the recomputed tree
 
 
 class AccessLog:
@@ -73,6 +81,7 @@ class AccessLog:
         self.path = folder / "access-log.jsonl"
         self.keystore = keystore
         self.head_path = head_path or folder.parent / "state" / HEAD_FILE  # GOVSHARE_HOME/state
+        self.tree = LogTree(folder, keystore)
 
     @classmethod
     def of(cls, home: Home, keystore: Keystore) -> AccessLog:
@@ -80,23 +89,33 @@ class AccessLog:
 
     # -- writing ---------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[TextIO]:
+        """The log file, opened for appending and locked (exclusively, across processes)."""
+        private_dir(self.folder)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)  # purposes are free text
+        os.fchmod(fd, PRIVATE_FILE)
+        with open(fd, "a+", encoding="utf-8") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield fh
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _unwritable(self, exc: OSError) -> GovshareError:
+        # a full disk is worth a retry (75), an unwritable log is configuration (2)
+        return storage_error(exc, self.folder.parent, self.path, self.head_path) or ConfigError(
+            f"access log {self.path} cannot be written ({exc.strerror or exc.__class__.__name__}); "
+            "make its folder and the head file writable")
+
     def append(self, record: dict[str, Any]) -> dict[str, Any]:
         """Append one record and re-sign the head; ConfigError (nothing appended) when the log
         or its head file cannot be written."""
         try:
-            private_dir(self.folder)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)  # purposes are free text
-            os.fchmod(fd, PRIVATE_FILE)
-            with open(fd, "a+", encoding="utf-8") as fh:
-                fcntl.flock(fh, fcntl.LOCK_EX)
-                try:
-                    return self._append_locked(fh, record)
-                finally:
-                    fcntl.flock(fh, fcntl.LOCK_UN)
-        except OSError as exc:  # a full disk is worth a retry (75), an unwritable log is configuration (2)
-            raise storage_error(exc, self.folder.parent, self.path, self.head_path) or ConfigError(
-                f"access log {self.path} cannot be written ({exc.strerror or exc.__class__.__name__}); "
-                "make its folder and the head file writable") from None
+            with self._locked() as fh:
+                return self._append_locked(fh, record)
+        except OSError as exc:
+            raise self._unwritable(exc) from None
 
     def _append_locked(self, fh, record: dict[str, Any]) -> dict[str, Any]:  # noqa: ANN001 - a text file
         last = _last_line(self.path)
@@ -118,12 +137,72 @@ class AccessLog:
             os.truncate(self.path, size)  # never leave half a record
             raise
         self._write_head(LogHead(entry["seq"], entry["hash"]))
+        try:
+            self.tree.add(entry, self.entries())
+        except (OSError, GovshareError) as exc:  # the record stands; the tree catches up at the next use
+            log.warning("access log %s: the tree cache was not updated (%s); it is rebuilt at the next checkpoint",
+                        self.path, getattr(exc, "message", None) or exc.__class__.__name__)
         return entry
 
     def _write_head(self, head: LogHead) -> None:
         body = {"format": HEAD_FORMAT, **head.to_json(), "time": datetime.now(timezone.utc).isoformat()}
         doc = {**body, "signature": self.keystore.sign(canonical_json(body))}
         write_private(self.head_path, json.dumps(doc, indent=2) + "\n")
+
+    # -- the tree: checkpoints and proofs (lineage.logtree) -------------------------------------
+
+    def _synced(self) -> Any:  # noqa: ANN401 - keys.merkle.Levels
+        """The tree cache brought to the log; call under the lock."""
+        return self.tree.sync(self.tree.levels(), self.entries(), self.head().count)
+
+    def checkpoint(self, reason: str) -> dict[str, Any]:
+        """Sign and keep a checkpoint of the log as it is now (``reason``: publish, service, prove,
+        agent); returns the kept record, its signed note under ``note``."""
+        try:
+            with self._locked():
+                return self.tree.checkpoint(self._synced(), reason)
+        except OSError as exc:
+            raise self._unwritable(exc) from None
+
+    def checkpoint_if_grown(self, reason: str) -> dict[str, Any] | None:
+        """A checkpoint when the log has grown since the last one (the service's hourly one)."""
+        latest = self.tree.latest()
+        if latest is not None and latest.get("size") == self.head().count:
+            return None
+        return self.checkpoint(reason)
+
+    def prove(self, seq: int) -> dict[str, Any]:
+        """An inclusion proof of record ``seq`` in a fresh signed checkpoint, with what an offline
+        check needs (keys.proofcheck): the record as stored, its leaf index, the audit path and the
+        publisher's key."""
+        try:
+            with self._locked():
+                levels = self._synced()
+                if not 1 <= seq <= levels.size:
+                    raise ConfigError(f"the access log has records 1..{levels.size}; there is no record {seq}")
+                entry = next(e for i, e in enumerate(self.entries(), start=1) if i == seq)
+                checkpoint = self.tree.checkpoint(levels, "prove")
+                path = inclusion_proof(seq - 1, levels.size, levels)
+        except OSError as exc:
+            raise self._unwritable(exc) from None
+        return {"format": PROOF_FORMAT, "record": entry, "leaf_index": seq - 1, "tree_size": checkpoint["size"],
+                "leaf_hash": entry_leaf(entry).hex(), "inclusion": [h.hex() for h in path],
+                "checkpoint": checkpoint["note"], "publisher_key": self.tree.verifier_key(checkpoint["key_id"])}
+
+    def consistency(self, old_size: int, reason: str = "agent") -> dict[str, Any]:
+        """A fresh checkpoint and the consistency proof from the tree of ``old_size`` records to it."""
+        try:
+            with self._locked():
+                levels = self._synced()
+                if not 0 <= old_size <= levels.size:
+                    raise IntegrityError(f"a checkpoint of {old_size} record(s) was asked for, but the access log has "
+                                         f"{levels.size}: the log is shorter than a tree it signed before")
+                checkpoint = self.tree.checkpoint(levels, reason)
+                proof = consistency_proof(old_size, levels.size, levels)
+        except OSError as exc:
+            raise self._unwritable(exc) from None
+        return {"checkpoint": checkpoint["note"], "size": checkpoint["size"], "from": old_size,
+                "consistency": [h.hex() for h in proof]}
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -160,24 +239,39 @@ class AccessLog:
                                  "it was altered") from None
 
     def verify(self, heads: Iterable[tuple[str, LogHead]] = ()) -> AuditSummary:
-        """Check every link, hash and signature, and the log against the head file and ``heads``
-        (where -> head, e.g. from the manifests): nothing cut off the end, nothing rewritten."""
+        """Check every link, hash and signature; the log against the head file and ``heads``
+        (where -> head, e.g. from the manifests): nothing cut off the end, nothing rewritten; and
+        the Merkle tree recomputed from the records against every kept checkpoint (each one's
+        signature checked), so the log is consistent with every tree the publisher signed."""
         own = self.signed_head()
         checks = [*([(str(self.head_path), own)] if own else []), *heads]
         wanted = {head.count for _, head in checks}
+        checkpoints = self._signed_checkpoints()
+        roots = {size for size, _ in checkpoints}
         hashes: dict[int, str] = {0: GENESIS}
+        tree_roots: dict[int, bytes] = {}
+        frontier = Frontier()
+        if 0 in roots:
+            tree_roots[0] = frontier.root()
         prev_hash, count = GENESIS, 0
         pending: set[int] = set()
-        for entry in self.entries():
-            count += 1
-            self._check_link(entry, count, prev_hash)
-            prev_hash = entry["hash"]
-            if count in wanted:
-                hashes[count] = prev_hash
-            if entry.get("event") == DELIVERY and entry.get("outcome") == "pending":
-                pending.add(count)
-            elif entry.get("event") == COMPLETE:
-                pending.discard(entry.get("delivery"))
+        cached = self.tree.tree_dir / "level-0.bin"
+        cache = open(cached, "rb") if cached.is_file() else None  # noqa: SIM115 - closed below
+        cache_bad = 0
+        try:
+            for entry in self.entries():
+                count += 1
+                self._check_link(entry, count, prev_hash)
+                prev_hash = entry["hash"]
+                leaf = entry_leaf(entry)
+                frontier.append(leaf)
+                held = cache.read(32) if cache else b""
+                if len(held) == 32 and held != leaf and not cache_bad:
+                    cache_bad = count
+                self._verify_step(entry, count, prev_hash, wanted, hashes, roots, tree_roots, frontier, pending)
+        finally:
+            if cache:
+                cache.close()
         for where, head in checks:
             if head.count > count:
                 raise IntegrityError(f"access log {self.path} has {count} record(s) but {where} (signed) counts "
@@ -185,7 +279,46 @@ class AccessLog:
             if hashes.get(head.count) != head.hash:
                 raise IntegrityError(f"access log {self.path} record {head.count} is not the one {where} signed: "
                                      "the log was rewritten")
-        return AuditSummary(count, tuple(where for where, _ in checks), tuple(sorted(pending)))
+        matched = 0
+        for size, (where, root) in sorted(checkpoints, key=lambda c: c[0]):
+            if size > count:
+                raise IntegrityError(f"access log {self.path} has {count} record(s) but {where} signs a tree of "
+                                     f"{size}: records {count + 1}..{size} were removed from the end")
+            if tree_roots.get(size) != root:
+                raise IntegrityError(f"access log {self.path}: records {matched + 1}..{size} are not the ones {where} "
+                                     f"signed (the first {matched} are): the log was rewritten")
+            matched = size
+        levels = self.tree.levels() if self.tree.tree_dir.is_dir() else None
+        if cache_bad:
+            raise IntegrityError(f"the access log's tree cache {self.tree.tree_dir} does not hold record {cache_bad}'s "
+                                 "leaf; it was altered (remove the folder: it is rebuilt from the log)")
+        if levels is not None and levels.size == count and count and levels.root(count) != frontier.root():
+            raise IntegrityError(f"the access log's tree cache {self.tree.tree_dir} does not match its records; "
+                                 "it was altered (remove the folder: it is rebuilt from the log)")
+        return AuditSummary(count, tuple(where for where, _ in checks), tuple(sorted(pending)), len(checkpoints))
+
+    @staticmethod
+    def _verify_step(entry: dict[str, Any], count: int, prev_hash: str, wanted: set[int], hashes: dict[int, str],
+                     roots: set[int], tree_roots: dict[int, bytes], frontier: Frontier, pending: set[int]) -> None:
+        if count in wanted:
+            hashes[count] = prev_hash
+        if count in roots:
+            tree_roots[count] = frontier.root()
+        if entry.get("event") == DELIVERY and entry.get("outcome") == "pending":
+            pending.add(count)
+        elif entry.get("event") == COMPLETE:
+            pending.discard(entry.get("delivery"))
+
+    def _signed_checkpoints(self) -> list[tuple[int, tuple[str, bytes]]]:
+        """(size, (where, root)) of every kept checkpoint, each signature checked."""
+        found = []
+        keys = None
+        for line, record in self.tree.checkpoints():
+            keys = keys if keys is not None else publisher_keys(self.keystore)
+            where = f"checkpoint {self.tree.checkpoints_path.name} line {line}"
+            checkpoint = self.tree.check(record, where, keys)
+            found.append((checkpoint.size, (f"{where} ({record.get('time')})", checkpoint.root)))
+        return found
 
     def _check_link(self, entry: dict[str, Any], count: int, prev_hash: str) -> None:
         where = f"access log {self.path} record {count}"

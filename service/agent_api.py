@@ -15,6 +15,8 @@ log with the subscriber *as authenticated* (the agent's enrolment), never as cla
                                                     covers of a full view of N, or of the changes
                                                     S+1..N, sealed to the agent (HPKE)
     POST /deliveries/{seq}/complete                 the agent's confirmation of what it wrote
+    GET  /log/checkpoint?from=N                     a fresh signed checkpoint of the access log and the
+                                                    consistency proof from the agent's last one (size N)
 
 Envelopes are the release: before any is sealed, a ``delivery`` record (channel ``agent``,
 outcome ``pending``: subscriber, agent, purpose, case, dataset, versions, fields) is in the
@@ -278,6 +280,27 @@ def file(request: Request, dataset: str, version: int, name: str) -> Response:
     if not path.is_file():
         raise IntegrityError(f"{dataset} version {v}: file {name} is missing from the store")
     return FileResponse(path, media_type="application/octet-stream")
+
+
+# -- the access log's checkpoints: agents as witnesses ------------------------------------------
+
+
+@router.get("/log/checkpoint", summary="A fresh signed checkpoint of the access log (C2SP tlog-checkpoint) and "
+                                       "the consistency proof (RFC 9162) from the tree size ?from=N the agent holds")
+@_guarded
+def log_checkpoint(request: Request) -> Response:
+    _caller(request)
+    raw = request.query_params.get("from", "0")
+    if not raw.isdigit() or len(raw) > 18:
+        raise AgentError(400, "from must be the tree size of the agent's last checkpoint (a whole number)")
+    old = int(raw)
+    ctx = context(request)
+    if old > ctx.access_log.head().count:
+        raise AgentError(409, f"the agent holds a checkpoint of {old} record(s) but the access log has "
+                              f"{ctx.access_log.head().count}: the log is shorter than a tree it signed")
+    answer = ctx.access_log.consistency(old, reason="agent")
+    note(request, checkpoint=answer["size"])
+    return JSONResponse(answer)
 
 
 # -- envelopes: the release --------------------------------------------------------------------

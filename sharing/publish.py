@@ -338,6 +338,9 @@ def publish_version(store: SharingStore, keystore: Keystore, dataset: Dataset, r
         }
         if access_log is not None:
             doc["access_log"] = {"count": int(access_log["count"]), "hash": str(access_log["hash"])}
+            if access_log.get("checkpoint"):  # the signed tree (lineage.logtree) as of this publish
+                doc["access_log"]["checkpoint"] = {"size": int(access_log["checkpoint"]["size"]),
+                                                   "root": str(access_log["checkpoint"]["root"])}
         signer = keystore.signing_key_id()
         # a publisher key newer than the one that signed the last version (for version 1: the first
         # publisher key) is announced to pinned agents by the transitions that lead to it

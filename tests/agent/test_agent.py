@@ -7,6 +7,8 @@ import base64
 import json
 import shutil
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from agent.home import AgentHome
+from common.catalog import PROJECT_ROOT
 from common.errors import IntegrityError
 from keys.datakeys import envelope_info, open_sealed
 from keys.kms import decryption_with
@@ -212,7 +215,10 @@ def test_a_masked_grant_receives_masked_values_and_no_envelope_for_the_plain_fie
     assert groups == {"footer", "id_number__masked", "name__masked"}
     upserts = parties.root / "agents" / "masked" / "mirror" / "population" / "versions" / f"{latest:08d}" / "upserts.parquet"
     decryption = decryption_with(keys)
-    assert pq.read_table(upserts, columns=["name__masked"], decryption_properties=decryption).num_rows == len(names)
+    opened = pq.ParquetFile(upserts, decryption_properties=decryption)  # the latest version: full or a delta
+    masked_names = opened.read(columns=["name__masked"]).column("name__masked").to_pylist()
+    assert len(masked_names) == opened.metadata.num_rows > 0
+    assert all(n[1:] == "*" * (len(n) - 1) for n in masked_names)
     for field in CONDITIONAL:  # the plain fields stay closed to everything it was ever given
         with pytest.raises((OSError, IntegrityError)):
             pq.read_table(upserts, columns=[field], decryption_properties=decryption)
@@ -430,3 +436,38 @@ def test_a_delivery_is_completed_once_and_only_by_its_agent(parties: Parties, tm
     refused_enrolments = [r for r in parties.world.access_log()
                           if r["event"] == "request" and r["path"] == "/agent/v1/enrol" and r["status"] == 401]
     assert refused_enrolments and all(r["subscriber"] is None for r in refused_enrolments)  # never as claimed
+
+
+def test_an_agent_witnesses_the_access_log_and_catches_a_rewritten_history(parties: Parties, tmp_path: Path) -> None:
+    """Each pull first checks a fresh checkpoint against the one the agent holds (consistency
+    proof); a log rewritten and re-signed with the publisher's own key is exit 3 at the agent."""
+    agent_home = parties.root / "agents" / "general"
+    parties.ok("agent", "pull", "legal_entity", "--purpose", "核验", "--out", str(tmp_path / "a.parquet"), agent="general")
+    held = json.loads((agent_home / "witness.json").read_text(encoding="utf-8"))
+    assert held["size"] > 0 and held["origin"].startswith("govshare.local/access-log/")
+    parties.ok("agent", "pull", "legal_entity", "--purpose", "核验", "--out", str(tmp_path / "b.parquet"), agent="general")
+    grown = json.loads((agent_home / "witness.json").read_text(encoding="utf-8"))
+    assert grown["size"] > held["size"]  # the first pull's records are in the tree the second one checked
+    events = [json.loads(line) for line in (agent_home / "events.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [e["outcome"] for e in events[-2:]] == ["consistent", "consistent"]
+
+    audit, head = parties.world.home / "audit", parties.world.home / "state" / "access-log-head.json"
+    shutil.copytree(audit, tmp_path / "audit")
+    shutil.copy(head, tmp_path / "head.json")
+    try:
+        done = subprocess.run([sys.executable, "-m", "tests.logforge", str(parties.world.home), "1"], cwd=PROJECT_ROOT,
+                              env={**parties.world.env}, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        done = parties.run("agent", "pull", "legal_entity", "--purpose", "核验", "--out", str(tmp_path / "c.parquet"),
+                           agent="general")
+        assert done.returncode == 3, done.stderr
+        assert "access log was rewritten" in done.stderr
+        assert not (tmp_path / "c.parquet").exists()
+        assert json.loads((agent_home / "witness.json").read_text(encoding="utf-8"))["size"] == grown["size"]  # kept
+        last = json.loads((agent_home / "events.jsonl").read_text(encoding="utf-8").splitlines()[-1])
+        assert last["outcome"] == "rewritten" and last["held"]["size"] == grown["size"]
+    finally:
+        shutil.rmtree(audit)
+        shutil.copytree(tmp_path / "audit", audit)
+        shutil.copy(tmp_path / "head.json", head)
+    parties.ok("agent", "pull", "legal_entity", "--purpose", "核验", "--out", str(tmp_path / "d.parquet"), agent="general")

@@ -48,14 +48,14 @@ class DiskCase:
 
 CASES = [
     # free_kib places the full disk in a stage: ingest also writes the run's data keys (a 4 KiB block
-    # each on tmpfs: footer + 4 有条件共享 fields, and the run's list of them), so later stages need 24 KiB more
+    # each on tmpfs: footer + 4 有条件共享 fields + 2 masked ones, and the run's list of them), so later stages need 32 KiB more
     DiskCase("sync-full-at-plan", ("sync", "population"), "full", "home", free_kib=0),
     DiskCase("sync-full-in-ingest-staging", ("sync", "population"), "full", "home", free_kib=40),
     DiskCase("sync-full-in-protect-deciding-changes", ("sync", "population"), "full", "home", free_kib=124),
     DiskCase("sync-full-in-protect-with-the-version-staged", ("sync", "population"), "full", "home", free_kib=144),
     DiskCase("sync-full-in-publish-after-the-version-is-visible", ("sync", "population"), "full", "home",
              free_kib=184, keeps_run=True),
-    DiskCase("sync-full-in-publish-run-record", ("sync", "population"), "full", "home", free_kib=224),
+    DiskCase("sync-full-in-publish-run-record", ("sync", "population"), "full", "home", free_kib=256),
     DiskCase("second-version-full-in-protect", ("sync", "population", "--full"), "full", "home", free_kib=144,
              synced_before=1, versions_after=2),
     DiskCase("init-full", ("init",), "full", "home", free_kib=8, versions_after=0),

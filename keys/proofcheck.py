@@ -1,0 +1,147 @@
+"""Checking an access-log inclusion proof offline, with the publisher's public key alone.
+
+``govshare audit prove SEQ --out FILE`` writes a JSON document (format
+``govshare-inclusion-proof/1``)::
+
+    record          the access-log record as stored (its fields, seq, time, hashes, signature)
+    leaf_index      seq - 1
+    tree_size       the size of the tree the checkpoint signs
+    leaf_hash       hex SHA-256(0x00 || canonical JSON of the record)            (RFC 6962)
+    inclusion       hex audit path from the leaf to the root                     (RFC 9162 2.1.3)
+    checkpoint      a C2SP tlog-checkpoint in a signed note (origin, size, base64 root)
+    publisher_key   the key the checkpoint was signed with: name, vkey, PEM (for convenience only:
+                    an auditor checks against the key they obtained from the bureau, not this one)
+
+What is checked here: the checkpoint's signature under the given key and its origin; that the
+leaf hash is the record's; that the audit path leads from it to the checkpoint's root at that
+index and size. Canonical JSON is ``json.dumps(record, sort_keys=True, ensure_ascii=False,
+separators=(",", ":"))`` in UTF-8. This module needs only the standard library, ``cryptography``
+and its two neighbours (keys.merkle, keys.checkpoint), so it runs on an auditor's machine:
+``python -m keys.proofcheck FILE --key publisher.pem``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from keys.checkpoint import CheckpointError, note_text, parse_checkpoint, parse_vkey, verify_note
+from keys.merkle import leaf_hash, verify_inclusion
+
+PROOF_FORMAT = "govshare-inclusion-proof/1"
+MAX_PROOF_BYTES = 4 * 1024 * 1024
+
+
+class ProofError(ValueError):
+    """The proof does not hold; the message says which part."""
+
+
+@dataclass(frozen=True)
+class CheckedProof:
+    seq: int
+    tree_size: int
+    origin: str
+    record: dict[str, Any]
+
+
+def load_key(text: str) -> tuple[str | None, Ed25519PublicKey]:
+    """A publisher key given as a PEM public key or as a C2SP vkey line (name+hash+base64)."""
+    text = text.strip()
+    if text.startswith("-----BEGIN"):
+        try:
+            public = serialization.load_pem_public_key(text.encode("ascii"))
+        except ValueError:
+            raise ProofError("the key is not a PEM public key") from None
+        if not isinstance(public, Ed25519PublicKey):
+            raise ProofError("the key is not an Ed25519 public key")
+        return None, public
+    try:
+        return parse_vkey(text)
+    except CheckpointError as exc:
+        raise ProofError(f"the key is neither a PEM public key nor a vkey: {exc}") from None
+
+
+def canonical(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def check_proof(doc: Any, key: Ed25519PublicKey, name: str | None = None) -> CheckedProof:  # noqa: ANN401 - JSON
+    """Check a proof document against the publisher's key; ProofError naming what fails."""
+    if not isinstance(doc, dict) or doc.get("format") != PROOF_FORMAT:
+        raise ProofError(f"not a {PROOF_FORMAT} document")
+    record, index, size = doc.get("record"), doc.get("leaf_index"), doc.get("tree_size")
+    note, path = doc.get("checkpoint"), doc.get("inclusion")
+    if not isinstance(record, dict) or not isinstance(note, str) or not isinstance(path, list):
+        raise ProofError("record, checkpoint or inclusion is missing or of the wrong type")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (index, size)) or not 0 <= index < size:
+        raise ProofError("leaf_index and tree_size must be integers with 0 <= leaf_index < tree_size")
+    if record.get("seq") != index + 1:
+        raise ProofError(f"the record is seq {record.get('seq')!r}, not record {index + 1} of the proof")
+    try:
+        origin = name or parse_checkpoint(note_text(note.encode("utf-8"))).origin
+        checkpoint = verify_note(note.encode("utf-8"), origin, key)
+    except CheckpointError as exc:
+        raise ProofError(f"the checkpoint does not verify under the given key: {exc}") from None
+    if checkpoint.size != size:
+        raise ProofError(f"the checkpoint signs a tree of {checkpoint.size} record(s), the proof claims {size}")
+    leaf = leaf_hash(canonical(record))
+    if doc.get("leaf_hash") not in (None, leaf.hex()):
+        raise ProofError("leaf_hash is not the hash of the record")
+    try:
+        proof = [bytes.fromhex(h) for h in path]
+    except (TypeError, ValueError):
+        raise ProofError("the inclusion path is not a list of hex hashes") from None
+    if not verify_inclusion(leaf, index, size, proof, checkpoint.root):
+        raise ProofError(f"the record is not record {index + 1} of the tree the checkpoint signs: the record or "
+                         "the path was altered")
+    return CheckedProof(index + 1, size, checkpoint.origin, record)
+
+
+def read_proof(path: Path) -> Any:  # noqa: ANN401 - JSON
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_PROOF_BYTES + 1)
+    except OSError as exc:
+        raise ProofError(f"{path}: cannot be read ({exc.strerror or exc.__class__.__name__})") from None
+    if len(raw) > MAX_PROOF_BYTES:
+        raise ProofError(f"{path}: larger than {MAX_PROOF_BYTES} bytes; not a proof")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ProofError(f"{path}: not JSON") from None
+
+
+def key_fingerprint(key: Ed25519PublicKey) -> str:
+    return hashlib.sha256(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)).hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m keys.proofcheck",
+                                     description="Check a govshare access-log inclusion proof offline.")
+    parser.add_argument("proof", type=Path)
+    parser.add_argument("--key", type=Path, required=True, help="the publisher's public key: PEM or vkey file")
+    args = parser.parse_args(argv)
+    try:
+        name, key = load_key(args.key.read_text(encoding="utf-8"))
+        checked = check_proof(read_proof(args.proof), key, name)
+    except OSError as exc:
+        print(f"proofcheck: {args.key}: cannot be read ({exc.strerror})", file=sys.stderr)
+        return 2
+    except ProofError as exc:
+        print(f"proofcheck: {exc}", file=sys.stderr)
+        return 3
+    print(f"record {checked.seq} is in the access log {checked.origin} of {checked.tree_size} record(s), "
+          f"as signed by the key {key_fingerprint(key)[:16]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

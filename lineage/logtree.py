@@ -1,0 +1,231 @@
+"""The access log's Merkle tree (RFC 6962 / RFC 9162) and its signed checkpoints (C2SP).
+
+The hash chain of lineage.audit shows that the log was not edited in place; the tree lets
+anyone who once saw the log's state check that it was only ever appended to, without seeing
+the records:
+
+- every record is a leaf: ``leaf_hash(canonical_json(record))`` (the record as stored: its
+  fields, seq, time, prev_hash, hash and signature), leaf index ``seq - 1``;
+- a **checkpoint** is a C2SP tlog-checkpoint (origin, tree size, root hash) in a signed note by
+  the publisher's signing key (keys.checkpoint); checkpoints are made at every publish, on demand
+  (``audit prove``, an agent's request) and at least hourly while the service runs
+  (service.checkpointer), and kept in ``audit/checkpoints.jsonl``;
+- an **inclusion proof** shows that a record is in the tree a checkpoint signs
+  (``govshare audit prove``, checked offline by keys.proofcheck);
+- a **consistency proof** shows that a newer checkpoint's tree extends an older one's: agents
+  keep the last checkpoint they received and check every new one against it (witnesses), which
+  catches even a log rewritten and re-signed by someone holding the publisher's key.
+
+The tree's node hashes are cached in ``audit/tree/level-K.bin`` (keys.merkle.Levels: record i
+of level K is the hash of leaves i*2^K..(i+1)*2^K-1), so a root or a proof costs O(log n) reads,
+never a pass over the log. The cache is derived: it is brought up to the log whenever it lags
+(after a crash between the two writes, or in a home older than the tree) and rebuilt when it
+does not fit; ``audit verify`` recomputes the tree from the records themselves.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from common.errors import ConfigError, IntegrityError
+from common.files import canonical_json, private_dir, write_private
+from keys.checkpoint import Checkpoint, CheckpointError, sign_note, verify_note, vkey
+from keys.keystore import Keystore
+from keys.merkle import Levels, leaf_hash
+
+ORIGIN_ENV = "GOVSHARE_LOG_ORIGIN"
+CHECKPOINT_FORMAT = "govshare-checkpoint/1"
+CHECKPOINTS_FILE = "checkpoints.jsonl"
+TREE_DIR = "tree"
+ORIGIN_FILE = "origin"
+
+
+def entry_leaf(entry: dict[str, Any]) -> bytes:
+    """The leaf hash of an access-log record, as stored."""
+    return leaf_hash(canonical_json(entry))
+
+
+def raw_public(public: Ed25519PublicKey) -> bytes:
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+@dataclass(frozen=True)
+class PublisherKey:
+    key_id: str
+    public: Ed25519PublicKey
+    pem: str
+
+
+def publisher_keys(keystore: Keystore) -> list[PublisherKey]:
+    """Every publisher signing key, retired ones too (old checkpoints stay verifiable)."""
+    found = []
+    for doc in keystore.publisher_keys():
+        public = serialization.load_pem_public_key(doc["public_pem"].encode("ascii"))
+        if isinstance(public, Ed25519PublicKey):
+            found.append(PublisherKey(doc["key_id"], public, doc["public_pem"]))
+    return found
+
+
+class LogTree:
+    """The tree cache, the origin and the checkpoints of the access log in ``folder``.
+
+    Not thread- or process-safe by itself: lineage.audit.AccessLog calls it under the log's lock.
+    """
+
+    def __init__(self, folder: Path, keystore: Keystore) -> None:
+        self.folder = folder
+        self.keystore = keystore
+        self.checkpoints_path = folder / CHECKPOINTS_FILE
+        self.tree_dir = folder / TREE_DIR
+        self.origin_path = folder / ORIGIN_FILE
+
+    # -- the origin: the log's name in every checkpoint ----------------------------------------
+
+    def origin(self, create: bool = False) -> str:
+        """The log's origin line, fixed when the first checkpoint is made (GOVSHARE_LOG_ORIGIN then,
+        or ``govshare.local/access-log/<random>``), and never changed afterwards."""
+        if self.origin_path.is_file():
+            origin = self.origin_path.read_text(encoding="utf-8").strip()
+            if not _valid_origin(origin):
+                raise IntegrityError(f"{self.origin_path} does not hold a valid log origin; it was altered")
+            return origin
+        if not create:
+            raise ConfigError(f"the access log in {self.folder} has no checkpoint yet (no {ORIGIN_FILE} file)")
+        origin = os.environ.get(ORIGIN_ENV, "").strip() or f"govshare.local/access-log/{secrets.token_hex(8)}"
+        if not _valid_origin(origin):
+            raise ConfigError(f"{ORIGIN_ENV}={origin!r} is not a valid log origin: 1-200 printable characters, "
+                              "no spaces and no '+'")
+        write_private(self.origin_path, origin + "\n")
+        return origin
+
+    # -- the tree cache ------------------------------------------------------------------------
+
+    def levels(self) -> Levels:
+        private_dir(self.tree_dir)
+        return Levels(self.tree_dir, durable=False)  # derived from the log: rebuilt, never trusted alone
+
+    def add(self, entry: dict[str, Any], entries: Iterable[dict[str, Any]] | None = None) -> None:
+        """Add the record just appended to the log (seq N) as leaf N-1, first catching up when the
+        cache lags (``entries``: a fresh pass over the log, used only then)."""
+        levels = self.levels()
+        if levels.size == int(entry["seq"]) - 1 and _levels_fit(self.tree_dir, levels.size):
+            levels.append(entry_leaf(entry))
+        else:
+            self.sync(levels, entries or (), int(entry["seq"]))
+
+    def sync(self, levels: Levels, entries: Iterable[dict[str, Any]], count: int) -> Levels:
+        """Bring the cache to the log's ``count`` records: extend it when it lags, rebuild it from
+        scratch when it is longer than the log or its levels do not fit together."""
+        if levels.size > count or not _levels_fit(self.tree_dir, levels.size):
+            levels.reset()
+        have = levels.size
+        if have < count:
+            levels.append_many(entry_leaf(e) for i, e in enumerate(entries) if have <= i < count)
+        if levels.size != count:
+            raise IntegrityError(f"the access log's tree cache in {self.tree_dir} could not be brought to "
+                                 f"{count} record(s); the log changed while it was read")
+        return levels
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def checkpoint(self, levels: Levels, reason: str, time: datetime | None = None) -> dict[str, Any]:
+        """Sign and keep a checkpoint of the tree as it is now."""
+        size = levels.size
+        root = levels.root(size)
+        origin = self.origin(create=True)
+        key_id = self.keystore.signing_key_id()
+        public = serialization.load_pem_public_key(self.keystore.public_key_pem(key_id))
+        assert isinstance(public, Ed25519PublicKey)
+
+        def sign(body: bytes) -> bytes:
+            return base64.b64decode(self.keystore.sign(body, key_id)["signature"])
+
+        note = sign_note(Checkpoint(origin, size, root).body(), origin, raw_public(public), sign)
+        record = {"format": CHECKPOINT_FORMAT, "size": size, "root": root.hex(), "reason": reason, "key_id": key_id,
+                  "time": (time or datetime.now(timezone.utc)).isoformat(timespec="milliseconds"),
+                  "note": note.decode("utf-8")}
+        private_dir(self.folder)
+        with open(self.checkpoints_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return record
+
+    def checkpoints(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(line, record) for every kept checkpoint, oldest first; IntegrityError on a line that is
+        not one."""
+        if not self.checkpoints_path.is_file():
+            return
+        with open(self.checkpoints_path, encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                try:
+                    record = json.loads(line)
+                    if not isinstance(record, dict) or not isinstance(record.get("note"), str):
+                        raise ValueError
+                except ValueError:
+                    raise IntegrityError(f"{self.checkpoints_path} line {number} is not a checkpoint record; "
+                                         "the file was cut or altered") from None
+                yield number, record
+
+    def latest(self) -> dict[str, Any] | None:
+        last = None
+        for _, record in self.checkpoints():
+            last = record
+        return last
+
+    def check(self, record: dict[str, Any], where: str, keys: list[PublisherKey] | None = None) -> Checkpoint:
+        """The checkpoint a kept record's note signs, its signature checked against the publisher's
+        keys (any of them: checkpoints outlive rotations) and its fields against the record's."""
+        if not self.origin_path.is_file():
+            raise IntegrityError(f"{where}: the log's origin file {self.origin_path} is missing; it was removed")
+        origin = self.origin()
+        for key in keys if keys is not None else publisher_keys(self.keystore):
+            try:
+                checkpoint = verify_note(record["note"].encode("utf-8"), origin, key.public)
+            except CheckpointError:
+                continue
+            if checkpoint.size != record.get("size") or checkpoint.root.hex() != record.get("root"):
+                raise IntegrityError(f"{where}: its size or root differs from what its signed note says; it was altered")
+            return checkpoint
+        raise IntegrityError(f"{where}: no publisher key's signature on it verifies (origin {origin}); it was "
+                             "altered or signed by another key")
+
+    def verifier_key(self, key_id: str | None = None) -> dict[str, str]:
+        """The publisher's key as a checkpoint verifier needs it: the C2SP vkey line and the PEM."""
+        key_id = key_id or self.keystore.signing_key_id()
+        pem = self.keystore.public_key_pem(key_id)
+        public = serialization.load_pem_public_key(pem)
+        assert isinstance(public, Ed25519PublicKey)
+        origin = self.origin(create=True)
+        return {"name": origin, "key_id": key_id, "vkey": vkey(origin, raw_public(public)),
+                "public_pem": pem.decode("ascii"),
+                "sha256": hashlib.sha256(raw_public(public)).hexdigest()}
+
+
+def _valid_origin(origin: str) -> bool:
+    return 0 < len(origin) <= 200 and origin.isprintable() and not any(c.isspace() or c == "+" for c in origin)
+
+
+def _levels_fit(folder: Path, size: int) -> bool:
+    """Whether every level file holds exactly the records ``size`` leaves make (a crash between
+    the appends of two levels leaves one short)."""
+    level = 1
+    while (size >> level) > 0 or (folder / f"level-{level}.bin").exists():
+        path = folder / f"level-{level}.bin"
+        held = path.stat().st_size // 32 if path.exists() else 0
+        if held != size >> level:
+            return False
+        level += 1
+    return True
