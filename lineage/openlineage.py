@@ -3,11 +3,15 @@
 Airflow's OpenLineage provider records the task-level events of the DAG runs (configured in
 airflow.cfg, file transport). These events describe the dataset-level sync the same way when it
 runs outside Airflow too: source view in, sharing set out, with data-quality assertions
-(counts only, never values) and output statistics. The file is GOVSHARE_HOME/lineage/openlineage.jsonl.
+(counts only, never values) and output statistics, and govshare's own run facet on COMPLETE
+(``govshare_sync``: the version and manifest digest, the watermark range read, row counts at each
+stage, the data key ids per column group; never keys or values). The file is
+GOVSHARE_HOME/lineage/openlineage.jsonl.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from datetime import datetime, timezone
@@ -36,7 +40,57 @@ def emit_start(lineage_dir: Path, dataset: Dataset, record: RunRecord) -> None:
 
 def emit_complete(lineage_dir: Path, dataset: Dataset, record: RunRecord) -> None:
     _emit(lineage_dir, dataset, record.run_id, "COMPLETE", inputs=[_source(dataset, record)],
-          outputs=[_sharing_set(dataset, record)])
+          outputs=[_sharing_set(dataset, record)], run_facets={SYNC_FACET: sync_facet(record)})
+
+
+SYNC_FACET = "govshare_sync"
+SYNC_FACET_SCHEMA = "https://github.com/govshare/govshare/blob/main/lineage/openlineage.py#GovshareSyncRunFacet"
+
+
+def sync_facet_doc(record: RunRecord) -> dict[str, Any]:
+    """What govshare's own run facet says of a finished sync: the version made, the watermark
+    range read, row counts at each stage and the data key ids per column group (never keys)."""
+    plan, extract, validate, protect, published = record.plan, record.extract, record.validate, record.protect, record.publish
+    data_keys = dict(protect.protection.upserts.get("data_keys") or {}) if protect else {}
+    return {
+        "version": published.version if published else None,
+        "manifestSha256": published.manifest_sha256 if published else None,
+        "kind": protect.kind if protect else None,
+        "watermark": {"from": _iso(plan.watermark_from) if plan else None, "to": _iso(plan.watermark_to) if plan else None},
+        "rows": {"read": extract.rows if extract else None, "checked": validate.rows if validate else None,
+                 "passed": validate.good if validate else None, "quarantined": validate.rejected if validate else None,
+                 "upserts": protect.upserts if protect else None, "deletes": protect.deletes if protect else None},
+        "keyIds": {str(group): str(key_id) for group, key_id in sorted(data_keys.items())},
+    }
+
+
+def sync_facet(record: RunRecord) -> Any:  # noqa: ANN401 - an attrs RunFacet
+    return _facet_class()(**sync_facet_doc(record))
+
+
+@functools.cache
+def _facet_class() -> type:
+    import attr
+    from openlineage.client.facet_v2 import RunFacet
+
+    @attr.define
+    class GovshareSyncRunFacet(RunFacet):
+        version: int | None = None
+        manifestSha256: str | None = None  # noqa: N815 - OpenLineage's camelCase
+        kind: str | None = None
+        watermark: dict[str, Any] = attr.field(factory=dict)
+        rows: dict[str, Any] = attr.field(factory=dict)
+        keyIds: dict[str, str] = attr.field(factory=dict)  # noqa: N815
+
+        @staticmethod
+        def _get_schema() -> str:
+            return SYNC_FACET_SCHEMA
+
+    return GovshareSyncRunFacet
+
+
+def _iso(value: Any) -> str | None:  # noqa: ANN401 - datetime or None
+    return value.isoformat() if value is not None else None
 
 
 def emit_fail(lineage_dir: Path, dataset: Dataset, record: RunRecord, why: str) -> None:
