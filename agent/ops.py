@@ -112,8 +112,6 @@ def pull(home: AgentHome, enrolled: Enrolled, dataset: str, purpose: str, case: 
     progress = Progress(f"agent pull {dataset}")
     try:
         with client_for(enrolled, purpose, case) as client:
-            progress.stage("access-log checkpoint")
-            witness(home, enrolled, client)
             return _pull(home, enrolled, client, progress, dataset, out, version, since)
     finally:
         progress.done()
@@ -146,6 +144,8 @@ def _pull(home: AgentHome, enrolled: Enrolled, client: ServiceClient, progress: 
     _mirror_manifests(client, store, dataset, upto, digests)
     manifests = verify_chain(store, enrolled.publisher, upto)
     home.pin(enrolled.publisher.learned)  # a new publisher key, announced by a pinned one
+    progress.stage("access-log checkpoint")  # after the chain: checkpoints may be signed by a key learned from it
+    witness(home, enrolled, client)
     first = since + 1 if since is not None else base_version(manifests, upto)
 
     progress.stage("key envelopes")

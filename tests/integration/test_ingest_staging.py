@@ -119,7 +119,7 @@ def assert_conditional_columns_need_their_key(home, path: Path, data_keys: dict[
 
     ks = keystore(home)
     asked: list[str] = []
-    assert set(data_keys) == {"footer", *CONDITIONAL}
+    assert set(data_keys) == {"footer", *CONDITIONAL, *MASKED}
     assert len(set(data_keys.values())) == len(data_keys)  # a key of its own per group
 
     def reader(*groups: str):
