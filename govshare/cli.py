@@ -64,10 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--version", type=int)
     which.add_argument("--since", type=int)
 
-    p = sub.add_parser("lineage", help="the lineage report of a version")
-    p.add_argument("dataset")
+    p = sub.add_parser("lineage", help="the lineage report of a version; --all: an index page and one page per version",
+                       description="govshare lineage DATASET [--version N] [--format html|json] [--lang zh|en] --out FILE | "
+                                   "lineage --all [--lang zh|en] --out DIR")
+    p.add_argument("dataset", nargs="?")
+    p.add_argument("--all", action="store_true", help="DIR/index.html of every dataset, version and run, "
+                                                      "and DIR/<dataset>/v<N>.html per version")
     p.add_argument("--version", type=int)
     p.add_argument("--format", choices=("html", "json"), default=None)
+    p.add_argument("--lang", choices=("zh", "zh-CN", "en"), default="zh", help="labels of the HTML pages (default zh-CN)")
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("dispute", help="objections (异议) to published records",
@@ -323,12 +328,24 @@ def _pull(args: argparse.Namespace) -> int:
 def _lineage(args: argparse.Namespace) -> int:
     from common.catalog import load_catalog
     from common.home import home
-    from lineage.report import build_report, write_report
+    from lineage.report import build_report, write_all, write_report
 
+    if args.all:
+        if args.dataset is not None:
+            raise ConfigError("govshare lineage: DATASET and --all exclude each other: name one dataset or --all")
+        if args.version is not None or args.format == "json":
+            raise ConfigError("govshare lineage --all: writes HTML pages of every version; --version and --format json "
+                              "go with one DATASET")
+        out_dir = Path(_checked_out(str(Path(args.out) / "index.html"))).parent
+        index, pages = write_all(load_catalog(), home().require_initialised(), out_dir, args.lang)
+        print(f"lineage: index of every dataset -> {index} ({len(pages)} version pages)")
+        return 0
+    if args.dataset is None:
+        raise ConfigError("govshare lineage: name a DATASET, or --all for every dataset")
     out = Path(_checked_out(args.out))
     fmt = args.format or ("json" if out.suffix.lower() == ".json" else "html")
     report = build_report(load_catalog(), home().require_initialised(), args.dataset, args.version)
-    path = write_report(report, out, fmt)
+    path = write_report(report, out, fmt, args.lang)
     print(f"{args.dataset} version {report['version']['number']}: lineage report ({fmt}) -> {path}")
     return 0
 

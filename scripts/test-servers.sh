@@ -6,7 +6,8 @@
 #   scripts/test-servers.sh stop              # stop both and delete their data
 #
 # Idempotent: `start` on running servers only prints the variables again. Installs Debian's
-# `postgresql` and `mariadb-server` with apt-get when their binaries are missing (as root).
+# `postgresql` and `mariadb-server` with apt-get when their binaries are missing (as root), and
+# `chromium` with a Chinese font (`fonts-wqy-microhei`) for the lineage page's browser test.
 # Each server keeps its data, socket and log in $GOVSHARE_TEST_SERVERS_DIR (default
 # ${TMPDIR:-/tmp}/govshare-test-servers: PostgreSQL runs as the `postgres` user when started by
 # root, and that user must be able to reach the folder). Ports: GOVSHARE_TEST_PG_PORT (55432) and
@@ -43,6 +44,16 @@ install_missing() {
     pg_bin >/dev/null || packages+=(postgresql)
     command -v mariadbd >/dev/null && command -v mariadb-install-db >/dev/null || packages+=(mariadb-server)
     [[ -f /usr/lib/softhsm/libsofthsm2.so ]] && command -v softhsm2-util >/dev/null || packages+=(softhsm2)  # the HSM root key's tests
+    # the lineage page's test renders it in headless Chromium, with a font for its Chinese labels;
+    # wanted, not needed: without root they are only named (that test then skips, saying why)
+    local wanted=()
+    command -v chromium >/dev/null || wanted+=(chromium)
+    fc-list 2>/dev/null | grep -qi -e 'wqy' -e 'cjk' || wanted+=(fonts-wqy-microhei)
+    if ((${#wanted[@]})) && [[ "$(id -u)" != 0 ]]; then
+        say "not installing ${wanted[*]} (not root): sudo apt-get install --no-install-recommends ${wanted[*]}"
+    else
+        packages+=("${wanted[@]}")
+    fi
     ((${#packages[@]})) || return 0
     [[ "$(id -u)" == 0 ]] || die "missing ${packages[*]}: install them (sudo apt-get install ${packages[*]}) or run as root"
     say "installing ${packages[*]} (apt-get)"
