@@ -199,7 +199,7 @@ def witness(home: AgentHome, enrolled: Enrolled, client: ServiceClient) -> dict[
     try:
         answer = client.get(f"{PREFIX}/log/checkpoint?from={old_size}")
     except GovshareError as exc:
-        if getattr(exc, "status", None) == 409 or "shorter than a tree it signed" in exc.message:
+        if "shorter than a tree it signed" in exc.message:  # the service's 409 (service.agent_api.log_checkpoint)
             _rewritten(home, held, None, "the service says its log is shorter than the checkpoint this agent holds")
         raise
     note = answer.get("checkpoint")

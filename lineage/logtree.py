@@ -120,15 +120,15 @@ class LogTree:
         """Add the record just appended to the log (seq N) as leaf N-1, first catching up when the
         cache lags (``entries``: a fresh pass over the log, used only then)."""
         levels = self.levels()
-        if levels.size == int(entry["seq"]) - 1 and _levels_fit(self.tree_dir, levels.size):
+        if levels.size == int(entry["seq"]) - 1:  # Levels itself repairs an upper level a crash left behind
             levels.append(entry_leaf(entry))
         else:
             self.sync(levels, entries or (), int(entry["seq"]))
 
     def sync(self, levels: Levels, entries: Iterable[dict[str, Any]], count: int) -> Levels:
         """Bring the cache to the log's ``count`` records: extend it when it lags, rebuild it from
-        scratch when it is longer than the log or its levels do not fit together."""
-        if levels.size > count or not _levels_fit(self.tree_dir, levels.size):
+        scratch when it is longer than the log (whose records it then cannot be of)."""
+        if levels.size > count:
             levels.reset()
         have = levels.size
         if have < count:
@@ -217,15 +217,3 @@ class LogTree:
 def _valid_origin(origin: str) -> bool:
     return 0 < len(origin) <= 200 and origin.isprintable() and not any(c.isspace() or c == "+" for c in origin)
 
-
-def _levels_fit(folder: Path, size: int) -> bool:
-    """Whether every level file holds exactly the records ``size`` leaves make (a crash between
-    the appends of two levels leaves one short)."""
-    level = 1
-    while (size >> level) > 0 or (folder / f"level-{level}.bin").exists():
-        path = folder / f"level-{level}.bin"
-        held = path.stat().st_size // 32 if path.exists() else 0
-        if held != size >> level:
-            return False
-        level += 1
-    return True

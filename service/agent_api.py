@@ -295,9 +295,10 @@ def log_checkpoint(request: Request) -> Response:
         raise AgentError(400, "from must be the tree size of the agent's last checkpoint (a whole number)")
     old = int(raw)
     ctx = context(request)
-    if old > ctx.access_log.head().count:
+    held = ctx.access_log.head().count
+    if old > held:
         raise AgentError(409, f"the agent holds a checkpoint of {old} record(s) but the access log has "
-                              f"{ctx.access_log.head().count}: the log is shorter than a tree it signed")
+                              f"{held}: the log is shorter than a tree it signed")
     answer = ctx.access_log.consistency(old, reason="agent")
     note(request, checkpoint=answer["size"])
     return JSONResponse(answer)
