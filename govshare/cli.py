@@ -209,12 +209,20 @@ def _init(args: argparse.Namespace) -> int:
     from common.files import private_dir
     from common.home import home
     from keys.keystore import Keystore
+    from keys.profile import PROFILE_ENV, from_environment
 
+    wanted = from_environment(os.environ.get(PROFILE_ENV))  # a typo is exit 2, never the default
+    if wanted is not None and wanted.name == "gm":
+        raise ConfigError(f"{PROFILE_ENV}=gm: the 国密 profile is not complete yet. Its keys are (SM2 signatures, "
+                          "SM4-GCM key wrapping, HMAC-SM3), but published versions would still be protected with "
+                          "Parquet AES-GCM, digested with SHA-256 and sealed to agents with X25519 HPKE, so no gm home "
+                          f"is made: unset {PROFILE_ENV} (or set it to standard)")
     catalog = load_catalog()
     h = home()
     private_dir(h.root)  # 0700 when made here: everything below it is the bureau's alone
     keystore = Keystore(h.keystore)
-    created = keystore.init(catalog.key_names(), [s.id for s in catalog.subscribers.values() if s.keys == "local"])
+    created = keystore.init(catalog.key_names(), [s.id for s in catalog.subscribers.values() if s.keys == "local"],
+                            profile=wanted)
     if not h.marker.exists():
         h.marker.write_text(json.dumps({"format": "govshare-home/1"}) + "\n", encoding="utf-8")
     print(f"GOVSHARE_HOME {h.root}: " + (f"created keys {', '.join(created)}" if created else "already initialised; no key replaced"))

@@ -21,10 +21,11 @@ def list_keys(args: argparse.Namespace) -> int:
     rows = [{"key_id": e.key_id, "name": e.name, "version": e.version, "algorithm": e.algorithm, "purpose": e.purpose,
              "status": e.status, "created": e.created} for e in sorted(keystore.entries().values(),
                                                                         key=lambda e: (e.name, e.version))]
-    root = keystore.root().root_id
+    root, profile = keystore.root().root_id, keystore.profile
     if args.json:
-        print(json.dumps({"root_key": root, "keys": rows}, indent=2, ensure_ascii=False))
+        print(json.dumps({"root_key": root, "profile": profile.name, "keys": rows}, indent=2, ensure_ascii=False))
         return 0
+    print(f"crypto profile {profile.name} (signatures {profile.signing}, key wrapping {profile.master})")
     print(f"root key {root} (wraps every key below; it lives outside GOVSHARE_HOME)")
     print(f"{'key id':40}  {'algorithm':12}  {'purpose':8}  {'status':8}  created")
     for r in rows:

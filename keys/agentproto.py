@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from common.errors import ConfigError, IntegrityError
 from common.files import canonical_json
+from keys import sigalg
 
 ENROLMENT_FORMAT = "govshare-enrolment/1"
 PROOF_LABEL = "govshare-enrol/1"
@@ -147,11 +148,11 @@ def parse_enrolment(text: str, where: str) -> Enrolment:
         problems.append("expires_at is not an ISO 8601 UTC time")
     pem = key.get("public_pem")
     try:
-        public = serialization.load_pem_public_key(str(pem).encode())
-        if not isinstance(public, Ed25519PublicKey):
-            problems.append("publisher_key is not an Ed25519 public key")
-    except ValueError:
-        problems.append("publisher_key.public_pem is not a PEM public key")
+        public = sigalg.load_public_pem(str(pem), "publisher_key.public_pem")
+        if str(key.get("algorithm") or "Ed25519") != public.algorithm:
+            problems.append(f"publisher_key.algorithm is not its key's ({public.algorithm})")
+    except IntegrityError:
+        problems.append("publisher_key.public_pem is not an Ed25519 or SM2 public key in PEM")
     if not isinstance(key.get("key_id"), str) or not key.get("key_id"):
         problems.append("publisher_key.key_id is missing")
     history = doc.get("publisher_keys", [])
@@ -181,7 +182,7 @@ class PinnedPublisher:
     def __init__(self, keys: Sequence[Mapping[str, str]]) -> None:
         if not keys:
             raise ConfigError("no publisher key is pinned")
-        self._keys: dict[str, Ed25519PublicKey] = {}
+        self._keys: dict[str, sigalg.PublicKey] = {}
         self._order: list[str] = []
         for key in keys:
             self._pin(str(key.get("key_id")), str(key.get("public_pem")))
@@ -197,22 +198,19 @@ class PinnedPublisher:
         return f"PinnedPublisher({', '.join(self._order)})"
 
     def _pin(self, key_id: str, pem: str) -> None:
-        try:
-            public = serialization.load_pem_public_key(pem.encode())
-        except ValueError:
-            raise IntegrityError(f"publisher key {key_id} is not a PEM public key") from None
-        if not isinstance(public, Ed25519PublicKey):
-            raise IntegrityError(f"publisher key {key_id} is not an Ed25519 public key")
+        public = sigalg.load_public_pem(pem, f"publisher key {key_id}")
         if key_id not in self._keys:
             self._order.append(key_id)
         self._keys[key_id] = public
 
     def _check(self, key_id: str, data: bytes, signature_doc: Mapping[str, Any]) -> None:
-        if signature_doc.get("algorithm") != "Ed25519":
-            raise IntegrityError(f"signature algorithm {signature_doc.get('algorithm')!r} is not the pinned key's (Ed25519)")
-        try:
-            self._keys[key_id].verify(base64.b64decode(str(signature_doc.get("signature", "")), validate=True), data)
-        except (InvalidSignature, binascii.Error, ValueError):
+        public = self._keys[key_id]
+        if signature_doc.get("algorithm") != public.algorithm:
+            raise IntegrityError(f"signature algorithm {signature_doc.get('algorithm')!r} is not the pinned key's "
+                                 f"({public.algorithm}): a change of crypto profile is refused unless a transition "
+                                 "signed by the pinned key announces the new key")
+        signature = sigalg.signature_bytes(signature_doc.get("signature", ""))
+        if signature is None or not public.verify(signature, data):
             raise IntegrityError(f"the signature does not verify under the pinned publisher key {key_id}: the data "
                                  "was altered or signed by another key") from None
 
@@ -234,9 +232,13 @@ class PinnedPublisher:
                 raise IntegrityError(f"publisher key {new!r} is announced by a transition not signed by a pinned key")
             self._check(str(old), canonical_json(transition), signature)
             self._pin(str(new), str(transition.get("public_pem")))
-            self.learned.append({"key_id": str(new), "algorithm": "Ed25519", "public_pem": str(transition["public_pem"])})
+            algorithm = self._keys[str(new)].algorithm
+            if transition.get("algorithm", "Ed25519") != algorithm:
+                raise IntegrityError(f"the transition to publisher key {new!r} names algorithm "
+                                     f"{transition.get('algorithm')!r}, but the key it announces is {algorithm}")
+            self.learned.append({"key_id": str(new), "algorithm": algorithm, "public_pem": str(transition["public_pem"])})
 
-    def public_keys(self) -> list[Ed25519PublicKey]:
+    def public_keys(self) -> list[sigalg.PublicKey]:
         """Every pinned publisher key, oldest first (checkpoints outlive rotations)."""
         return [self._keys[k] for k in self._order]
 

@@ -23,7 +23,12 @@ here can be checked with no software of ours, and witnesses can add their cosign
 signature lines. Such lines from other keys are parsed (``signatures``) and ignored, as the spec
 requires of unknown keys.
 
-This module is pure (standard library and ``cryptography``): the private key never enters it
+SM2 (the 国密 profile) signs notes too: signature type 0xff followed by the identifier
+``govshare.sm2-with-sm3/1`` (signed-note reserves 0xff for unassigned types), a 64-byte public
+key ``x || y``, and a DER signature; key IDs stay SHA-256 as the spec defines them (an identifier,
+not a security property). Standard note tooling verifies the Ed25519 ones only.
+
+This module is pure (the standard library, ``cryptography`` and keys.sigalg): the private key never enters it
 (``sign_note`` takes a signing callback), so it serves both the log and an offline checker.
 Refused: notes over ``MAX_NOTE`` bytes or with more than ``MAX_SIGNATURES`` signature lines,
 notes that are not UTF-8 or carry control characters other than newline, malformed bodies and
@@ -39,13 +44,18 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from common.errors import GovshareError
+from keys import sigalg
 
 MAX_NOTE = 1 << 20  # bytes
 MAX_SIGNATURES = 100
 MAX_SIZE = (1 << 64) - 1  # tree sizes are uint64 in every implementation
 ED25519 = 0x01  # the signed-note signature type byte of Ed25519
+# SM2 has no assigned type byte: 0xff ("reserved for signature types without an identifier byte")
+# followed by a longer identifier, as c2sp.org/signed-note recommends
+SM2_TYPE = b"\xff" + b"govshare.sm2-with-sm3/1"
 SIGNATURE_PREFIX = "\u2014 "  # em dash, space
 HASH_SIZE = 32
 KEY_HASH_SIZE = 4
@@ -153,18 +163,56 @@ def parse_checkpoint(body: bytes) -> Checkpoint:
     return Checkpoint(origin, int(size), raw, tuple(extensions))
 
 
-def key_hash(name: str, public_raw: bytes) -> bytes:
-    """The 4-byte key ID of an Ed25519 key: SHA-256(name || 0x0A || 0x01 || public key)[:4]."""
+def _type_of(algorithm: str) -> bytes:
+    if algorithm == "Ed25519":
+        return bytes([ED25519])
+    if algorithm == "SM2":
+        return SM2_TYPE
+    raise CheckpointError(f"signed notes here are Ed25519 or SM2, not {algorithm}")
+
+
+def _raw_size(algorithm: str) -> int:
+    return 32 if algorithm == "Ed25519" else 64
+
+
+def key_hash(name: str, public_raw: bytes, algorithm: str = "Ed25519") -> bytes:
+    """The 4-byte key ID: SHA-256(name || 0x0A || signature type || public key)[:4], the type
+    being 0x01 for Ed25519 and ``SM2_TYPE`` (0xff and an identifier) for SM2."""
     check_name(name)
-    if not isinstance(public_raw, bytes) or len(public_raw) != 32:
-        raise CheckpointError("an Ed25519 public key is 32 bytes")
-    return hashlib.sha256(name.encode("utf-8") + b"\n" + bytes([ED25519]) + public_raw).digest()[:KEY_HASH_SIZE]
+    if not isinstance(public_raw, bytes) or len(public_raw) != _raw_size(algorithm):
+        raise CheckpointError(f"an {algorithm} public key is {_raw_size(algorithm)} bytes")
+    return hashlib.sha256(name.encode("utf-8") + b"\n" + _type_of(algorithm) + public_raw).digest()[:KEY_HASH_SIZE]
 
 
-def vkey(name: str, public_raw: bytes) -> str:
-    """The verifier key string: ``<name>+<key ID hex>+<base64(0x01 || public key)>``."""
-    keyhash = key_hash(name, public_raw)
-    return f"{name}+{keyhash.hex()}+{base64.b64encode(bytes([ED25519]) + public_raw).decode('ascii')}"
+def vkey(name: str, public_raw: bytes, algorithm: str = "Ed25519") -> str:
+    """The verifier key string: ``<name>+<key ID hex>+<base64(type || public key)>``."""
+    keyhash = key_hash(name, public_raw, algorithm)
+    return f"{name}+{keyhash.hex()}+{base64.b64encode(_type_of(algorithm) + public_raw).decode('ascii')}"
+
+
+def parse_any_vkey(text: str) -> tuple[str, sigalg.PublicKey]:
+    """The name and key (Ed25519 or SM2) of a verifier key string; CheckpointError otherwise."""
+    if isinstance(text, str) and "+" in text.strip():
+        parts = text.strip().split("+", 2)
+        if len(parts) == 3:
+            try:
+                key = base64.b64decode(parts[2], validate=True)
+            except (binascii.Error, ValueError):
+                key = b""
+            if key.startswith(SM2_TYPE):
+                name, hex_id = parts[0], parts[1]
+                check_name(name)
+                raw = key[len(SM2_TYPE):]
+                if len(raw) != 64 or not re.fullmatch(r"[0-9a-fA-F]{8}", hex_id):
+                    raise CheckpointError("the verifier key is not an SM2 key (64 bytes) with an 8-hex-digit key ID")
+                if key_hash(name, raw, "SM2") != bytes.fromhex(hex_id):
+                    raise CheckpointError("the verifier key's key ID does not match its name and key")
+                try:
+                    return name, sigalg.public_from_raw("SM2", raw)
+                except GovshareError as exc:
+                    raise CheckpointError(f"the verifier key: {exc.message}") from None
+    name, public = parse_vkey(text)
+    return name, sigalg.PublicKey("Ed25519", public.public_bytes_raw())
 
 
 def parse_vkey(text: str) -> tuple[str, Ed25519PublicKey]:
@@ -238,11 +286,12 @@ def note_text(note: bytes) -> bytes:
     return _split_note(note)[0]
 
 
-def sign_note(body: bytes, name: str, public_raw: bytes, sign: Callable[[bytes], bytes]) -> bytes:
-    """A signed note of ``body`` with one Ed25519 signature line by key ``name``.
+def sign_note(body: bytes, name: str, public_raw: bytes, sign: Callable[[bytes], bytes],
+              algorithm: str = "Ed25519") -> bytes:
+    """A signed note of ``body`` with one signature line by key ``name`` (Ed25519, or SM2).
 
-    ``sign`` returns the raw 64-byte Ed25519 signature of the bytes it is given (the private key
-    stays with the caller); the signature is checked against ``public_raw`` before it is used.
+    ``sign`` returns the raw signature of the bytes it is given (64 bytes for Ed25519, DER for
+    SM2; the private key stays with the caller); it is checked against ``public_raw`` before use.
     """
     if not isinstance(body, bytes | bytearray):
         raise CheckpointError("a note text is bytes")
@@ -254,13 +303,12 @@ def sign_note(body: bytes, name: str, public_raw: bytes, sign: Callable[[bytes],
     if not text.endswith("\n"):
         raise CheckpointError("the note text must end with a newline")
     _check_text(text, "the note text")
-    keyhash = key_hash(name, public_raw)
+    keyhash = key_hash(name, public_raw, algorithm)
     signature = sign(body)
-    if not isinstance(signature, bytes) or len(signature) != 64:
-        raise CheckpointError("the signing callback did not return a 64-byte Ed25519 signature")
-    try:
-        Ed25519PublicKey.from_public_bytes(public_raw).verify(signature, body)
-    except InvalidSignature:
+    if not isinstance(signature, bytes) or (algorithm == "Ed25519" and len(signature) != 64):
+        raise CheckpointError("the signing callback did not return a 64-byte Ed25519 signature" if algorithm == "Ed25519"
+                              else f"the signing callback did not return an {algorithm} signature")
+    if not sigalg.public_from_raw(algorithm, public_raw).verify(signature, body):  # type: ignore[arg-type]
         raise CheckpointError(f"the signing callback's signature does not verify under the key of {name}") from None
     line = f"{SIGNATURE_PREFIX}{name} {base64.b64encode(keyhash + signature).decode('ascii')}\n"
     note = body + b"\n" + line.encode("utf-8")
@@ -269,7 +317,7 @@ def sign_note(body: bytes, name: str, public_raw: bytes, sign: Callable[[bytes],
     return note
 
 
-def verify_note(note: bytes, name: str, public_key: Ed25519PublicKey) -> Checkpoint:
+def verify_note(note: bytes, name: str, public_key: Ed25519PublicKey | sigalg.PublicKey) -> Checkpoint:
     """The checkpoint of a signed note, once a signature by key ``name`` verifies over it.
 
     Signature lines of other keys (another name, or the same name with another key ID) are
@@ -277,16 +325,13 @@ def verify_note(note: bytes, name: str, public_key: Ed25519PublicKey) -> Checkpo
     the note). Raises ``CheckpointError``.
     """
     body, found = _split_note(note)
-    public_raw = public_key.public_bytes_raw()
-    keyhash = key_hash(name, public_raw)
+    if isinstance(public_key, Ed25519PublicKey):
+        public_key = sigalg.PublicKey("Ed25519", public_key.public_bytes_raw())
+    keyhash = key_hash(name, public_key.raw, public_key.algorithm)
     mine = [sig for sig_name, sig_hash, sig in found if sig_name == name and sig_hash == keyhash]
     if not mine:
         raise CheckpointError(f"the note has no signature by {name} (key ID {keyhash.hex()})")
     for sig in mine:
-        try:
-            if len(sig) != 64:
-                raise InvalidSignature
-            public_key.verify(sig, body)
-        except InvalidSignature:
+        if (public_key.algorithm == "Ed25519" and len(sig) != 64) or not public_key.verify(sig, body):
             raise CheckpointError(f"the signature by {name} (key ID {keyhash.hex()}) does not verify") from None
     return parse_checkpoint(body)

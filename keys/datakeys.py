@@ -38,7 +38,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from common.errors import ConfigError, IntegrityError
+from keys.gm import SM4GCM
 from keys.keystore import Keystore
+from keys.profile import aead_for
 
 FOOTER = "footer"
 DATA_KEY_FORMAT = "govshare-data-key/1"
@@ -66,7 +68,7 @@ def create_data_key(keystore: Keystore, dataset: str, group: str, master_key_id:
     key_id = "dk-" + secrets.token_hex(16)
     key = secrets.token_bytes(KEY_BYTES)
     nonce = os.urandom(NONCE_BYTES)
-    wrapped = AESGCM(keystore.master_key(master_key_id)).encrypt(nonce, key, _aad(key_id, dataset, group))
+    wrapped = _master_aead(keystore, master_key_id).encrypt(nonce, key, _aad(key_id, dataset, group))
     doc = {"format": DATA_KEY_FORMAT, "key_id": key_id, "dataset": dataset, "group": group,
            "master_key_id": master_key_id, "created": datetime.now(UTC).isoformat(timespec="seconds"),
            "wrapped": base64.b64encode(nonce + wrapped).decode("ascii")}
@@ -104,7 +106,7 @@ def data_key(keystore: Keystore, key_id: str) -> bytes:
     doc = _read_data_key(keystore, key_id)
     try:
         raw = base64.b64decode(doc["wrapped"], validate=True)
-        return AESGCM(keystore.master_key(doc["master_key_id"])).decrypt(
+        return _master_aead(keystore, doc["master_key_id"]).decrypt(
             raw[:NONCE_BYTES], raw[NONCE_BYTES:], _aad(key_id, doc["dataset"], doc["group"]))
     except (InvalidTag, ValueError, binascii.Error, TypeError):
         raise IntegrityError(f"data key {key_id} in keystore {keystore.path} does not unwrap under its master key "
@@ -125,6 +127,11 @@ def _read_data_key(keystore: Keystore, key_id: str) -> dict:
     if not isinstance(doc, dict) or doc.get("format") != DATA_KEY_FORMAT or doc.get("key_id") != key_id:
         raise IntegrityError(f"data key file {path} is not data key {key_id}: restore the keystore from backup")
     return doc
+
+
+def _master_aead(keystore: Keystore, master_key_id: str) -> AESGCM | SM4GCM:
+    """The AEAD of a master key by its algorithm (AES-256-GCM, or SM4-GCM in the gm profile)."""
+    return aead_for(keystore.algorithm(master_key_id), keystore.master_key(master_key_id))
 
 
 def _aad(key_id: str, dataset: str, group: str) -> bytes:

@@ -16,7 +16,10 @@ outside the home: a copy of the home alone holds no usable key. ``init`` wraps t
 of a home made before root keys, in place.
 
 Key ids are ``<name>.v<version>`` so rotation can add ``.v2`` beside ``.v1``; the algorithm is
-stored with each key so 国密 (SM4 master keys, SM2 signatures) can be added per key later.
+stored with each key. The index records the home's crypto profile (keys.profile), fixed at
+``init``: ``standard`` (Ed25519, AES-256-GCM, HMAC-SHA256) or ``gm`` (SM2, SM4-GCM with 16-byte
+keys, HMAC-SM3; key files wrapped with SM4-GCM by the root key). Signing keys of either
+algorithm are handled through keys.sigalg.
 Statuses other than 'active' (e.g. 'retired', 'revoked') are a seam for rotation/revocation.
 
 No key material ever appears in messages, exceptions, logs or repr(): only key ids and paths.
@@ -25,7 +28,6 @@ No key material ever appears in messages, exceptions, logs or repr(): only key i
 from __future__ import annotations
 
 import base64
-import binascii
 import fcntl
 import hashlib
 import hmac
@@ -41,15 +43,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
 from common.errors import ConfigError, GovshareError, IntegrityError
-from keys import rootkey
+from keys import gm, rootkey, sigalg
+from keys.profile import PROFILE_ENV, STANDARD, SYMMETRIC_BYTES, Profile
+from keys.profile import profile as named_profile
 from keys.rootkey import KeyProvider
 
-Algorithm = Literal["AES-256-GCM", "HMAC-SHA256", "Ed25519"]
+Algorithm = Literal["AES-256-GCM", "HMAC-SHA256", "Ed25519", "SM4-GCM", "HMAC-SM3", "SM2"]
 Purpose = Literal["master", "hmac", "signing"]
 KeyStatus = Literal["active", "retired", "revoked"]
 
@@ -69,7 +69,6 @@ _RESERVED_PREFIXES = ("govshare.", SUBSCRIBER_PREFIX)
 
 _KEY_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 _SUBSCRIBER_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
-_SYMMETRIC_BYTES = 32
 _CHECK_LABEL = b"govshare/key-check-value/v1"
 
 
@@ -115,8 +114,11 @@ class Keystore:
 
     # -- creation --------------------------------------------------------------------------
 
-    def init(self, master_key_names: Iterable[str], local_subscribers: Iterable[str]) -> list[str]:
-        """Create every key that is missing; never replace one. Returns the key ids created."""
+    def init(self, master_key_names: Iterable[str], local_subscribers: Iterable[str],
+             profile: Profile | None = None) -> list[str]:
+        """Create every key that is missing; never replace one. Returns the key ids created.
+        ``profile`` (None: the home's, or standard for a new one) must be the home's profile: a
+        home never changes profile in place (ConfigError naming GOVSHARE_CRYPTO_PROFILE)."""
         masters, subscribers = list(dict.fromkeys(master_key_names)), list(dict.fromkeys(local_subscribers))
         _check_names(masters, subscribers)
         wanted: list[tuple[str, Purpose]] = [(PUBLISHER, "signing")]
@@ -128,7 +130,15 @@ class Keystore:
         self._make_folder()
         created: list[str] = []
         with self._lock():
-            entries = self._read_index() if (self.path / INDEX_FILE).exists() else {}
+            exists = (self.path / INDEX_FILE).exists()
+            entries = self._read_index() if exists else {}
+            home_profile = self.profile if exists else (profile or STANDARD)
+            if profile is not None and profile != home_profile:
+                raise ConfigError(f"{PROFILE_ENV}={profile.name}: keystore {self.path} was made in the "
+                                  f"{home_profile.name!r} crypto profile, and a home never changes profile in place "
+                                  f"(its keys, signatures and published versions are {home_profile.name}): unset "
+                                  f"{PROFILE_ENV}, or make a new home for the {profile.name!r} profile")
+            self._new_profile = home_profile
             self._check_root(entries.values())
             self.migrated = self._wrap_raw_files(entries.values())
             have = {e.name for e in entries.values()}
@@ -139,7 +149,7 @@ class Keystore:
                         entry = self._create_key(name, purpose)
                         entries[entry.key_id] = entry
                         created.append(entry.key_id)
-                if created:
+                if created or not exists:
                     self._write_index(entries)
             except BaseException:
                 # keys not (yet) listed were never used: drop them, so that the retry (after a full
@@ -173,11 +183,11 @@ class Keystore:
                     continue
                 if not rootkey.is_wrapped(content):
                     raise ConfigError(f"key file {path} is not wrapped: run 'govshare init' first")
-                if content.partition(b"\n")[0] == rootkey.MAGIC + new_id.encode():
+                if rootkey.wrapped_by(content)[0] == new_id:
                     continue
                 aad = _aad(entry.key_id, entry.file)
-                plain = rootkey.open_file(root, content, aad, f"key file {path}")
-                tmp = self._write_temp(rootkey.seal_file(following, plain, aad))
+                plain = rootkey.open_file(root, content, aad, f"key file {path}", self._wrapping())
+                tmp = self._write_temp(rootkey.seal_file(following, plain, aad, self._wrapping()))
                 try:
                     os.replace(tmp, path)
                 finally:
@@ -196,11 +206,11 @@ class Keystore:
                 head = (self.path / entry.file).read_bytes().partition(b"\n")[0]
             except FileNotFoundError:
                 continue
-            named = head[len(rootkey.MAGIC):].decode("utf-8", "replace")
+            named = rootkey.wrapped_by(head)[0]
             finder = getattr(self.root(), "provider_for", None)
             if rootkey.is_wrapped(head) and named != root_id and (finder is None or finder(named) is None):
                 raise IntegrityError(f"keystore {self.path}: key {entry.key_id} is wrapped by root key "
-                                     f"{head[len(rootkey.MAGIC):].decode('utf-8', 'replace')}, not by {root_id} that "
+                                     f"{named}, not by {root_id} that "
                                      f"{rootkey.ROOT_KEY_ENV} names: set {rootkey.ROOT_KEY_ENV} to the home's root key")
 
     def _wrap_raw_files(self, entries: Iterable[KeyEntry]) -> list[str]:
@@ -215,7 +225,8 @@ class Keystore:
                 continue  # reported when the key is used
             if rootkey.is_wrapped(content):
                 continue
-            tmp = self._write_temp(rootkey.seal_file(self.root(), content, _aad(entry.key_id, entry.file)))
+            tmp = self._write_temp(rootkey.seal_file(self.root(), content, _aad(entry.key_id, entry.file),
+                                                     self._wrapping()))
             try:
                 os.replace(tmp, path)
             finally:
@@ -280,7 +291,7 @@ class Keystore:
             try:
                 entry = self._create_key(PUBLISHER, "signing", version)
                 doc = {"format": TRANSITION_FORMAT, "from": old.key_id, "to": entry.key_id,
-                       "algorithm": entry.algorithm, "public_pem": _public_pem(self._public_key(entry)).decode("ascii"),
+                       "algorithm": entry.algorithm, "public_pem": self._public_key(entry).pem().decode("ascii"),
                        "created": datetime.now(UTC).isoformat(timespec="seconds")}
                 record = {"transition": doc, "signature": self._sign(old.key_id, _canonical(doc), PUBLISHER)}
                 folder.mkdir(mode=0o700, exist_ok=True)
@@ -319,7 +330,7 @@ class Keystore:
         """Every publisher public key (retired ones too), oldest first: what agents pin at enrolment."""
         mine = sorted((e for e in self._read_index().values() if e.name == PUBLISHER), key=lambda e: e.version)
         return [{"key_id": e.key_id, "algorithm": e.algorithm, "status": e.status,
-                 "public_pem": _public_pem(self._public_key(e)).decode("ascii")} for e in mine]
+                 "public_pem": self._public_key(e).pem().decode("ascii")} for e in mine]
 
     def _drop_unlisted(self, before: set[Path]) -> None:
         """Remove the files made since ``before`` that the index (if it is readable) does not list."""
@@ -349,19 +360,46 @@ class Keystore:
         key_id = f"{name}.v{version}"
         created = datetime.now(UTC).isoformat(timespec="seconds")
         common = dict(key_id=key_id, name=name, version=version, purpose=purpose, created=created, status="active")
+        suite = self._suite()
         if purpose == "signing":
-            private = Ed25519PrivateKey.generate()
-            self._write_new(f"{key_id}.key", self._sealed(key_id, f"{key_id}.key", _private_pem(private)))
-            self._write_new(f"{key_id}.pub", _public_pem(private.public_key()))
-            check = _public_check(private.public_key())
-            return KeyEntry(**common, algorithm="Ed25519", file=f"{key_id}.key", public_file=f"{key_id}.pub", check=check)
-        secret = secrets.token_bytes(_SYMMETRIC_BYTES)
+            private = sigalg.generate(suite.signing)
+            self._write_new(f"{key_id}.key", self._sealed(key_id, f"{key_id}.key", private.pem()))
+            self._write_new(f"{key_id}.pub", private.public.pem())
+            check = _public_check(private.public)
+            return KeyEntry(**common, algorithm=suite.signing, file=f"{key_id}.key", public_file=f"{key_id}.pub",
+                            check=check)
+        algorithm: Algorithm = suite.master if purpose == "master" else suite.hmac
+        secret = secrets.token_bytes(SYMMETRIC_BYTES[algorithm])
         self._write_new(f"{key_id}.key", self._sealed(key_id, f"{key_id}.key", secret))
-        algorithm: Algorithm = "AES-256-GCM" if purpose == "master" else "HMAC-SHA256"
-        return KeyEntry(**common, algorithm=algorithm, file=f"{key_id}.key", check=_symmetric_check(secret))
+        return KeyEntry(**common, algorithm=algorithm, file=f"{key_id}.key", check=_symmetric_check(secret, algorithm))
+
+    @property
+    def profile(self) -> Profile:
+        """The home's crypto profile, as the index records it (standard for indexes from before)."""
+        index = self.path / INDEX_FILE
+        try:
+            doc = json.loads(index.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"keystore {self.path} is not initialised (no {INDEX_FILE}): run 'govshare init' first") from None
+        except (OSError, ValueError) as exc:
+            raise IntegrityError(f"keystore index {index} cannot be read ({exc.__class__.__name__}): restore the "
+                                 "keystore from backup") from None
+        name = doc.get("profile", STANDARD.name) if isinstance(doc, dict) else None
+        try:
+            return named_profile(name)
+        except ConfigError:
+            raise IntegrityError(f"keystore index {index} names an unknown crypto profile: restore the keystore "
+                                 "from backup") from None
+
+    def _suite(self) -> Profile:
+        made = getattr(self, "_new_profile", None)
+        return made if made is not None else self.profile
+
+    def _wrapping(self) -> str:
+        return rootkey.SM4 if self._suite().master == "SM4-GCM" else rootkey.AES
 
     def _sealed(self, key_id: str, file_name: str, material: bytes) -> bytes:
-        return rootkey.seal_file(self.root(), material, _aad(key_id, file_name))
+        return rootkey.seal_file(self.root(), material, _aad(key_id, file_name), self._wrapping())
 
     def _write_new(self, file_name: str, content: bytes) -> None:
         """Write atomically and refuse to replace: a key file that exists is never overwritten."""
@@ -392,7 +430,8 @@ class Keystore:
         return Path(tmp)
 
     def _write_index(self, entries: Mapping[str, KeyEntry]) -> None:
-        doc = {"format": INDEX_FORMAT, "keys": [asdict(entries[k]) for k in sorted(entries)]}
+        doc = {"format": INDEX_FORMAT, "profile": self._suite().name,
+               "keys": [asdict(entries[k]) for k in sorted(entries)]}
         tmp = self._write_temp((json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode())
         try:
             os.replace(tmp, self.path / INDEX_FILE)
@@ -439,7 +478,7 @@ class Keystore:
     # -- symmetric keys --------------------------------------------------------------------
 
     def master_key(self, key_id: str) -> bytes:
-        """An AES-256 master key (KEK) by key id, checked against its check value (a retired key
+        """A master key (KEK: AES-256, or SM4 in the gm profile; see algorithm()) by key id, checked against its check value (a retired key
         still opens what it protected; only new data needs the active one)."""
         return self._symmetric(self._require(key_id, "master"))
 
@@ -455,7 +494,8 @@ class Keystore:
 
     def _symmetric(self, entry: KeyEntry) -> bytes:
         secret = self._read_key_file(entry.file, entry.key_id)
-        if len(secret) != _SYMMETRIC_BYTES or not hmac.compare_digest(_symmetric_check(secret), entry.check):
+        if (len(secret) != SYMMETRIC_BYTES.get(entry.algorithm)
+                or not hmac.compare_digest(_symmetric_check(secret, entry.algorithm), entry.check)):
             raise IntegrityError(_altered(entry.key_id, self.path / entry.file))
         return secret
 
@@ -472,11 +512,11 @@ class Keystore:
         if file_name.endswith(".pub"):
             return content  # public keys are not secret
         if not rootkey.is_wrapped(content):
-            if len(content) == _SYMMETRIC_BYTES or content.startswith(b"-----BEGIN PRIVATE KEY-----"):
+            if len(content) in (16, 32) or content.startswith(b"-----BEGIN "):
                 raise ConfigError(f"key file {path} of key {key_id!r} is not wrapped by a root key (a home made "
                                   f"before root keys): run 'govshare init' with {rootkey.ROOT_KEY_ENV} set to wrap it")
             raise IntegrityError(_altered(key_id, path))
-        return rootkey.open_file(self.root(), content, _aad(key_id, file_name), f"key file {path}")
+        return rootkey.open_file(self.root(), content, _aad(key_id, file_name), f"key file {path}", self._wrapping())
 
     # -- signatures ------------------------------------------------------------------------
 
@@ -505,7 +545,10 @@ class Keystore:
 
     def public_key_pem(self, key_id: str) -> bytes:
         entry = self._require(key_id, "signing")
-        return _public_pem(self._public_key(entry))
+        return self._public_key(entry).pem()
+
+    def public_key(self, key_id: str) -> sigalg.PublicKey:
+        return self._public_key(self._require(key_id, "signing"))
 
     def _sign(self, key_id: str, data: bytes, owner: str) -> dict[str, str]:
         entry = self._require(key_id, "signing")
@@ -522,30 +565,28 @@ class Keystore:
             raise IntegrityError(f"signature names key {key_id!r}, which is not a {role} signing key in keystore {self.path}")
         if doc.get("algorithm") != entry.algorithm:
             raise IntegrityError(f"signature algorithm {doc.get('algorithm')!r} does not match key {key_id!r} ({entry.algorithm})")
-        try:
-            signature = base64.b64decode(str(doc.get("signature", "")), validate=True)
-            self._public_key(entry).verify(signature, data)
-        except (InvalidSignature, binascii.Error):
+        signature = sigalg.signature_bytes(doc.get("signature", ""))
+        if signature is None or not self._public_key(entry).verify(signature, data):
             raise IntegrityError(f"signature by key {key_id!r} does not match the data: it was altered or signed by another key") from None
         return entry
 
-    def _private_key(self, entry: KeyEntry) -> Ed25519PrivateKey:
+    def _private_key(self, entry: KeyEntry) -> sigalg.PrivateKey:
         raw = self._read_key_file(entry.file, entry.key_id)
         try:
-            private = serialization.load_pem_private_key(raw, password=None)
-        except ValueError:
+            private = sigalg.load_private_pem(raw, f"key {entry.key_id}")
+        except IntegrityError:
             raise IntegrityError(_altered(entry.key_id, self.path / entry.file)) from None
-        if not isinstance(private, Ed25519PrivateKey) or _public_check(private.public_key()) != entry.check:
+        if private.algorithm != entry.algorithm or _public_check(private.public) != entry.check:
             raise IntegrityError(_altered(entry.key_id, self.path / entry.file))
         return private
 
-    def _public_key(self, entry: KeyEntry) -> Ed25519PublicKey:
+    def _public_key(self, entry: KeyEntry) -> sigalg.PublicKey:
         file_name = entry.public_file or f"{entry.key_id}.pub"
         try:
-            public = serialization.load_pem_public_key(self._read_key_file(file_name, entry.key_id))
-        except ValueError:
+            public = sigalg.load_public_pem(self._read_key_file(file_name, entry.key_id), f"key {entry.key_id}")
+        except IntegrityError:
             raise IntegrityError(_altered(entry.key_id, self.path / file_name)) from None
-        if not isinstance(public, Ed25519PublicKey) or _public_check(public) != entry.check:
+        if public.algorithm != entry.algorithm or _public_check(public) != entry.check:
             raise IntegrityError(_altered(entry.key_id, self.path / file_name))
         return public
 
@@ -559,23 +600,16 @@ def _check_names(masters: list[str], subscribers: list[str]) -> None:
         raise ConfigError("cannot create the keystore", problems=problems)
 
 
-def _symmetric_check(secret: bytes) -> str:
+def _symmetric_check(secret: bytes, algorithm: str = "AES-256-GCM") -> str:
+    """A key check value: HMAC-SHA256 (HMAC-SM3 for 国密 keys) of a fixed label, 8 bytes."""
+    if algorithm in ("SM4-GCM", "HMAC-SM3"):
+        return gm.hmac_sm3(secret, _CHECK_LABEL).hex()[:16]
     return hmac.new(secret, _CHECK_LABEL, hashlib.sha256).hexdigest()[:16]
 
 
-def _public_check(public: Ed25519PublicKey) -> str:
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
-
-
-def _private_pem(private: Ed25519PrivateKey) -> bytes:
-    return private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _public_pem(public: Ed25519PublicKey) -> bytes:
-    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+def _public_check(public: sigalg.PublicKey) -> str:
+    digest = gm.sm3(public.raw) if public.algorithm == "SM2" else hashlib.sha256(public.raw).digest()
+    return digest.hex()[:16]
 
 
 def _canonical(doc: Mapping[str, Any]) -> bytes:

@@ -37,7 +37,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from common.errors import ConfigError, IntegrityError
 from keys.datakeys import data_key, is_data_key_id, unwrap_kek, wrap_kek
+from keys.gm import SM4GCM
 from keys.keystore import Keystore
+from keys.profile import aead_for
 
 KMS_INSTANCE_ID = "govshare-keystore"
 KMS_INSTANCE_URL = "local"
@@ -89,11 +91,11 @@ class KeystoreKmsClient(pe.KmsClient):
                 key = self._data_keys[key_id] = data_key(self._keystore, key_id)
             return key
 
-    def _aead(self, master_key_id: str) -> AESGCM:
+    def _aead(self, master_key_id: str) -> AESGCM | SM4GCM:
         algorithm = self._keystore.algorithm(master_key_id)
-        if algorithm != "AES-256-GCM":
+        if algorithm not in ("AES-256-GCM", "SM4-GCM"):
             raise ConfigError(f"key {master_key_id!r} is a {algorithm} key and cannot wrap Parquet keys")
-        return AESGCM(self._keystore.master_key(master_key_id))
+        return aead_for(algorithm, self._keystore.master_key(master_key_id))
 
 
 _factories: dict[Path, pe.CryptoFactory] = {}

@@ -12,9 +12,13 @@
   when it is missing.
 
 Both wrap with AES-256-GCM (12-byte random nonce, 128-bit tag, AAD naming the wrapped key), in
-the HSM's case inside the token. A wrapped key file is::
+the HSM's case inside the token. A home in the 国密 profile (keys.profile, ``gm``) wraps with
+SM4-GCM instead: a file root key then wraps under a 16-byte SM4 key derived from it (HKDF over
+SM3, info ``govshare-root-key/SM4-GCM/1``); a PKCS#11 root key refuses, because neither SoftHSM2
+nor python-pkcs11 has an SM4 mechanism (a 密码机 with SM4 comes in through ``KeyProvider``). A
+wrapped key file is::
 
-    govshare-wrapped-key/1 <root id>\\n<base64(nonce || ciphertext || tag)>\\n
+    govshare-wrapped-key/1 <root id>[ alg=SM4-GCM]\\n<base64(nonce || ciphertext || tag)>\\n
 
 ``KeyProvider`` is the seam for a bureau's KMS: anything with ``root_id``, ``wrap`` and
 ``unwrap`` can stand in.
@@ -36,9 +40,12 @@ from pathlib import Path
 from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from common.errors import ConfigError, IntegrityError, TemporaryFailure
+from keys.gm import SM4_KEY_BYTES, SM4GCM
 
 ROOT_KEY_ENV = "GOVSHARE_ROOT_KEY"
 PIN_ENV = "GOVSHARE_PKCS11_PIN"
@@ -48,6 +55,10 @@ HSM_KEY_LABEL = "govshare-root"
 MAGIC = b"govshare-wrapped-key/1 "
 NONCE = 12
 KEY_BYTES = 32
+AES = "AES-256-GCM"
+SM4 = "SM4-GCM"
+_ALGORITHM_TAG = b" alg="
+_SM4_INFO = b"govshare-root-key/SM4-GCM/1"
 
 
 class KeyProvider(Protocol):
@@ -55,10 +66,10 @@ class KeyProvider(Protocol):
 
     root_id: str
 
-    def wrap(self, plaintext: bytes, aad: bytes) -> bytes:
+    def wrap(self, plaintext: bytes, aad: bytes, algorithm: str = AES) -> bytes:
         """nonce || ciphertext || tag of ``plaintext`` under the root key, bound to ``aad``."""
 
-    def unwrap(self, blob: bytes, aad: bytes) -> bytes:
+    def unwrap(self, blob: bytes, aad: bytes, algorithm: str = AES) -> bytes:
         """The plaintext; IntegrityError when ``blob`` was altered or wrapped by another root."""
 
 
@@ -108,13 +119,20 @@ class FileRootKey:
             os.fsync(out.fileno())
         return True
 
-    def wrap(self, plaintext: bytes, aad: bytes) -> bytes:
-        nonce = os.urandom(NONCE)
-        return nonce + AESGCM(self._key()).encrypt(nonce, bytes(plaintext), aad)
+    def _aead(self, algorithm: str) -> AESGCM | SM4GCM:
+        if algorithm == AES:
+            return AESGCM(self._key())
+        if algorithm == SM4:
+            return SM4GCM(HKDF(algorithm=hashes.SM3(), length=SM4_KEY_BYTES, salt=None, info=_SM4_INFO).derive(self._key()))
+        raise ConfigError(f"root keys wrap with {AES} or {SM4}, not {algorithm}")
 
-    def unwrap(self, blob: bytes, aad: bytes) -> bytes:
+    def wrap(self, plaintext: bytes, aad: bytes, algorithm: str = AES) -> bytes:
+        nonce = os.urandom(NONCE)
+        return nonce + self._aead(algorithm).encrypt(nonce, bytes(plaintext), aad)
+
+    def unwrap(self, blob: bytes, aad: bytes, algorithm: str = AES) -> bytes:
         try:
-            return AESGCM(self._key()).decrypt(blob[:NONCE], blob[NONCE:], aad)
+            return self._aead(algorithm).decrypt(blob[:NONCE], blob[NONCE:], aad)
         except (InvalidTag, ValueError):
             raise _wrong_root(self.root_id) from None
 
@@ -191,21 +209,23 @@ class Pkcs11RootKey:
             self._open(create=True)
             return not had
 
-    def wrap(self, plaintext: bytes, aad: bytes) -> bytes:
+    def wrap(self, plaintext: bytes, aad: bytes, algorithm: str = AES) -> bytes:
         from pkcs11 import Mechanism
         from pkcs11.mechanisms import GCMParams
 
+        _aes_only(self.root_id, algorithm)
         nonce = os.urandom(NONCE)
         with self._lock:
             aes = self._open()
             return nonce + bytes(aes.encrypt(bytes(plaintext), mechanism=Mechanism.AES_GCM,
                                              mechanism_param=GCMParams(nonce, aad, 128)))
 
-    def unwrap(self, blob: bytes, aad: bytes) -> bytes:
+    def unwrap(self, blob: bytes, aad: bytes, algorithm: str = AES) -> bytes:
         import pkcs11
         from pkcs11 import Mechanism
         from pkcs11.mechanisms import GCMParams
 
+        _aes_only(self.root_id, algorithm)
         with self._lock:
             aes = self._open()
             try:
@@ -213,6 +233,13 @@ class Pkcs11RootKey:
                                          mechanism_param=GCMParams(blob[:NONCE], aad, 128)))
             except pkcs11.exceptions.PKCS11Error:
                 raise _wrong_root(self.root_id) from None
+
+
+def _aes_only(root_id: str, algorithm: str) -> None:
+    if algorithm != AES:
+        raise ConfigError(f"{ROOT_KEY_ENV}: the root key {root_id} lives in a PKCS#11 token that wraps with AES-GCM "
+                          f"only (SoftHSM2 and python-pkcs11 have no SM4 mechanism), and this home's 国密 profile "
+                          f"wraps with {algorithm}: use a file: root key, or a KeyProvider for a 密码机 with SM4")
 
 
 _providers: dict[tuple[str, str, str], KeyProvider] = {}
@@ -262,31 +289,66 @@ def configured(home_root: Path) -> KeyProvider:
     return root_key(os.environ.get(ROOT_KEY_ENV), home_root)
 
 
-def seal_file(provider: KeyProvider, plaintext: bytes, aad: bytes) -> bytes:
-    """The content of a wrapped key file."""
-    blob = provider.wrap(plaintext, aad)
-    return MAGIC + provider.root_id.encode("utf-8") + b"\n" + base64.b64encode(blob) + b"\n"
+def seal_file(provider: KeyProvider, plaintext: bytes, aad: bytes, algorithm: str = AES) -> bytes:
+    """The content of a wrapped key file (``algorithm``: AES-256-GCM, or SM4-GCM in the gm profile)."""
+    blob = _wrap(provider, plaintext, aad, algorithm)
+    tag = b"" if algorithm == AES else _ALGORITHM_TAG + algorithm.encode("ascii")
+    return MAGIC + provider.root_id.encode("utf-8") + tag + b"\n" + base64.b64encode(blob) + b"\n"
 
 
 def is_wrapped(content: bytes) -> bool:
     return content.startswith(MAGIC)
 
 
-def open_file(provider: KeyProvider, content: bytes, aad: bytes, where: str) -> bytes:
-    """The plaintext of a wrapped key file (IntegrityError when altered or under another root)."""
-    head, _, body = content.partition(b"\n")
+def wrapped_by(content: bytes) -> tuple[str, str]:
+    """(root id, wrapping algorithm) a wrapped key file names in its first line."""
+    head = content.partition(b"\n")[0][len(MAGIC):]
+    named, tag, algorithm = head.rpartition(_ALGORITHM_TAG)
+    if not tag:
+        return head.decode("utf-8", "replace"), AES
+    return named.decode("utf-8", "replace"), algorithm.decode("ascii", "replace")
+
+
+def open_file(provider: KeyProvider, content: bytes, aad: bytes, where: str, algorithm: str | None = None) -> bytes:
+    """The plaintext of a wrapped key file (IntegrityError when altered or under another root).
+    ``algorithm``, when given, is the wrapping the file must have (the home's profile): a file
+    wrapped otherwise is refused, so that no key file slips in under the other profile."""
+    body = content.partition(b"\n")[2]
     try:
         blob = base64.b64decode(body.strip(), validate=True)
     except (binascii.Error, ValueError):
         raise IntegrityError(f"{where} is not a wrapped key file: it was altered") from None
     if len(blob) <= NONCE + 16:
         raise IntegrityError(f"{where} is not a wrapped key file: it was altered")
-    named = head[len(MAGIC):].decode("utf-8", "replace")
+    named, wrapping = wrapped_by(content)
+    if algorithm is not None and wrapping != algorithm:
+        raise IntegrityError(f"{where} is wrapped with {wrapping}, but this home's profile wraps with {algorithm}: "
+                             "the key file was replaced")
     finder = getattr(provider, "provider_for", None)
     found = finder(named) if finder is not None else (provider if named == provider.root_id else None)
     if found is not None:
-        return found.unwrap(blob, aad)
+        return _unwrap(found, blob, aad, wrapping)
     if named != provider.root_id:
         raise IntegrityError(f"{where} is wrapped by root key {named}, not by {provider.root_id} that "
                              f"{ROOT_KEY_ENV} names: set {ROOT_KEY_ENV} to the home's root key")
-    return provider.unwrap(blob, aad)
+    return _unwrap(provider, blob, aad, wrapping)
+
+
+def _wrap(provider: KeyProvider, plaintext: bytes, aad: bytes, algorithm: str) -> bytes:
+    if algorithm == AES:
+        return provider.wrap(plaintext, aad)  # a bureau's provider written for AES alone keeps working
+    try:
+        return provider.wrap(plaintext, aad, algorithm=algorithm)  # type: ignore[call-arg]
+    except TypeError:
+        raise ConfigError(f"{ROOT_KEY_ENV}: the root key provider {provider.root_id} does not wrap with "
+                          f"{algorithm}, which this home's profile needs") from None
+
+
+def _unwrap(provider: KeyProvider, blob: bytes, aad: bytes, algorithm: str) -> bytes:
+    if algorithm == AES:
+        return provider.unwrap(blob, aad)
+    try:
+        return provider.unwrap(blob, aad, algorithm=algorithm)  # type: ignore[call-arg]
+    except TypeError:
+        raise ConfigError(f"{ROOT_KEY_ENV}: the root key provider {provider.root_id} does not unwrap "
+                          f"{algorithm}") from None
