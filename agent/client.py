@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from common.errors import AccessDenied, ConfigError, GovshareError, IntegrityError, TemporaryFailure
 from common.files import private_tmp
+from keys import sigalg
 from keys.requestsig import sign_request
 
 TIMEOUT = httpx.Timeout(30.0, read=300.0)
@@ -77,7 +77,7 @@ def enrol(service_url: str, ca_pem: str, body: dict[str, Any]) -> dict[str, Any]
 class ServiceClient:
     """Signed requests of one agent, each under the same purpose and case reference."""
 
-    def __init__(self, service_url: str, ca_pem: bytes, agent_id: str, signing_key: Ed25519PrivateKey, purpose: str,
+    def __init__(self, service_url: str, ca_pem: bytes, agent_id: str, signing_key: sigalg.PrivateKey, purpose: str,
                  case: str = "") -> None:
         self.url = service_url
         self._agent_id = agent_id

@@ -5,8 +5,8 @@ Layout (folder 0700, files 0600)::
     agent.json            who it is: subscriber, agent id, service URL, the pinned publisher keys
                           (every key up to enrolment, and those announced since by transitions)
     ca.pem                the CA certificate pinned at enrolment (the service's TLS trust)
-    keys/signing.pem      the agent's Ed25519 private key (signs every request)
-    keys/envelope.pem     the agent's X25519 private key (opens the key envelopes sealed to it)
+    keys/signing.pem      the agent's signing key: Ed25519, or SM2 for a gm publisher (signs every request)
+    keys/envelope.pem     the agent's envelope key: X25519, or SM2 (opens the key envelopes sealed to it)
     mirror/<dataset>/versions/<N>/   manifests, signatures and files as published (encrypted)
     targets.json          per database target (by the SHA-256 of its URL): the last version applied
     witness.json          the last checkpoint of the publisher's access log this agent accepted
@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from common.errors import ConfigError, IntegrityError
 from common.files import private_dir, write_private
-from keys.agentproto import Enrolment, PinnedPublisher
+from keys import sigalg
+from keys.agentproto import Enrolment, PinnedPublisher, agent_algorithms
 
 AGENT_FORMAT = "govshare-agent/1"
 TARGETS_FORMAT = "govshare-agent-targets/1"
@@ -48,8 +48,8 @@ class Enrolled:
     service_url: str
     ca_pem: bytes
     publisher: PinnedPublisher
-    signing_key: Ed25519PrivateKey
-    envelope_key: X25519PrivateKey
+    signing_key: sigalg.PrivateKey
+    envelope_key: X25519PrivateKey | sigalg.PrivateKey
 
     def __repr__(self) -> str:  # never key material
         return f"Enrolled({self.agent_id} of {self.subscriber} at {self.service_url})"
@@ -90,14 +90,13 @@ class AgentHome:
             raise IntegrityError(f"{self.marker} is not an agent file ({AGENT_FORMAT})")
         return doc
 
-    def write(self, enrolment: Enrolment, agent_id: str, signing: Ed25519PrivateKey,
-              envelope: X25519PrivateKey) -> None:
+    def write(self, enrolment: Enrolment, agent_id: str, signing: sigalg.PrivateKey,
+              envelope: X25519PrivateKey | sigalg.PrivateKey) -> None:
         private_dir(self.keys)
-        pem = serialization.PrivateFormat.PKCS8
-        write_private(self.keys / "signing.pem", signing.private_bytes(serialization.Encoding.PEM, pem,
-                                                                        serialization.NoEncryption()))
-        write_private(self.keys / "envelope.pem", envelope.private_bytes(serialization.Encoding.PEM, pem,
-                                                                          serialization.NoEncryption()))
+        write_private(self.keys / "signing.pem", signing.pem())
+        write_private(self.keys / "envelope.pem", envelope.pem() if isinstance(envelope, sigalg.PrivateKey) else
+                      envelope.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption()))
         write_private(self.root / "ca.pem", enrolment.ca_pem)
         write_private(self.marker, json.dumps({
             "format": AGENT_FORMAT, "subscriber": enrolment.subscriber, "agent_id": agent_id,
@@ -118,8 +117,8 @@ class AgentHome:
         doc = self.describe()
         pinned = doc.get("publisher_keys")
         try:
-            signing = serialization.load_pem_private_key((self.keys / "signing.pem").read_bytes(), password=None)
-            envelope = serialization.load_pem_private_key((self.keys / "envelope.pem").read_bytes(), password=None)
+            signing = sigalg.load_private_pem((self.keys / "signing.pem").read_bytes(), "the agent's signing key")
+            envelope = _envelope_key((self.keys / "envelope.pem").read_bytes())
             ca_pem = (self.root / "ca.pem").read_bytes()
             if not isinstance(pinned, list) or not all(isinstance(k, dict) for k in pinned):
                 raise IntegrityError(f"{self.marker}: publisher_keys is not a list of keys; the agent's home was altered")
@@ -130,7 +129,8 @@ class AgentHome:
         except ValueError:
             raise IntegrityError(f"GOVSHARE_AGENT_HOME {self.root}: a key file is unreadable; the agent's home was "
                                  "altered") from None
-        if not isinstance(signing, Ed25519PrivateKey) or not isinstance(envelope, X25519PrivateKey):
+        wanted = agent_algorithms(signing.algorithm)[1]
+        if wanted != ("SM2" if isinstance(envelope, sigalg.PrivateKey) else "X25519"):
             raise IntegrityError(f"GOVSHARE_AGENT_HOME {self.root}: the key files are not the agent's key types")
         return Enrolled(self.root, str(doc["subscriber"]), str(doc["agent_id"]), str(doc["service_url"]), ca_pem,
                         publisher, signing, envelope)
@@ -201,3 +201,15 @@ class AgentHome:
         if not isinstance(doc, dict) or doc.get("format") != TARGETS_FORMAT or not isinstance(doc.get("targets"), dict):
             raise IntegrityError(f"{self.targets_file} is not the agent's target list")
         return doc["targets"]
+
+
+def _envelope_key(pem: bytes) -> X25519PrivateKey | sigalg.PrivateKey:
+    """The agent's envelope key: X25519 (PKCS#8) or SM2 (keys.sigalg's block)."""
+    if b"SM2" in pem.partition(b"\n")[0]:
+        key = sigalg.load_private_pem(pem, "the agent's envelope key")
+        if key.algorithm == "SM2":
+            return key
+    private = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(private, X25519PrivateKey):
+        raise ValueError("not an X25519 key")
+    return private

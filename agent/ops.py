@@ -28,7 +28,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from agent.client import ServiceClient, enrol
@@ -38,7 +37,8 @@ from common.errors import ConfigError, GovshareError, IntegrityError
 from common.files import sha256_file, write_private
 from common.progress import Progress
 from common.schema import CHANGE_TYPE, DISPUTED
-from keys.agentproto import Enrolment, enrolment_proof, raw_public
+from keys import sigalg
+from keys.agentproto import Enrolment, agent_algorithms, enrolment_proof, raw_public
 from keys.checkpoint import Checkpoint, CheckpointError, note_text, parse_checkpoint, verify_note
 from keys.datakeys import envelope_info, open_sealed
 from keys.kms import decryption_with
@@ -63,8 +63,11 @@ def init_agent(home: AgentHome, enrolment: Enrolment) -> Enrolled:
         doc = home.describe()
         raise ConfigError(f"GOVSHARE_AGENT_HOME {home.root} is already agent {doc.get('agent_id')} of "
                           f"{doc.get('subscriber')}; enrol another agent in a fresh GOVSHARE_AGENT_HOME")
-    signing, envelope = Ed25519PrivateKey.generate(), X25519PrivateKey.generate()
-    signing_pub, envelope_pub = raw_public(signing.public_key()), raw_public(envelope.public_key())
+    signing_algorithm, envelope_algorithm = agent_algorithms(enrolment.publisher_algorithm)  # the publisher's profile
+    signing = sigalg.generate(signing_algorithm)  # type: ignore[arg-type]
+    envelope = sigalg.generate("SM2") if envelope_algorithm == "SM2" else X25519PrivateKey.generate()
+    signing_pub = raw_public(signing.public)
+    envelope_pub = raw_public(envelope.public if isinstance(envelope, sigalg.PrivateKey) else envelope.public_key())
     proof = signing.sign(enrolment_proof(enrolment.token, enrolment.subscriber, signing_pub, envelope_pub))
     answer = enrol(enrolment.service_url, enrolment.ca_pem, {
         "token": enrolment.token, "subscriber": enrolment.subscriber, "signing_pub": signing_pub,

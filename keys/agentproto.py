@@ -12,8 +12,10 @@ The enrolment file (``govshare subscriber enroll``; JSON, 0600, format ``govshar
     expires_at        ISO 8601 UTC; the token is refused after it, and after its first use
 
 Enrolment: the agent makes its own Ed25519 (request signing) and X25519 (key envelopes) key
-pairs and sends both public keys with the token and an Ed25519 signature over
-``enrolment_proof``, so the service registers only a signing key whose holder is present.
+pairs, or two SM2 key pairs when the publisher's key is SM2 (the 国密 profile; ``agent_algorithms``),
+and sends both public keys with the token and a signature over ``enrolment_proof``, so the
+service registers only a signing key whose holder is present. Raw public keys tell their
+algorithm by their size: 32 bytes Ed25519/X25519, 64 bytes SM2.
 
 The agent pins the publisher key: ``PinnedPublisher`` verifies manifest signatures with it and
 nothing else (sharing.verify's SignatureVerifier), so a store re-signed with another key, or a
@@ -33,7 +35,6 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
@@ -49,9 +50,37 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _SUBSCRIBER = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 
 
-def raw_public(key: Ed25519PublicKey | X25519PublicKey) -> str:
-    """A public key as base64 of its 32 raw bytes."""
+def raw_public(key: Ed25519PublicKey | X25519PublicKey | sigalg.PublicKey) -> str:
+    """A public key as base64 of its raw bytes (32 for Ed25519 and X25519, 64 ``x || y`` for SM2)."""
+    if isinstance(key, sigalg.PublicKey):
+        return base64.b64encode(key.raw).decode()
     return base64.b64encode(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
+
+
+def signing_public(text: str) -> sigalg.PublicKey:
+    """An agent's signing key from base64 raw bytes: 32 bytes Ed25519, 64 bytes SM2 (ValueError otherwise)."""
+    raw = _raw(text, (32, 64))
+    try:
+        return sigalg.public_from_raw("Ed25519" if len(raw) == 32 else "SM2", raw)
+    except IntegrityError as exc:
+        raise ValueError(exc.message) from None
+
+
+def envelope_public(text: str) -> X25519PublicKey | sigalg.PublicKey:
+    """An agent's envelope key: 32 bytes X25519 (HPKE), 64 bytes SM2 (SM2 encryption + SM4-GCM)."""
+    raw = _raw(text, (32, 64))
+    if len(raw) == 32:
+        return X25519PublicKey.from_public_bytes(raw)
+    try:
+        return sigalg.public_from_raw("SM2", raw)
+    except IntegrityError as exc:
+        raise ValueError(exc.message) from None
+
+
+def agent_algorithms(publisher_algorithm: str) -> tuple[str, str]:
+    """(signing, envelope) algorithms of an agent enrolling with a publisher whose key is
+    ``publisher_algorithm``: the agent takes the publisher's profile."""
+    return ("SM2", "SM2") if publisher_algorithm == "SM2" else ("Ed25519", "X25519")
 
 
 def ed25519_public(text: str) -> Ed25519PublicKey:
@@ -63,12 +92,16 @@ def x25519_public(text: str) -> X25519PublicKey:
 
 
 def _raw32(text: str) -> bytes:
+    return _raw(text, (32,))
+
+
+def _raw(text: str, sizes: tuple[int, ...]) -> bytes:
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError, TypeError):
         raise ValueError("not base64") from None
-    if len(raw) != 32:
-        raise ValueError("not a 32-byte public key")
+    if len(raw) not in sizes:
+        raise ValueError(f"not a public key of {' or '.join(map(str, sizes))} bytes")
     return raw
 
 
@@ -83,12 +116,14 @@ def enrolment_proof(token: str, subscriber: str, signing_pub: str, encryption_pu
 
 def check_proof(token: str, subscriber: str, signing_pub: str, encryption_pub: str, proof: str) -> None:
     """ValueError when ``proof`` is not the signing key's signature of the enrolment."""
-    try:
-        ed25519_public(signing_pub).verify(base64.b64decode(proof, validate=True),
-                                           enrolment_proof(token, subscriber, signing_pub, encryption_pub))
-        x25519_public(encryption_pub)
-    except (InvalidSignature, binascii.Error, TypeError):
-        raise ValueError("the proof of possession does not verify under the signing key sent") from None
+    signing, envelope = signing_public(signing_pub), envelope_public(encryption_pub)
+    if agent_algorithms(signing.algorithm)[1] != ("SM2" if isinstance(envelope, sigalg.PublicKey) else "X25519"):
+        raise ValueError("the signing and envelope keys sent are of different profiles (Ed25519 with X25519, "
+                         "or SM2 with SM2)")
+    signature = sigalg.signature_bytes(proof)
+    if signature is None or not signing.verify(signature, enrolment_proof(token, subscriber, signing_pub,
+                                                                          encryption_pub)):
+        raise ValueError("the proof of possession does not verify under the signing key sent")
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from common.errors import ConfigError, IntegrityError
+from keys import gm, sigalg
 from keys.gm import SM4GCM
 from keys.keystore import Keystore
 from keys.profile import aead_for
@@ -192,17 +193,25 @@ def envelope_info(dataset: str, version: int, group: str, key_id: str, subscribe
     return "\n".join((ENVELOPE_LABEL, dataset, str(int(version)), group, key_id, subscriber)).encode()
 
 
-def seal(key: bytes, recipient: X25519PublicKey, info: bytes) -> bytes:
-    """``key`` sealed to ``recipient`` (HPKE base mode, single shot: enc || ciphertext)."""
+def seal(key: bytes, recipient: X25519PublicKey | sigalg.PublicKey, info: bytes) -> bytes:
+    """``key`` sealed to ``recipient``: HPKE base mode, single shot (enc || ciphertext) to an X25519
+    key; SM2 encryption of a fresh SM4 key and SM4-GCM of ``key`` (keys.gm.seal_sm2) to an SM2 key."""
+    if isinstance(recipient, sigalg.PublicKey):
+        if recipient.algorithm != "SM2":
+            raise ConfigError(f"an envelope is sealed to an X25519 or SM2 key, not to an {recipient.algorithm} key")
+        return gm.seal_sm2(recipient.raw, bytes(key), info)
     return _SUITE.encrypt(bytes(key), recipient, info=info)
 
 
-def open_sealed(blob: bytes, private: X25519PrivateKey, info: bytes) -> bytes:
+def open_sealed(blob: bytes, private: X25519PrivateKey | sigalg.PrivateKey, info: bytes) -> bytes:
     """The key in an envelope sealed to ``private``'s public key for ``info``; IntegrityError if
     it was altered, sealed to another key or made for another version, group or subscriber."""
     try:
-        key = _SUITE.decrypt(bytes(blob), private, info=info)
-    except (InvalidTag, ValueError, TypeError):
+        if isinstance(private, sigalg.PrivateKey):
+            key = gm.open_sm2(private._material, bytes(blob), info)
+        else:
+            key = _SUITE.decrypt(bytes(blob), private, info=info)
+    except (InvalidTag, ValueError, TypeError, IntegrityError):
         raise IntegrityError("a key envelope does not open with this agent's key: it was altered, or made for "
                              "another subscriber, version or field") from None
     if len(key) != KEY_BYTES:

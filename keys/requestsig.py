@@ -1,5 +1,6 @@
 """Signed requests of the agent protocol: every request an enrolled agent makes carries an
-Ed25519 signature by the agent's own key over what the request is.
+Ed25519 signature (SM2 for a publisher in the 国密 profile) by the agent's own key over what
+the request is.
 
 Headers (values ASCII; purpose and case reference percent-encoded UTF-8):
 
@@ -8,7 +9,7 @@ Headers (values ASCII; purpose and case reference percent-encoded UTF-8):
     X-Govshare-Nonce       128 random bits, base64url without padding (22 characters)
     X-Govshare-Purpose     申请事由 (1..200 characters once decoded)
     X-Govshare-Case        case reference (办件编号), optional (0..100 characters)
-    X-Govshare-Signature   base64 of the Ed25519 signature over the signing string
+    X-Govshare-Signature   base64 of the Ed25519 (or SM2, DER) signature over the signing string
 
 The signing string binds method, target (path and query exactly as sent), the SHA-256 of the
 body, timestamp, nonce, purpose and case::
@@ -35,6 +36,8 @@ from urllib.parse import quote, unquote
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from keys import sigalg
 
 LABEL = "govshare-agent-request/1"
 AGENT = "X-Govshare-Agent"
@@ -83,7 +86,7 @@ def signing_string(method: str, target: str, body: bytes, timestamp: int, nonce:
     return "\n".join((LABEL, method.upper(), target, digest, str(int(timestamp)), nonce, purpose, case)).encode("utf-8")
 
 
-def sign_request(private: Ed25519PrivateKey, agent_id: str, method: str, target: str, body: bytes, purpose: str,
+def sign_request(private: Ed25519PrivateKey | sigalg.PrivateKey, agent_id: str, method: str, target: str, body: bytes, purpose: str,
                  case: str = "", now: float | None = None) -> dict[str, str]:
     """The headers that sign a request of ``agent_id`` (``target``: path and query as sent)."""
     timestamp = int(now if now is not None else time.time())
@@ -100,7 +103,7 @@ def claimed_agent(headers: Mapping[str, str]) -> str | None:
 
 
 def verify_request(headers: Mapping[str, str], method: str, target: str, body: bytes,
-                   public_key_of: Callable[[str], Ed25519PublicKey | None], now: float | None = None) -> SignedRequest:
+                   public_key_of: Callable[[str], Ed25519PublicKey | sigalg.PublicKey | None], now: float | None = None) -> SignedRequest:
     """Check a request's signature headers; BadRequestSignature saying why when they fail.
 
     ``public_key_of`` returns the registered (active) signing key of an agent id, or None."""
@@ -133,7 +136,8 @@ def verify_request(headers: Mapping[str, str], method: str, target: str, body: b
         raise BadRequestSignature("unknown or revoked agent: enrol it with a new enrolment file")
     try:
         signature = base64.b64decode(_header(headers, SIGNATURE), validate=True)
-        public.verify(signature, signing_string(method, target, body, timestamp, nonce, purpose, case))
+        if public.verify(signature, signing_string(method, target, body, timestamp, nonce, purpose, case)) is False:
+            raise InvalidSignature  # keys.sigalg keys answer False; cryptography's raise
     except (InvalidSignature, binascii.Error, ValueError):
         raise BadRequestSignature("the request's signature does not verify under the agent's registered key") from None
     return SignedRequest(agent, timestamp, nonce, purpose, case)

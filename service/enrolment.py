@@ -2,8 +2,10 @@
 
 - ``enrolments``: one row per enrolment file, the token only as its SHA-256, when it expires and
   when it was used. A token enrols one agent, once, before it expires.
-- ``agents``: the agent id the service gave, its subscriber, its Ed25519 signing key and X25519
-  envelope key (base64 raw), when it enrolled and its status (``active`` or ``revoked``).
+- ``agents``: the agent id the service gave, its subscriber, its signing key and envelope key
+  (base64 raw: Ed25519 and X25519, or SM2 and SM2 when the publisher's profile is gm; the home's
+  profile decides which an enrolment accepts), when it enrolled and its status (``active`` or
+  ``revoked``).
   A subscriber may run several agents (several 前置机); each has its own keys.
 - ``nonces``: (agent, nonce) seen within the signature window; a second use is a replay (401).
 """
@@ -15,11 +17,12 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from common.home import Home
-from keys.agentproto import check_proof, ed25519_public, x25519_public
+from keys import sigalg
+from keys.agentproto import check_proof, envelope_public, signing_public
+from keys.keystore import Keystore
 from keys.requestsig import WINDOW, new_agent_id
 from service import state
 
@@ -63,12 +66,12 @@ class Agent:
     status: str
 
     @property
-    def signing_key(self) -> Ed25519PublicKey:
-        return ed25519_public(self.signing_pub)
+    def signing_key(self) -> sigalg.PublicKey:
+        return signing_public(self.signing_pub)
 
     @property
-    def encryption_key(self) -> X25519PublicKey:
-        return x25519_public(self.encryption_pub)
+    def encryption_key(self) -> X25519PublicKey | sigalg.PublicKey:
+        return envelope_public(self.encryption_pub)
 
 
 @dataclass(frozen=True)
@@ -100,8 +103,13 @@ def enrol(home: Home, token: str, subscriber: str, signing_pub: str, encryption_
     """Register an agent's public keys against a valid, unused enrolment token (used up by it)."""
     try:
         check_proof(token, subscriber, signing_pub, encryption_pub, proof)
+        sent = signing_public(signing_pub).algorithm
     except ValueError as exc:
         raise EnrolmentRefused(str(exc)) from None
+    profile = Keystore(home.keystore).profile
+    if sent != profile.signing:
+        raise EnrolmentRefused(f"the agent's keys are {sent}, and this publisher's crypto profile ({profile.name}) "
+                               f"takes {profile.signing} agent keys")
     moment = _utc(now)
     conn = state.connect(home)
     try:

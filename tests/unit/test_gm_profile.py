@@ -238,3 +238,81 @@ def test_init_refuses_a_profile_it_cannot_honour_and_makes_nothing(tmp_path, mon
     assert main(["init"]) == 2
     assert says in capsys.readouterr().err
     assert not (tmp_path / "home").exists() and not (tmp_path / "root.key").exists()
+
+
+# -- agents of a gm publisher: SM2 request signatures and SM2 envelopes ---------------------------
+
+def _agent_keys(algorithm: str):
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from keys.agentproto import agent_algorithms, raw_public
+
+    signing_algorithm, envelope_algorithm = agent_algorithms(algorithm)
+    signing = sigalg.generate(signing_algorithm)
+    envelope = sigalg.generate("SM2") if envelope_algorithm == "SM2" else X25519PrivateKey.generate()
+    envelope_pub = envelope.public if isinstance(envelope, sigalg.PrivateKey) else envelope.public_key()
+    return signing, envelope, raw_public(signing.public), raw_public(envelope_pub)
+
+
+def test_an_sm2_agent_proves_possession_and_mixed_profiles_are_refused() -> None:
+    from keys.agentproto import check_proof, enrolment_proof
+
+    token = "t" * 43
+    signing, _, signing_pub, envelope_pub = _agent_keys("SM2")
+    proof = base64.b64encode(signing.sign(enrolment_proof(token, "approval-x", signing_pub, envelope_pub))).decode()
+    check_proof(token, "approval-x", signing_pub, envelope_pub, proof)
+    with pytest.raises(ValueError, match="does not verify"):
+        check_proof(token, "approval-y", signing_pub, envelope_pub, proof)
+    _, _, _, x25519_pub = _agent_keys("Ed25519")
+    mixed = base64.b64encode(signing.sign(enrolment_proof(token, "approval-x", signing_pub, x25519_pub))).decode()
+    with pytest.raises(ValueError, match="different profiles"):
+        check_proof(token, "approval-x", signing_pub, x25519_pub, mixed)
+
+
+def test_sm2_envelopes_open_only_for_their_agent_and_purpose() -> None:
+    from keys.datakeys import envelope_info, open_sealed, seal
+
+    _, envelope, _, _ = _agent_keys("SM2")
+    info = envelope_info("population", 3, "conditional", "dk-" + "0" * 32, "approval-x")
+    key = bytes(range(32))
+    sealed = seal(key, envelope.public, info)
+    assert open_sealed(sealed, envelope, info) == key
+    with pytest.raises(IntegrityError):
+        open_sealed(sealed, envelope, envelope_info("population", 4, "conditional", "dk-" + "0" * 32, "approval-x"))
+    with pytest.raises(IntegrityError):
+        open_sealed(sealed, sigalg.generate("SM2"), info)
+    with pytest.raises(ConfigError):
+        seal(key, sigalg.generate("Ed25519").public, info)  # a signing key is no envelope key
+
+
+def test_sm2_signed_requests_verify_and_refuse_tampering() -> None:
+    from keys.requestsig import BadRequestSignature, sign_request, verify_request
+
+    signing = sigalg.generate("SM2")
+    agent = "ag-" + "1" * 32
+    headers = sign_request(signing, agent, "GET", "/agent/v1/datasets", b"", "核验身份")
+    signed = verify_request(headers, "GET", "/agent/v1/datasets", b"", lambda a: signing.public if a == agent else None)
+    assert signed.purpose == "核验身份"
+    with pytest.raises(BadRequestSignature, match="does not verify"):
+        verify_request(headers, "GET", "/agent/v1/datasets?x=1", b"", lambda a: signing.public)
+    with pytest.raises(BadRequestSignature, match="does not verify"):
+        verify_request(headers, "GET", "/agent/v1/datasets", b"", lambda a: sigalg.generate("SM2").public)
+
+
+def test_a_gm_publisher_enrols_only_sm2_agents(gm_keystore) -> None:
+    from common.home import Home
+    from keys.agentproto import enrolment_proof
+    from service.enrolment import EnrolmentRefused, enrol, issue
+
+    home = Home(gm_keystore.path.parent)
+
+    def attempt(algorithm: str):
+        issued = issue(home, "approval-x", hours=1)
+        signing, _, signing_pub, envelope_pub = _agent_keys(algorithm)
+        proof = signing.sign(enrolment_proof(issued.token, "approval-x", signing_pub, envelope_pub))
+        return enrol(home, issued.token, "approval-x", signing_pub, envelope_pub, base64.b64encode(proof).decode())
+
+    with pytest.raises(EnrolmentRefused, match=r"Ed25519.*\(gm\) takes SM2"):
+        attempt("Ed25519")
+    agent = attempt("SM2")
+    assert agent.signing_key.algorithm == "SM2" and agent.encryption_key.algorithm == "SM2"
