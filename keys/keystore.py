@@ -159,21 +159,23 @@ class Keystore:
         return created
 
     def rotate_root(self) -> tuple[str, str, int]:
-        """Wrap every key file under a new root key and destroy the old one (a file root key):
-        the new key is made beside it (``<file>.next``), each key file is re-wrapped in place
-        (atomically, one by one), then the new key replaces the old file. Interrupted, the files
-        already re-wrapped open with the ``.next`` key, and running it again finishes.
+        """Wrap every key file under a new root key and destroy the old one. A file root key: the
+        new key is made beside it (``<file>.next``) and replaces the old file at the end. A PKCS#11
+        root key: a new key version is generated inside the token (``govshare-root.vN``, never
+        extractable) and the older ones are destroyed at the end. Each key file is re-wrapped in
+        place (atomically, one by one); interrupted, the files already re-wrapped open with the new
+        key, the others with the old, and running it again finishes the same rotation.
         Returns (old root id, new root id, files re-wrapped)."""
         root = self.root()
-        if not isinstance(root, rootkey.FileRootKey):
-            raise ConfigError(f"the root key {root.root_id} lives in an HSM: rotate it with the HSM's own tools "
-                              "(govshare rotates file root keys only)")
+        begin, finish = getattr(root, "rotation", None), getattr(root, "finish_rotation", None)
+        if begin is None or finish is None:
+            raise ConfigError(f"the root key {root.root_id} comes from a KeyProvider that cannot rotate: rotate it "
+                              "with its own tools")
         with self._lock():
             entries = self._read_index()
-            old_id = root.root_id
-            following = rootkey.FileRootKey(root.next_path)
-            following.create()
-            new_id = following.root_id
+            old_id = getattr(root, "wrapping_id", root.root_id)
+            following = begin()
+            new_id = getattr(following, "wrapping_id", following.root_id)
             done = 0
             for entry in entries.values():
                 path = self.path / entry.file
@@ -194,8 +196,8 @@ class Keystore:
                     tmp.unlink(missing_ok=True)
                 done += 1
             _fsync_dir(self.path)
-            os.replace(following.path, root.path)  # the old root key is gone: nothing it wrapped is left
-        return old_id, root.root_id, done
+            finish(following)  # the old root key is gone: nothing it wrapped is left
+        return old_id, new_id, done
 
     def _check_root(self, entries: Iterable[KeyEntry]) -> None:
         """Refuse (exit 3) a keystore whose key files another root key wrapped: init must not add

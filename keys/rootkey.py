@@ -9,7 +9,8 @@
   (an HSM; SoftHSM2 in the tests) through python-pkcs11, never extractable; the PIN comes from
   ``GOVSHARE_PKCS11_PIN``, the module from ``GOVSHARE_PKCS11_MODULE`` (default: Debian's
   SoftHSM2, /usr/lib/softhsm/libsofthsm2.so). ``govshare init`` generates the key in the token
-  when it is missing.
+  when it is missing. ``govshare keys rotate --root`` generates ``govshare-root.vN`` in the token,
+  re-wraps every key file under it and destroys the older versions.
 
 Both wrap with AES-256-GCM (12-byte random nonce, 128-bit tag, AAD naming the wrapped key), in
 the HSM's case inside the token. A home in the 国密 profile (keys.profile, ``gm``) wraps with
@@ -141,6 +142,17 @@ class FileRootKey:
         """Where a rotation keeps the new root key until every key file is wrapped by it."""
         return self.path.with_name(self.path.name + ".next")
 
+    def rotation(self) -> FileRootKey:
+        """The key a rotation wraps under: ``next_path``, made now or left by an interrupted one."""
+        following = FileRootKey(self.next_path)
+        following.create()
+        return following
+
+    def finish_rotation(self, following: KeyProvider) -> None:
+        """The new key replaces the old file: nothing the old one wrapped is left."""
+        assert isinstance(following, FileRootKey)
+        os.replace(following.path, self.path)
+
     def provider_for(self, root_id: str) -> KeyProvider | None:
         """This root key, or the one a rotation in progress made (``next_path``), by root id."""
         if root_id == self.root_id:
@@ -153,26 +165,36 @@ class FileRootKey:
 
 
 class Pkcs11RootKey:
-    """An AES key in a PKCS#11 token; wrapping and unwrapping happen inside the token."""
+    """An AES key in a PKCS#11 token; wrapping and unwrapping happen inside the token.
 
-    def __init__(self, token_label: str, pin: str, module: str) -> None:
+    The token holds one key per version: ``govshare-root`` (version 1) and ``govshare-root.vN``
+    after rotations. ``root_id`` names the token (what GOVSHARE_ROOT_KEY names); a wrapped file
+    names the key version that wrapped it (``pkcs11:token=LABEL`` for version 1,
+    ``pkcs11:token=LABEL;key=govshare-root.vN`` after), and new files are wrapped by the newest.
+    """
+
+    def __init__(self, token_label: str, pin: str, module: str, key_label: str | None = None,
+                 parent: Pkcs11RootKey | None = None) -> None:
         self.token_label = token_label
         self.root_id = f"pkcs11:token={token_label}"
+        self.key_label = key_label  # None: the newest govshare-root key in the token
         self._pin = pin
         self._module = module
-        self._lock = threading.Lock()
+        self._parent = parent  # another key version of the same token: its session (one login per token)
+        self._lock = parent._lock if parent is not None else threading.RLock()
         self._session = None
         self._aes = None
 
     def __repr__(self) -> str:
         return f"Pkcs11RootKey({self.root_id})"
 
-    def _open(self, create: bool = False):  # noqa: ANN202 - a pkcs11 SecretKey
+    def _session_open(self):  # noqa: ANN202 - a pkcs11 Session
         import pkcs11
-        from pkcs11 import KeyType
 
-        if self._aes is not None:
-            return self._aes
+        if self._parent is not None:
+            return self._parent._session_open()
+        if self._session is not None:
+            return self._session
         if not Path(self._module).is_file():
             raise ConfigError(f"{MODULE_ENV}: the PKCS#11 module {self._module} does not exist (install the HSM's "
                               "library, or Debian's softhsm2)")
@@ -184,30 +206,112 @@ class Pkcs11RootKey:
         except pkcs11.exceptions.PKCS11Error as exc:
             raise TemporaryFailure(f"{ROOT_KEY_ENV}: the PKCS#11 module {self._module} fails ({type(exc).__name__})") from None
         try:
-            session = token.open(user_pin=self._pin, rw=True)
+            self._session = token.open(user_pin=self._pin, rw=True)
         except pkcs11.exceptions.PinIncorrect:
             raise ConfigError(f"{PIN_ENV}: the PIN of token {self.token_label!r} is incorrect") from None
         except pkcs11.exceptions.PKCS11Error as exc:
             raise TemporaryFailure(f"{ROOT_KEY_ENV}: cannot open a session on token {self.token_label!r} "
                                    f"({type(exc).__name__})") from None
+        return self._session
+
+    def key_versions(self) -> dict[int, str]:
+        """The govshare root keys in the token: version -> key label."""
+        import pkcs11
+        from pkcs11 import Attribute, KeyType, ObjectClass
+
+        session = self._session_open()
+        found: dict[int, str] = {}
+        for obj in session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES}):
+            try:
+                label = obj[Attribute.LABEL]
+            except pkcs11.exceptions.PKCS11Error:
+                continue
+            version = _hsm_key_version(label)
+            if version is not None:
+                found[version] = label
+        return found
+
+    def _open(self, create: bool = False):  # noqa: ANN202 - a pkcs11 SecretKey
+        import pkcs11
+        from pkcs11 import KeyType
+
+        if self._aes is not None:
+            return self._aes
+        session = self._session_open()
+        label = self.key_label
+        if label is None:
+            versions = self.key_versions()
+            label = versions[max(versions)] if versions else HSM_KEY_LABEL
         try:
-            aes = session.get_key(label=HSM_KEY_LABEL, key_type=KeyType.AES)
+            aes = session.get_key(label=label, key_type=KeyType.AES)
         except pkcs11.exceptions.NoSuchKey:
-            if not create:
-                session.close()
-                raise ConfigError(f"{ROOT_KEY_ENV}: token {self.token_label!r} holds no key {HSM_KEY_LABEL!r}: run "
-                                  "'govshare init' to generate it") from None
-            aes = session.generate_key(KeyType.AES, 256, label=HSM_KEY_LABEL, store=True,
-                                       template={pkcs11.Attribute.EXTRACTABLE: False,
-                                                 pkcs11.Attribute.SENSITIVE: True})
-        self._session, self._aes = session, aes
+            if not create or label != HSM_KEY_LABEL:
+                raise ConfigError(f"{ROOT_KEY_ENV}: token {self.token_label!r} holds no key {label!r}: run "
+                                  "'govshare init' to generate it (or restore the token from backup)") from None
+            aes = self._generate(label)
+        self.key_label, self._aes = label, aes
         return aes
 
+    def _generate(self, label: str):  # noqa: ANN202 - a pkcs11 SecretKey
+        import pkcs11
+        from pkcs11 import KeyType
+
+        return self._session_open().generate_key(KeyType.AES, 256, label=label, store=True,
+                                                 template={pkcs11.Attribute.EXTRACTABLE: False,
+                                                           pkcs11.Attribute.SENSITIVE: True})
+
     def create(self) -> bool:
+        """Generate the first root key in the token when it holds none; True when made."""
         with self._lock:
-            had = self._aes is not None
+            had = self._aes is not None or bool(self.key_versions())
             self._open(create=True)
             return not had
+
+    @property
+    def wrapping_id(self) -> str:
+        """The id written into the files this key wraps: the token, and the key version after 1."""
+        with self._lock:
+            self._open()
+            return _pkcs11_id(self.token_label, self.key_label or HSM_KEY_LABEL)
+
+    def provider_for(self, root_id: str) -> KeyProvider | None:
+        """The key of this token that ``root_id`` (a wrapped file's id) names, or None."""
+        token, _, key = root_id.partition(";key=")
+        if token != self.root_id:
+            return None
+        label = key or HSM_KEY_LABEL
+        if _hsm_key_version(label) is None:
+            return None
+        if label == self.key_label:
+            return self
+        return Pkcs11RootKey(self.token_label, self._pin, self._module, label, parent=self._parent or self)
+
+    def rotation(self) -> Pkcs11RootKey:
+        """The key a rotation wraps under: a new version, or the newest one when an interrupted
+        rotation left several (it is finished, not started again)."""
+        with self._lock:
+            versions = self.key_versions()
+            if not versions:
+                raise ConfigError(f"{ROOT_KEY_ENV}: token {self.token_label!r} holds no govshare root key: run "
+                                  "'govshare init'")
+            if len(versions) > 1:
+                label = versions[max(versions)]
+            else:
+                label = f"{HSM_KEY_LABEL}.v{max(versions) + 1}"
+                self._generate(label)
+        return Pkcs11RootKey(self.token_label, self._pin, self._module, label, parent=self._parent or self)
+
+    def finish_rotation(self, following: KeyProvider) -> None:
+        """Destroy every older root key in the token: what they wrapped is wrapped by ``following`` now."""
+        from pkcs11 import KeyType
+
+        keep = getattr(following, "key_label", None)
+        with self._lock:
+            session = self._session_open()
+            for label in self.key_versions().values():
+                if label != keep:
+                    session.get_key(label=label, key_type=KeyType.AES).destroy()
+            self._aes, self.key_label = None, None  # the newest key from now on
 
     def wrap(self, plaintext: bytes, aad: bytes, algorithm: str = AES) -> bytes:
         from pkcs11 import Mechanism
@@ -233,6 +337,21 @@ class Pkcs11RootKey:
                                          mechanism_param=GCMParams(blob[:NONCE], aad, 128)))
             except pkcs11.exceptions.PKCS11Error:
                 raise _wrong_root(self.root_id) from None
+
+
+def _pkcs11_id(token_label: str, key_label: str) -> str:
+    base = f"pkcs11:token={token_label}"
+    return base if key_label == HSM_KEY_LABEL else f"{base};key={key_label}"
+
+
+def _hsm_key_version(label: object) -> int | None:
+    """1 for ``govshare-root``, N for ``govshare-root.vN``, None for any other label."""
+    if label == HSM_KEY_LABEL:
+        return 1
+    if isinstance(label, str) and label.startswith(HSM_KEY_LABEL + ".v") and label[len(HSM_KEY_LABEL) + 2:].isdigit():
+        version = int(label[len(HSM_KEY_LABEL) + 2:])
+        return version if version >= 2 else None
+    return None
 
 
 def _aes_only(root_id: str, algorithm: str) -> None:
@@ -293,7 +412,8 @@ def seal_file(provider: KeyProvider, plaintext: bytes, aad: bytes, algorithm: st
     """The content of a wrapped key file (``algorithm``: AES-256-GCM, or SM4-GCM in the gm profile)."""
     blob = _wrap(provider, plaintext, aad, algorithm)
     tag = b"" if algorithm == AES else _ALGORITHM_TAG + algorithm.encode("ascii")
-    return MAGIC + provider.root_id.encode("utf-8") + tag + b"\n" + base64.b64encode(blob) + b"\n"
+    named = getattr(provider, "wrapping_id", provider.root_id)  # an HSM names the key version that wrapped
+    return MAGIC + named.encode("utf-8") + tag + b"\n" + base64.b64encode(blob) + b"\n"
 
 
 def is_wrapped(content: bytes) -> bool:

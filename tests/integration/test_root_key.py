@@ -115,9 +115,11 @@ def test_a_home_from_before_root_keys_is_refused_then_migrated_by_init(published
     assert pq.read_table(tmp_path / "b.parquet").equals(pq.read_table(root / "reference.parquet"))
 
 
-@pytest.mark.skipif(not SOFTHSM.is_file() or shutil.which("softhsm2-util") is None,
-                    reason="Debian's softhsm2 is not installed (make test installs it)")
-def test_the_same_flow_with_the_root_key_in_softhsm2(tmp_path: Path, demo_sources) -> None:  # noqa: ANN001
+NEEDS_SOFTHSM = pytest.mark.skipif(not SOFTHSM.is_file() or shutil.which("softhsm2-util") is None,
+                                   reason="Debian's softhsm2 is not installed (make test installs it)")
+
+
+def _softhsm_env(tmp_path: Path, demo_sources) -> dict[str, str]:  # noqa: ANN001
     tokens = tmp_path / "softhsm" / "tokens"
     tokens.mkdir(parents=True)
     conf = tmp_path / "softhsm" / "softhsm2.conf"
@@ -126,8 +128,13 @@ def test_the_same_flow_with_the_root_key_in_softhsm2(tmp_path: Path, demo_source
     made = subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "govshare-test", "--pin", "4321",
                            "--so-pin", "87654321"], env={**os.environ, **hsm}, capture_output=True, text=True, timeout=60)
     assert made.returncode == 0, made.stderr
-    env = _env(tmp_path, demo_sources, **hsm, GOVSHARE_ROOT_KEY="pkcs11:token=govshare-test",
-               GOVSHARE_PKCS11_PIN="4321", GOVSHARE_PKCS11_MODULE=str(SOFTHSM))
+    return _env(tmp_path, demo_sources, **hsm, GOVSHARE_ROOT_KEY="pkcs11:token=govshare-test",
+                GOVSHARE_PKCS11_PIN="4321", GOVSHARE_PKCS11_MODULE=str(SOFTHSM))
+
+
+@NEEDS_SOFTHSM
+def test_the_same_flow_with_the_root_key_in_softhsm2(tmp_path: Path, demo_sources) -> None:  # noqa: ANN001
+    env = _softhsm_env(tmp_path, demo_sources)
     _ok(env, "init")
     for path in (tmp_path / "home" / "keystore").glob("*.key"):
         assert path.read_bytes().startswith(MAGIC + b"pkcs11:token=govshare-test\n"), path.name
@@ -177,3 +184,56 @@ def test_rotating_the_root_key_rewraps_every_key_file_and_destroys_the_old_one(p
     stale = _run({**renv, "GOVSHARE_ROOT_KEY": f"file:{old_key}"}, *PULL, "--out", str(tmp_path / "old.parquet"))
     assert stale.returncode == 3 and not (tmp_path / "old.parquet").exists()
     assert len(Keystore(copy / "home" / "keystore", root=FileRootKey(key)).master_key("population.footer.v1")) == 32
+
+
+def _token_keys(env: dict[str, str]) -> dict[int, str]:
+    """The govshare root key versions in the test token, read in a separate process (as an HSM
+    operator would list them)."""
+    code = ("import json, os; from keys.rootkey import Pkcs11RootKey; "
+            "k = Pkcs11RootKey('govshare-test', os.environ['GOVSHARE_PKCS11_PIN'], os.environ['GOVSHARE_PKCS11_MODULE']); "
+            "print(json.dumps(k.key_versions()))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return {int(v): label for v, label in __import__("json").loads(done.stdout).items()}
+
+
+@NEEDS_SOFTHSM
+def test_rotating_a_root_key_in_softhsm2_makes_a_new_version_in_the_token_and_destroys_the_old(
+        tmp_path: Path, demo_sources) -> None:  # noqa: ANN001
+    env = _softhsm_env(tmp_path, demo_sources)
+    _ok(env, "init")
+    _ok(env, "sync", "population")
+    _ok(env, *PULL, "--out", str(tmp_path / "before.parquet"))
+    keystore = tmp_path / "home" / "keystore"
+    assert _token_keys(env) == {1: "govshare-root"}
+
+    done = _ok(env, "keys", "rotate", "--root")
+    assert "re-wrapped" in done.stdout
+    assert _token_keys(env) == {2: "govshare-root.v2"}  # the old key is destroyed inside the token
+    for path in keystore.glob("*.key"):
+        assert path.read_bytes().startswith(MAGIC + b"pkcs11:token=govshare-test;key=govshare-root.v2\n"), path.name
+    _ok(env, *PULL, "--out", str(tmp_path / "after.parquet"))
+    assert pq.read_table(tmp_path / "after.parquet").equals(pq.read_table(tmp_path / "before.parquet"))
+    assert '"event": "key-rotated"' in _ok(env, "audit", "list", "--event", "key-rotated", "--json").stdout
+    logged = (tmp_path / "home" / "audit" / "access-log.jsonl").read_text(encoding="utf-8")
+    assert '"active":"pkcs11:token=govshare-test;key=govshare-root.v2"' in logged.replace(", ", ",").replace(": ", ":")
+
+    # interrupted: v3 made in the token and only some files re-wrapped; the next run finishes v3
+    code = ("import os, sys; from pathlib import Path; from keys.rootkey import Pkcs11RootKey, open_file, seal_file; "
+            "k = Pkcs11RootKey('govshare-test', os.environ['GOVSHARE_PKCS11_PIN'], os.environ['GOVSHARE_PKCS11_MODULE']); "
+            "nxt = k.rotation(); "
+            "paths = sorted(Path(sys.argv[1]).glob('*.key'))[:2]; "
+            "[p.write_bytes(seal_file(nxt, open_file(k, p.read_bytes(), "
+            "f'govshare-key/1\\n{p.name[:-4]}\\n{p.name}'.encode(), p.name), "
+            "f'govshare-key/1\\n{p.name[:-4]}\\n{p.name}'.encode())) for p in paths]")
+    half = subprocess.run([sys.executable, "-c", code, str(keystore)], cwd=PROJECT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert half.returncode == 0, half.stderr
+    assert _token_keys(env) == {2: "govshare-root.v2", 3: "govshare-root.v3"}
+    _ok(env, *PULL, "--out", str(tmp_path / "mid.parquet"))  # both versions open, mid-rotation
+    _ok(env, "keys", "rotate", "--root")
+    assert _token_keys(env) == {3: "govshare-root.v3"}  # finished, not a v4
+    assert all(p.read_bytes().startswith(MAGIC + b"pkcs11:token=govshare-test;key=govshare-root.v3\n")
+               for p in keystore.glob("*.key"))
+    _ok(env, *PULL, "--out", str(tmp_path / "last.parquet"))
+    assert pq.read_table(tmp_path / "last.parquet").equals(pq.read_table(tmp_path / "before.parquet"))
