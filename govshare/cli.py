@@ -96,15 +96,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", default="")
     p.add_argument("--note", default="")
 
-    p = sub.add_parser("audit", help="the access log: verify it, list its records, prove one, checkpoint it",
-                       description="govshare audit verify | audit list [--dataset D] [--subscriber S] [--event E] "
-                                   "[--json] | audit subject KEY [--json] | audit prove SEQ --out FILE | "
-                                   "audit checkpoint | audit check-proof FILE --key PEM")
-    p.add_argument("action", choices=("verify", "list", "subject", "prove", "checkpoint", "check-proof"))
+    p = sub.add_parser("audit", help="the access log: verify it, list its records, prove one, checkpoint it, "
+                                     "archive and purge what is past retention",
+                       description="govshare audit verify [--archive FILE] | audit list [--dataset D] [--subscriber S] "
+                                   "[--event E] [--json] | audit subject KEY [--json] | audit prove SEQ --out FILE | "
+                                   "audit checkpoint | audit check-proof FILE --key PEM | "
+                                   "audit archive --out FILE [--before DATE] (records older than "
+                                   "GOVSHARE_AUDIT_RETENTION_DAYS, at least 180 days: 网络安全法 art. 21) | "
+                                   "audit purge --archive FILE | audit check-archive FILE --key PEM")
+    p.add_argument("action", choices=("verify", "list", "subject", "prove", "checkpoint", "check-proof", "archive",
+                                      "purge", "check-archive"))
     p.add_argument("key", nargs="?", help="audit subject: the record's key (ID number, USCC or license id); "
-                                          "audit prove: the record's seq; audit check-proof: the proof file")
-    p.add_argument("--out", help="audit prove: where the proof is written")
-    p.add_argument("--key", dest="key_file", help="audit check-proof: the publisher's public key (PEM or vkey file)")
+                                          "audit prove: the record's seq; audit check-proof / check-archive: the file")
+    p.add_argument("--out", help="audit prove: where the proof is written; audit archive: where the archive is written")
+    p.add_argument("--key", dest="key_file", help="audit check-proof / check-archive: the publisher's public key "
+                                                  "(PEM or vkey file)")
+    p.add_argument("--before", help="audit archive: archive only records older than this date (ISO 8601, Asia/Shanghai "
+                                    "unless it names a zone); never later than the retention period allows")
+    p.add_argument("--archive", type=Path, help="audit purge: the archive to purge; audit verify: also check an "
+                                                "archive against the purge record that names it")
     p.add_argument("--dataset")
     p.add_argument("--subscriber")
     p.add_argument("--event", help="only records of this event (request, delivery, delivery-complete, denied, ...)")
@@ -428,8 +438,12 @@ def _audit(args: argparse.Namespace) -> int:
 
     if args.action == "check-proof":  # offline: needs no home, only the proof and the key
         return _audit_check_proof(args)
+    if args.action == "check-archive":
+        return _audit_check_archive(args)
     h = home().require_initialised()
     keystore = Keystore(h.keystore)
+    if args.action in ("archive", "purge"):
+        return _audit_retention(h, AccessLog.of(h, keystore), args)
     if args.action == "list":
         return _audit_list(AccessLog.of(h, keystore), args)
     if args.action == "subject":
@@ -444,12 +458,84 @@ def _audit(args: argparse.Namespace) -> int:
               f"{record['key_id']}")
         print(record["note"], end="")
         return 0
-    summary = AccessLog.of(h, keystore).verify(manifest_heads(h.store, keystore))
-    print(f"access log: {summary.records} record(s), chain and signatures verified, "
+    access_log = AccessLog.of(h, keystore)
+    summary = access_log.verify(manifest_heads(h.store, keystore))
+    purged = f" (the first {summary.purged} archived and purged)" if summary.purged else ""
+    print(f"access log: {summary.records} record(s){purged}, chain and signatures verified, "
           f"against {len(summary.heads)} signed head(s) (head file and manifests) and the Merkle tree against "
           f"{summary.checkpoints} signed checkpoint(s)")
     for seq in summary.unconfirmed:
         print(f"access log: delivery record {seq} started, not confirmed (nothing confirmed as delivered)")
+    if args.archive is not None:
+        from lineage.retention import verify_archive
+
+        checked, sha256 = verify_archive(access_log, args.archive)
+        print(f"archive {args.archive}: records {checked.first}..{checked.last}, SHA-256 {sha256}, is the one the purge "
+              "record names, and its records are the purged leaves of the tree")
+    return 0
+
+
+def _audit_retention(h: Home, access_log: AccessLog, args: argparse.Namespace) -> int:
+    """audit archive: the records past retention as a signed archive; audit purge: out of the live log."""
+    from keys.keystore import Keystore
+    from lineage.audit import manifest_heads
+    from lineage.retention import purge, write_archive
+
+    if args.key:
+        raise ConfigError(f"govshare audit {args.action} takes no KEY")
+    heads = manifest_heads(h.store, Keystore(h.keystore))
+    if args.action == "purge":
+        if args.archive is None:
+            raise ConfigError("govshare audit purge --archive FILE: name the archive 'audit archive' wrote")
+        done = purge(access_log, args.archive, heads)
+        print(f"access log: records {done.first}..{done.last} purged (archive SHA-256 {done.sha256}); purge record "
+              f"{done.record}, checkpoint of {done.checkpoint} record(s)")
+        return 0
+    if not args.out:
+        raise ConfigError("govshare audit archive --out FILE: name the file the archive is written to")
+    archived = write_archive(access_log, Path(_checked_out(args.out)), heads, args.before)
+    if archived is None:
+        print("access log: no record is older than the cut; nothing archived, nothing written")
+        return 0
+    print(f"access log: records {archived.first}..{archived.last} (before {archived.before}) archived to "
+          f"{archived.path}, SHA-256 {archived.sha256}, consistent with a checkpoint of {archived.tree_size} record(s)")
+    print(f"check it offline: govshare audit check-archive {archived.path} --key PUBLISHER.pem; then remove them from "
+          f"the live log: govshare audit purge --archive {archived.path}")
+    return 0
+
+
+def _audit_check_archive(args: argparse.Namespace) -> int:
+    import hashlib
+
+    from keys.archivecheck import check_archive, read_archive, summary
+
+    def check(path: Path, key, name: str | None) -> str:  # noqa: ANN001 - an Ed25519 public key
+        if not path.is_file():
+            raise ConfigError(f"govshare audit check-archive {path}: no such file")
+        raw, doc = read_archive(path)
+        return summary(check_archive(doc, [key], name), hashlib.sha256(raw).hexdigest(), key)
+
+    return _offline_check(args, "archive", check)
+
+
+def _offline_check(args: argparse.Namespace, what: str, check: Callable[..., str]) -> int:
+    """audit check-proof / check-archive: FILE checked with the publisher's key alone (no home);
+    ``check(path, key, name)`` returns the line to print."""
+    from keys.archivecheck import ArchiveError
+    from keys.proofcheck import ProofError, load_key
+
+    if not args.key or not args.key_file:
+        raise ConfigError(f"govshare audit {args.action} FILE --key PEM: name the {what} file and the publisher's "
+                          "public key")
+    try:
+        text = Path(args.key_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--key {args.key_file}: cannot be read ({getattr(exc, 'strerror', None) or 'not text'})") from None
+    try:
+        name, key = load_key(text)
+        print(check(Path(args.key), key, name))
+    except (ArchiveError, ProofError) as exc:
+        raise IntegrityError(f"{args.key}: {exc}") from None
     return 0
 
 
@@ -475,26 +561,19 @@ def _audit_prove(access_log: AccessLog, args: argparse.Namespace) -> int:
 
 
 def _audit_check_proof(args: argparse.Namespace) -> int:
-    from keys.proofcheck import ProofError, check_proof, key_fingerprint, load_key, read_proof
+    from keys.proofcheck import check_proof, key_fingerprint, read_proof
 
-    if not args.key or not args.key_file:
-        raise ConfigError("govshare audit check-proof FILE --key PEM: name the proof file and the publisher's public key")
-    try:
-        text = Path(args.key_file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--key {args.key_file}: cannot be read ({getattr(exc, 'strerror', None) or 'not text'})") from None
-    try:
-        name, key = load_key(text)
-        checked = check_proof(read_proof(Path(args.key)), key, name)
-    except ProofError as exc:
-        raise IntegrityError(f"{args.key}: {exc}") from None
-    print(f"record {checked.seq} is in the access log {checked.origin} of {checked.tree_size} record(s), as signed by "
-          f"the key with SHA-256 {key_fingerprint(key)[:16]}...")
-    return 0
+    def check(path: Path, key, name: str | None) -> str:  # noqa: ANN001 - an Ed25519 public key
+        checked = check_proof(read_proof(path), key, name)
+        return (f"record {checked.seq} is in the access log {checked.origin} of {checked.tree_size} record(s), as "
+                f"signed by the key with SHA-256 {key_fingerprint(key)[:16]}...")
+
+    return _offline_check(args, "proof", check)
 
 
 AUDIT_COLUMNS = ("seq", "time", "event", "channel", "subscriber", "purpose", "case", "dataset", "version",
-                 "versions_read", "fields", "rows", "outcome", "reason", "delivery", "method", "path", "status")
+                 "versions_read", "fields", "rows", "outcome", "reason", "delivery", "method", "path", "status", "purged",
+                 "archive_sha256")
 
 
 def _audit_list(access_log: AccessLog, args: argparse.Namespace) -> int:
@@ -521,9 +600,14 @@ def _audit_list(access_log: AccessLog, args: argparse.Namespace) -> int:
             row["seq"], row.get("time", ""), row.get("subscriber") or "-", row.get("dataset") or "-", span or "-",
             what, row.get("outcome") or row.get("status") or "", f"purpose={row['purpose']}" if "purpose" in row else "",
             f"case={row['case']}" if "case" in row else "", f"rows={row['rows']}" if "rows" in row else "",
-            f"fields={','.join(row['fields'])}" if row.get("fields") else "", row.get("reason") or "") if x != ""))
+            f"fields={','.join(row['fields'])}" if row.get("fields") else "", row.get("reason") or "",
+            f"records={row['purged'][0]}..{row['purged'][-1]} archive={str(row.get('archive_sha256'))[:16]}"
+            if row.get("purged") else "") if x != ""))
     if not args.json:
-        print(f"{count} record(s)")
+        from lineage.retention import archived_note
+
+        note = archived_note(access_log.anchor())
+        print(f"{count} record(s)" + (f" ({note})" if note else ""))
     return 0
 
 
@@ -537,9 +621,16 @@ def _audit_subject(h: Home, args: argparse.Namespace) -> int:
 
     if not args.key or not args.key.strip():
         raise ConfigError("govshare audit subject KEY: name the record's key (ID number, USCC or license id)")
+    from lineage.retention import archived_note
+
     found = deliveries_of(load_catalog(), h, args.key)
-    AccessLog.of(h, Keystore(h.keystore)).append({
+    access_log = AccessLog.of(h, Keystore(h.keystore))
+    access_log.append({
         "event": "subject-query", "deliveries": len(found), "datasets": sorted({r["dataset"] for r in found})})
+    note = archived_note(access_log.anchor())
+    if note:  # deliveries recorded in purged records are not listed: say so, and where they are
+        print(f"{'govshare: ' if args.json else ''}{note}; deliveries recorded there are not listed",
+              file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(found, ensure_ascii=False, indent=2))
         return 0

@@ -17,6 +17,14 @@ A delivery is two records (govshare.delivery): ``delivery`` with outcome ``pendi
 anything leaves, then ``delivery-complete`` (``delivery`` = the pending record's seq, outcome
 ``confirmed`` or ``failed``) just before the output becomes visible. A pending record without
 its completion is reported as "started, not confirmed".
+
+Retention (lineage.retention): records older than the retention period are exported as a signed
+archive and then purged. The purge rewrites the log in one rename: line 1 becomes the **retention
+anchor** (format ``govshare-access-log-anchor/1``: the first retained seq, the hash it links to,
+the root of the purged records' tree and the SHA-256 of their leaf hashes, kept in
+``audit/purged-leaves.bin``, and every archive so far), then the retained records verbatim, then a
+``purge`` record that names the anchor. ``verify`` starts the chain and the tree from the anchor;
+the purge record (in the chain, signed, under the checkpoints) binds the anchor.
 """
 
 from __future__ import annotations
@@ -27,14 +35,16 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+import signal
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from common.errors import ConfigError, GovshareError, IntegrityError
-from common.files import PRIVATE_FILE, canonical_json, private_dir, write_private
+from common.faults import FAULT_ENV
+from common.files import PRIVATE_FILE, canonical_json, private_dir, replacing, write_private
 from common.home import Home
 from common.oserrors import storage_error
 from keys.keystore import Keystore
@@ -48,7 +58,9 @@ GENESIS = "0" * 64
 HEAD_FILE = "access-log-head.json"
 HEAD_FORMAT = "govshare-access-log-head/1"
 PROOF_FORMAT = "govshare-inclusion-proof/1"
-DELIVERY, COMPLETE, DENIED = "delivery", "delivery-complete", "denied"
+ANCHOR_FORMAT = "govshare-access-log-anchor/1"
+PURGED_LEAVES = "purged-leaves.bin"
+DELIVERY, COMPLETE, DENIED, PURGE = "delivery", "delivery-complete", "denied", "purge"
 Outcome = Literal["confirmed", "failed", "started, not confirmed"]
 
 
@@ -73,34 +85,61 @@ class AuditSummary:
     heads: tuple[str, ...]  # where the heads checked came from
     unconfirmed: tuple[int, ...]  # seqs of deliveries started, not confirmed
     checkpoints: int = 0  # signed checkpoints checked against the recomputed tree
+    purged: int = 0  # records 1..purged were archived and purged (the retention anchor)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 class AccessLog:
-    def __init__(self, folder: Path, keystore: Keystore, head_path: Path | None = None) -> None:
+    def __init__(self, folder: Path, keystore: Keystore, head_path: Path | None = None,
+                 clock: Callable[[], datetime] = _utc_now) -> None:
         self.folder = folder
         self.path = folder / "access-log.jsonl"
         self.keystore = keystore
         self.head_path = head_path or folder.parent / "state" / HEAD_FILE  # GOVSHARE_HOME/state
         self.tree = LogTree(folder, keystore)
+        self.clock = clock  # the time stamped on records (tests inject an older one)
 
     @classmethod
-    def of(cls, home: Home, keystore: Keystore) -> AccessLog:
-        return cls(home.audit, keystore, home.state / HEAD_FILE)
+    def of(cls, home: Home, keystore: Keystore, clock: Callable[[], datetime] = _utc_now) -> AccessLog:
+        return cls(home.audit, keystore, home.state / HEAD_FILE, clock)
 
     # -- writing ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[TextIO]:
-        """The log file, opened for appending and locked (exclusively, across processes)."""
+        """The log file, opened for appending and locked (exclusively, across processes). A purge
+        renames a new file over the log, so the lock taken is checked to be the current file's."""
         private_dir(self.folder)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)  # purposes are free text
-        os.fchmod(fd, PRIVATE_FILE)
-        with open(fd, "a+", encoding="utf-8") as fh:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)  # purposes are free text
+            os.fchmod(fd, PRIVATE_FILE)
+            fh = open(fd, "a+", encoding="utf-8")  # noqa: SIM115 - closed below
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
-                yield fh
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+                current = os.stat(self.path).st_ino == os.fstat(fh.fileno()).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            fh.close()  # replaced while we waited: lock the new file
+        try:
+            yield fh
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """The log locked against appends, checkpoints and purges while the block runs
+        (lineage.retention archives and purges under it)."""
+        try:
+            with self._locked():
+                yield
+        except OSError as exc:
+            raise self._unwritable(exc) from None
 
     def _unwritable(self, exc: OSError) -> GovshareError:
         # a full disk is worth a retry (75), an unwritable log is configuration (2)
@@ -118,30 +157,68 @@ class AccessLog:
             raise self._unwritable(exc) from None
 
     def _append_locked(self, fh, record: dict[str, Any]) -> dict[str, Any]:  # noqa: ANN001 - a text file
-        last = _last_line(self.path)
-        prev = json.loads(last) if last else None
-        entry = {
-            **record,
-            "seq": prev["seq"] + 1 if prev else 1,
-            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-            "prev_hash": prev["hash"] if prev else GENESIS,
-        }
-        entry["hash"] = hashlib.sha256(canonical_json(entry)).hexdigest()
-        entry["signature"] = self.keystore.sign(entry["hash"].encode("ascii"))
+        entry = self._chained(record)
         size = os.fstat(fh.fileno()).st_size
         try:
-            fh.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
+            fh.write(_line(entry))
             fh.flush()
             os.fsync(fh.fileno())
         except OSError:
             os.truncate(self.path, size)  # never leave half a record
             raise
+        self._appended(entry)
+        return entry
+
+    def _chained(self, record: dict[str, Any]) -> dict[str, Any]:
+        """``record`` as the next record of the log: seq, time, the link to the last one, hash, signature."""
+        last = _last_line(self.path)
+        prev = json.loads(last) if last else None
+        if prev is not None and "seq" not in prev:
+            raise IntegrityError(f"access log {self.path} ends in a line that is not a record; it was altered")
+        entry = {
+            **record,
+            "seq": prev["seq"] + 1 if prev else 1,
+            "time": self.clock().astimezone(timezone.utc).isoformat(timespec="milliseconds"),
+            "prev_hash": prev["hash"] if prev else GENESIS,
+        }
+        entry["hash"] = hashlib.sha256(canonical_json(entry)).hexdigest()
+        entry["signature"] = self.keystore.sign(entry["hash"].encode("ascii"))
+        return entry
+
+    def _appended(self, entry: dict[str, Any]) -> None:
+        """After ``entry`` is in the log: the head re-signed, the leaf added to the tree cache."""
         self._write_head(LogHead(entry["seq"], entry["hash"]))
         try:
-            self.tree.add(entry, self.entries())
+            self.tree.add(entry, self._leaves())
         except (OSError, GovshareError) as exc:  # the record stands; the tree catches up at the next use
             log.warning("access log %s: the tree cache was not updated (%s); it is rebuilt at the next checkpoint",
                         self.path, getattr(exc, "message", None) or exc.__class__.__name__)
+
+    def commit_purge(self, last: int, anchor: dict[str, Any], record: dict[str, Any], leaves: bytes) -> dict[str, Any]:
+        """Under ``exclusive()``: the records up to seq ``last`` out of the live log, in one rename of
+        a new file holding ``anchor`` (line 1), the retained records verbatim and ``record`` (the
+        purge record, chained to the last retained one and naming the anchor). ``leaves``: the
+        leaf hashes of records 1..last, kept first (a crash before the rename leaves the log as
+        it was; extra leaves in the file are never read). Returns the purge record."""
+        for stale in self.folder.glob(f".{self.path.name}.*.tmp"):  # a purge killed before its rename
+            stale.unlink(missing_ok=True)
+        _durable_write(self.folder / PURGED_LEAVES, leaves)
+        entry = self._chained({**record, "anchor": anchor})
+        with replacing(self.path) as tmp:  # renamed over the log when the block ends
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE), "w", encoding="utf-8") as out, \
+                    open(self.path, encoding="utf-8") as src:
+                out.write(_line(anchor))
+                for number, line in enumerate(src, start=1):
+                    doc = json.loads(line)
+                    if not (number == 1 and doc.get("format") == ANCHOR_FORMAT) and doc["seq"] > last:
+                        out.write(line if line.endswith("\n") else line + "\n")
+                out.write(_line(entry))
+                out.flush()
+                os.fsync(out.fileno())
+            _crash_point("purge-written")
+        _sync_dir(self.folder)
+        _crash_point("purge-renamed")
+        self._appended(entry)
         return entry
 
     def _write_head(self, head: LogHead) -> None:
@@ -153,7 +230,9 @@ class AccessLog:
 
     def _synced(self) -> Any:  # noqa: ANN401 - keys.merkle.Levels
         """The tree cache brought to the log; call under the lock."""
-        return self.tree.sync(self.tree.levels(), self.entries(), self.head().count)
+        return self.tree.sync(self.tree.levels(), self._leaves(), self.head().count)
+
+    synced_tree = _synced  # for lineage.retention, under exclusive()
 
     def checkpoint(self, reason: str) -> dict[str, Any]:
         """Sign and keep a checkpoint of the log as it is now (``reason``: publish, service, prove,
@@ -180,7 +259,10 @@ class AccessLog:
                 levels = self._synced()
                 if not 1 <= seq <= levels.size:
                     raise ConfigError(f"the access log has records 1..{levels.size}; there is no record {seq}")
-                entry = next(e for i, e in enumerate(self.entries(), start=1) if i == seq)
+                anchor = self.anchor()
+                if anchor is not None and seq < anchor["first_seq"]:
+                    raise ConfigError(archived_message(anchor, seq))
+                entry = next(e for e in self.entries() if e.get("seq") == seq)
                 checkpoint = self.tree.checkpoint(levels, "prove")
                 path = inclusion_proof(seq - 1, levels.size, levels)
         except OSError as exc:
@@ -207,15 +289,68 @@ class AccessLog:
     # -- reading ---------------------------------------------------------------------------
 
     def entries(self) -> Iterator[dict[str, Any]]:
+        """The records, oldest first (after a purge: the retained ones; the anchor is not a record)."""
         if not self.path.is_file():
             return
         with open(self.path, encoding="utf-8") as fh:
             for number, line in enumerate(fh, start=1):
                 try:
-                    yield json.loads(line)
+                    doc = json.loads(line)
                 except json.JSONDecodeError:
                     raise IntegrityError(f"access log {self.path} line {number} is not a valid record; "
                                          "the log was cut or altered") from None
+                if number == 1 and isinstance(doc, dict) and doc.get("format") == ANCHOR_FORMAT:
+                    continue
+                yield doc
+
+    def anchor(self) -> dict[str, Any] | None:
+        """The retention anchor on line 1 of a purged log, its form checked; None before any purge."""
+        if not self.path.is_file():
+            return None
+        with open(self.path, encoding="utf-8") as fh:
+            line = fh.readline()
+        try:
+            doc = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            return None  # entries() names the line
+        if not isinstance(doc, dict) or doc.get("format") != ANCHOR_FORMAT:
+            return None
+        archives = doc.get("archives")
+        if not (isinstance(doc.get("first_seq"), int) and doc["first_seq"] >= 2 and _hex64(doc.get("prev_hash"))
+                and _hex64(doc.get("leaves_sha256")) and _hex64(doc.get("root")) and isinstance(archives, list)
+                and archives and all(isinstance(a, dict) for a in archives)):
+            raise IntegrityError(f"access log {self.path}: the retention anchor on line 1 is malformed; it was altered")
+        return doc
+
+    def purged_leaves(self, anchor: dict[str, Any]) -> Iterator[bytes]:
+        """The leaf hashes of the purged records 1..first_seq-1, in order; IntegrityError (at the
+        end) when they are not the ones the anchor names."""
+        path, count = self.folder / PURGED_LEAVES, anchor["first_seq"] - 1
+        digest = hashlib.sha256()
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise IntegrityError(f"{path} is missing: the leaf hashes of the purged records 1..{count} were "
+                                 "removed") from None
+        with fh:
+            for _ in range(count):
+                leaf = fh.read(32)
+                if len(leaf) != 32:
+                    raise IntegrityError(f"{path} holds fewer than the {count} leaf hashes of the purged records; "
+                                         "it was cut")
+                digest.update(leaf)
+                yield leaf
+        if digest.hexdigest() != anchor["leaves_sha256"]:
+            raise IntegrityError(f"{path}: the leaf hashes of the purged records 1..{count} are not the ones the "
+                                 "retention anchor names; the file or the anchor was altered")
+
+    def _leaves(self) -> Iterator[bytes]:
+        """Every leaf of the tree, in order: the purged records' kept hashes, then the records'."""
+        anchor = self.anchor()
+        if anchor is not None:
+            yield from self.purged_leaves(anchor)
+        for entry in self.entries():
+            yield entry_leaf(entry)
 
     def head(self) -> LogHead:
         """The log's current head (count 0 and the genesis hash when it is empty), for a manifest."""
@@ -223,6 +358,8 @@ class AccessLog:
         if not last:
             return LogHead(0, GENESIS)
         entry = json.loads(last)
+        if "seq" not in entry and entry.get("format") == ANCHOR_FORMAT:  # only the anchor (never left by a purge)
+            return LogHead(int(entry["first_seq"]) - 1, str(entry["prev_hash"]))
         return LogHead(int(entry["seq"]), str(entry["hash"]))
 
     def signed_head(self) -> LogHead | None:
@@ -242,41 +379,46 @@ class AccessLog:
         """Check every link, hash and signature; the log against the head file and ``heads``
         (where -> head, e.g. from the manifests): nothing cut off the end, nothing rewritten; and
         the Merkle tree recomputed from the records against every kept checkpoint (each one's
-        signature checked), so the log is consistent with every tree the publisher signed."""
+        signature checked), so the log is consistent with every tree the publisher signed.
+
+        After a purge the tree starts from the purged records' kept leaf hashes and the chain from
+        the retention anchor; heads of purged records are covered by the checkpoints alone, and the
+        anchor must be the one the last purge record names, anchored to a kept checkpoint."""
         own = self.signed_head()
         checks = [*([(str(self.head_path), own)] if own else []), *heads]
         wanted = {head.count for _, head in checks}
         checkpoints = self._signed_checkpoints()
-        roots = {size for size, _ in checkpoints}
         hashes: dict[int, str] = {0: GENESIS}
-        tree_roots: dict[int, bytes] = {}
-        frontier = Frontier()
-        if 0 in roots:
-            tree_roots[0] = frontier.root()
-        prev_hash, count = GENESIS, 0
+        prev_hash = GENESIS
         pending: set[int] = set()
-        cached = self.tree.tree_dir / "level-0.bin"
-        cache = open(cached, "rb") if cached.is_file() else None  # noqa: SIM115 - closed below
-        cache_bad = 0
-        try:
+        purge: dict[str, Any] | None = None
+        anchor = self.anchor()
+        with _Walk({size for size, _ in checkpoints}, self.tree.tree_dir / "level-0.bin") as walk:
+            if anchor is not None:
+                for leaf in self.purged_leaves(anchor):
+                    walk.add(leaf)
+                if walk.frontier.root().hex() != anchor["root"]:
+                    raise IntegrityError(f"access log {self.path}: the purged records' leaf hashes do not make the root "
+                                         "the retention anchor (line 1) names; the anchor was altered")
+                prev_hash = hashes[walk.count] = anchor["prev_hash"]
             for entry in self.entries():
-                count += 1
-                self._check_link(entry, count, prev_hash)
+                self._check_link(entry, walk.count + 1, prev_hash, anchor)
                 prev_hash = entry["hash"]
-                leaf = entry_leaf(entry)
-                frontier.append(leaf)
-                held = cache.read(32) if cache else b""
-                if len(held) == 32 and held != leaf and not cache_bad:
-                    cache_bad = count
-                self._verify_step(entry, count, prev_hash, wanted, hashes, roots, tree_roots, frontier, pending)
-        finally:
-            if cache:
-                cache.close()
+                walk.add(entry_leaf(entry))
+                if walk.count in wanted:
+                    hashes[walk.count] = prev_hash
+                if entry.get("event") == DELIVERY and entry.get("outcome") == "pending":
+                    pending.add(walk.count)
+                elif entry.get("event") == COMPLETE:
+                    pending.discard(entry.get("delivery"))
+                elif entry.get("event") == PURGE:
+                    purge = entry
+        count, purged = walk.count, (anchor["first_seq"] - 1 if anchor else 0)
         for where, head in checks:
             if head.count > count:
                 raise IntegrityError(f"access log {self.path} has {count} record(s) but {where} (signed) counts "
                                      f"{head.count}: records were removed from the end")
-            if hashes.get(head.count) != head.hash:
+            if head.count >= purged and hashes.get(head.count) != head.hash:  # below: archived, under the checkpoints
                 raise IntegrityError(f"access log {self.path} record {head.count} is not the one {where} signed: "
                                      "the log was rewritten")
         matched = 0
@@ -284,30 +426,41 @@ class AccessLog:
             if size > count:
                 raise IntegrityError(f"access log {self.path} has {count} record(s) but {where} signs a tree of "
                                      f"{size}: records {count + 1}..{size} were removed from the end")
-            if tree_roots.get(size) != root:
+            if walk.tree_roots.get(size) != root:
                 raise IntegrityError(f"access log {self.path}: records {matched + 1}..{size} are not the ones {where} "
                                      f"signed (the first {matched} are): the log was rewritten")
             matched = size
+        self._check_anchor(anchor, purge, {size: root for size, (_, root) in checkpoints})
         levels = self.tree.levels() if self.tree.tree_dir.is_dir() else None
-        if cache_bad:
-            raise IntegrityError(f"the access log's tree cache {self.tree.tree_dir} does not hold record {cache_bad}'s "
-                                 "leaf; it was altered (remove the folder: it is rebuilt from the log)")
-        if levels is not None and levels.size == count and count and levels.root(count) != frontier.root():
+        if walk.cache_bad:
+            raise IntegrityError(f"the access log's tree cache {self.tree.tree_dir} does not hold record "
+                                 f"{walk.cache_bad}'s leaf; it was altered (remove the folder: it is rebuilt from the log)")
+        if levels is not None and levels.size == count and count and levels.root(count) != walk.frontier.root():
             raise IntegrityError(f"the access log's tree cache {self.tree.tree_dir} does not match its records; "
                                  "it was altered (remove the folder: it is rebuilt from the log)")
-        return AuditSummary(count, tuple(where for where, _ in checks), tuple(sorted(pending)), len(checkpoints))
+        return AuditSummary(count, tuple(where for where, _ in checks), tuple(sorted(pending)), len(checkpoints),
+                            purged)
 
-    @staticmethod
-    def _verify_step(entry: dict[str, Any], count: int, prev_hash: str, wanted: set[int], hashes: dict[int, str],
-                     roots: set[int], tree_roots: dict[int, bytes], frontier: Frontier, pending: set[int]) -> None:
-        if count in wanted:
-            hashes[count] = prev_hash
-        if count in roots:
-            tree_roots[count] = frontier.root()
-        if entry.get("event") == DELIVERY and entry.get("outcome") == "pending":
-            pending.add(count)
-        elif entry.get("event") == COMPLETE:
-            pending.discard(entry.get("delivery"))
+    def _check_anchor(self, anchor: dict[str, Any] | None, purge: dict[str, Any] | None,
+                      kept: dict[int, bytes]) -> None:
+        """The retention anchor is the one the last purge record names, and that record is anchored
+        to a checkpoint that was kept (signed, and checked against the tree above)."""
+        if anchor is None:
+            if purge is not None:
+                raise IntegrityError(f"access log {self.path} record {purge['seq']} is a purge record, but the log "
+                                     "has no retention anchor on line 1: the anchor was removed")
+            return
+        where = f"access log {self.path}: the retention anchor on line 1 (records 1..{anchor['first_seq'] - 1} purged)"
+        if purge is None:
+            raise IntegrityError(f"{where} is named by no purge record: the purge record was removed")
+        if purge.get("anchor") != anchor:
+            raise IntegrityError(f"{where} is not the one purge record {purge['seq']} names: the anchor was altered")
+        checkpoint = purge.get("checkpoint") if isinstance(purge.get("checkpoint"), dict) else {}
+        root = kept.get(checkpoint.get("size"))  # type: ignore[arg-type]
+        if root is None or root.hex() != checkpoint.get("root"):
+            raise IntegrityError(f"access log {self.path}: purge record {purge['seq']} is anchored to a checkpoint of "
+                                 f"{checkpoint.get('size')} record(s) that no kept checkpoint signs; the checkpoints "
+                                 "were altered")
 
     def _signed_checkpoints(self) -> list[tuple[int, tuple[str, bytes]]]:
         """(size, (where, root)) of every kept checkpoint, each signature checked."""
@@ -320,12 +473,18 @@ class AccessLog:
             found.append((checkpoint.size, (f"{where} ({record.get('time')})", checkpoint.root)))
         return found
 
-    def _check_link(self, entry: dict[str, Any], count: int, prev_hash: str) -> None:
+    def _check_link(self, entry: dict[str, Any], count: int, prev_hash: str, anchor: dict[str, Any] | None) -> None:
         where = f"access log {self.path} record {count}"
         body = {k: v for k, v in entry.items() if k not in ("hash", "signature")}
         if entry.get("seq") != count:
+            if count == 1 and anchor is None:
+                raise IntegrityError(f"{where}: sequence number {entry.get('seq')!r}; the records before it were removed "
+                                     "(or the retention anchor, line 1 of a purged log)")
             raise IntegrityError(f"{where}: sequence number {entry.get('seq')!r}; a record was removed or reordered")
         if entry.get("prev_hash") != prev_hash:
+            if anchor is not None and count == anchor["first_seq"]:
+                raise IntegrityError(f"{where}: does not link to the hash the retention anchor on line 1 holds; the "
+                                     "anchor or the record was altered")
             raise IntegrityError(f"{where}: does not link to the record before it; a record was removed or reordered")
         if hashlib.sha256(canonical_json(body)).hexdigest() != entry.get("hash"):
             raise IntegrityError(f"{where}: its content does not match its hash; the record was altered")
@@ -376,6 +535,76 @@ def manifest_heads(store_root: Path, keystore: Keystore) -> list[tuple[str, LogH
                                      "so its access-log head cannot be trusted") from None
             found.append((f"{folder.name} version {version} manifest", LogHead.from_json(head)))
     return found
+
+
+class _Walk:
+    """One pass over the tree's leaves in order: the frontier, the root at every checkpointed size,
+    and the first leaf the tree cache holds otherwise."""
+
+    def __init__(self, roots: set[int], cached: Path) -> None:
+        self.frontier = Frontier()
+        self.roots = roots
+        self.tree_roots: dict[int, bytes] = {0: self.frontier.root()} if 0 in roots else {}
+        self.cache = open(cached, "rb") if cached.is_file() else None  # noqa: SIM115 - closed by __exit__
+        self.cache_bad = 0
+
+    def __enter__(self) -> _Walk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cache:
+            self.cache.close()
+
+    @property
+    def count(self) -> int:
+        return self.frontier.size
+
+    def add(self, leaf: bytes) -> None:
+        self.frontier.append(leaf)
+        held = self.cache.read(32) if self.cache else b""
+        if len(held) == 32 and held != leaf and not self.cache_bad:
+            self.cache_bad = self.count
+        if self.count in self.roots:
+            self.tree_roots[self.count] = self.frontier.root()
+
+
+def archived_message(anchor: dict[str, Any], seq: int) -> str:
+    """What to say of record ``seq``, archived and purged: which archive holds it."""
+    held = next((a for a in anchor["archives"] if a.get("first", 0) <= seq <= a.get("last", 0)), {})
+    return (f"record {seq} was archived and purged from the live log (records 1..{anchor['first_seq'] - 1} are "
+            f"archived); it is in the archive of records {held.get('first')}..{held.get('last')} with SHA-256 "
+            f"{held.get('sha256')}: check it there with govshare audit check-archive FILE --key PEM")
+
+
+def _line(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def _hex64(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def _durable_write(path: Path, data: bytes) -> None:
+    """``path`` replaced whole by ``data``, synced before the rename and the rename synced."""
+    with replacing(path) as tmp, open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE), "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    _sync_dir(path.parent)
+
+
+def _sync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _crash_point(name: str) -> None:
+    """A named crash point of a purge for fault-injection tests (common.faults: SIGKILL, as a power cut)."""
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _last_line(path: Path) -> str | None:

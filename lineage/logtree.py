@@ -20,13 +20,16 @@ The tree's node hashes are cached in ``audit/tree/level-K.bin`` (keys.merkle.Lev
 of level K is the hash of leaves i*2^K..(i+1)*2^K-1), so a root or a proof costs O(log n) reads,
 never a pass over the log. The cache is derived: it is brought up to the log whenever it lags
 (after a crash between the two writes, or in a home older than the tree) and rebuilt when it
-does not fit; ``audit verify`` recomputes the tree from the records themselves.
+does not fit; ``audit verify`` recomputes the tree from the records themselves. After a purge
+(lineage.retention) the leaves of the purged records come from their kept hashes
+(``audit/purged-leaves.bin``), so the tree and every old checkpoint stay whole.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import os
 import secrets
@@ -116,23 +119,24 @@ class LogTree:
         private_dir(self.tree_dir)
         return Levels(self.tree_dir, durable=False)  # derived from the log: rebuilt, never trusted alone
 
-    def add(self, entry: dict[str, Any], entries: Iterable[dict[str, Any]] | None = None) -> None:
+    def add(self, entry: dict[str, Any], leaves: Iterable[bytes] | None = None) -> None:
         """Add the record just appended to the log (seq N) as leaf N-1, first catching up when the
-        cache lags (``entries``: a fresh pass over the log, used only then)."""
+        cache lags (``leaves``: a fresh pass over every leaf of the log, used only then)."""
         levels = self.levels()
         if levels.size == int(entry["seq"]) - 1:  # Levels itself repairs an upper level a crash left behind
             levels.append(entry_leaf(entry))
         else:
-            self.sync(levels, entries or (), int(entry["seq"]))
+            self.sync(levels, leaves or (), int(entry["seq"]))
 
-    def sync(self, levels: Levels, entries: Iterable[dict[str, Any]], count: int) -> Levels:
-        """Bring the cache to the log's ``count`` records: extend it when it lags, rebuild it from
-        scratch when it is longer than the log (whose records it then cannot be of)."""
+    def sync(self, levels: Levels, leaves: Iterable[bytes], count: int) -> Levels:
+        """Bring the cache to the log's ``count`` records (``leaves``: every leaf of the log, in
+        order): extend it when it lags, rebuild it from scratch when it is longer than the log
+        (whose records it then cannot be of)."""
         if levels.size > count:
             levels.reset()
         have = levels.size
         if have < count:
-            levels.append_many(entry_leaf(e) for i, e in enumerate(entries) if have <= i < count)
+            levels.append_many(itertools.islice(leaves, have, count))
         if levels.size != count:
             raise IntegrityError(f"the access log's tree cache in {self.tree_dir} could not be brought to "
                                  f"{count} record(s); the log changed while it was read")
@@ -145,14 +149,7 @@ class LogTree:
         size = levels.size
         root = levels.root(size)
         origin = self.origin(create=True)
-        key_id = self.keystore.signing_key_id()
-        public = serialization.load_pem_public_key(self.keystore.public_key_pem(key_id))
-        assert isinstance(public, Ed25519PublicKey)
-
-        def sign(body: bytes) -> bytes:
-            return base64.b64decode(self.keystore.sign(body, key_id)["signature"])
-
-        note = sign_note(Checkpoint(origin, size, root).body(), origin, raw_public(public), sign)
+        note, key_id = self.sign(Checkpoint(origin, size, root))
         record = {"format": CHECKPOINT_FORMAT, "size": size, "root": root.hex(), "reason": reason, "key_id": key_id,
                   "time": (time or datetime.now(timezone.utc)).isoformat(timespec="milliseconds"),
                   "note": note.decode("utf-8")}
@@ -162,6 +159,18 @@ class LogTree:
             fh.flush()
             os.fsync(fh.fileno())
         return record
+
+    def sign(self, checkpoint: Checkpoint) -> tuple[bytes, str]:
+        """A signed note of ``checkpoint`` by the publisher's current signing key, named by the
+        origin (C2SP signed-note), and that key's id."""
+        key_id = self.keystore.signing_key_id()
+        public = serialization.load_pem_public_key(self.keystore.public_key_pem(key_id))
+        assert isinstance(public, Ed25519PublicKey)
+
+        def sign(body: bytes) -> bytes:
+            return base64.b64decode(self.keystore.sign(body, key_id)["signature"])
+
+        return sign_note(checkpoint.body(), checkpoint.origin, raw_public(public), sign), key_id
 
     def checkpoints(self) -> Iterator[tuple[int, dict[str, Any]]]:
         """(line, record) for every kept checkpoint, oldest first; IntegrityError on a line that is
