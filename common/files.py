@@ -18,6 +18,15 @@ from common.errors import ConfigError
 from common.oserrors import read_only
 
 
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or a new file in ``folder`` durable (fsync of the directory itself)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def canonical_json(doc: dict[str, Any]) -> bytes:
     """The exact bytes that get signed and chained."""
     return json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

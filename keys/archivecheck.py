@@ -39,7 +39,6 @@ import argparse
 import base64
 import binascii
 import hashlib
-import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,7 +52,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from keys.checkpoint import Checkpoint, CheckpointError, note_text, parse_checkpoint, verify_note
 from keys.merkle import Frontier, leaf_hash, verify_consistency
-from keys.proofcheck import ProofError, canonical, key_fingerprint, load_key
+from keys.proofcheck import ProofError, canonical, key_fingerprint, load_key, read_bounded_json
 
 ARCHIVE_FORMAT = "govshare-access-log-archive/1"
 EXTENSION = "govshare-archive"
@@ -94,17 +93,7 @@ def signed_statement(origin: str, first: int, last: int, root: bytes, body_diges
 
 def read_archive(path: Path) -> tuple[bytes, Any]:
     """The archive file's bytes and its JSON; ArchiveError when it cannot be read or is not JSON."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_ARCHIVE_BYTES + 1)
-    except OSError as exc:
-        raise ArchiveError(f"{path}: cannot be read ({exc.strerror or exc.__class__.__name__})") from None
-    if len(raw) > MAX_ARCHIVE_BYTES:
-        raise ArchiveError(f"{path}: larger than {MAX_ARCHIVE_BYTES} bytes; not an archive")
-    try:
-        return raw, json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ArchiveError(f"{path}: not JSON") from None
+    return read_bounded_json(path, MAX_ARCHIVE_BYTES, ArchiveError, "an archive")
 
 
 def _int(value: object) -> bool:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from common.errors import ConfigError, GovshareError, IntegrityError
+from common.files import fsync_dir
 from keys import gm, rootkey, sigalg
 from keys.profile import PROFILE_ENV, STANDARD, SYMMETRIC_BYTES, Profile
 from keys.profile import profile as named_profile
@@ -195,7 +196,7 @@ class Keystore:
                 finally:
                     tmp.unlink(missing_ok=True)
                 done += 1
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
             finish(following)  # the old root key is gone: nothing it wrapped is left
         return old_id, new_id, done
 
@@ -235,7 +236,7 @@ class Keystore:
                 tmp.unlink(missing_ok=True)
             wrapped.append(entry.key_id)
         if wrapped:
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
         return wrapped
 
     def rotate(self, name: str) -> tuple[str, str]:
@@ -417,7 +418,7 @@ class Keystore:
             ) from None
         finally:
             os.unlink(tmp)
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
     def _write_temp(self, content: bytes) -> Path:
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".tmp-")  # mkstemp creates it 0600
@@ -439,7 +440,7 @@ class Keystore:
             os.replace(tmp, self.path / INDEX_FILE)
         finally:
             tmp.unlink(missing_ok=True)
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
     # -- the index -------------------------------------------------------------------------
 
@@ -628,10 +629,3 @@ def _altered(key_id: str, path: Path) -> str:
     return (f"key {key_id!r} in {path} does not match its check value in {INDEX_FILE}: "
             "the keystore was altered or corrupted; restore it from backup")
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

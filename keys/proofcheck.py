@@ -106,17 +106,22 @@ def check_proof(doc: Any, key: Ed25519PublicKey, name: str | None = None) -> Che
 
 
 def read_proof(path: Path) -> Any:  # noqa: ANN401 - JSON
+    return read_bounded_json(path, MAX_PROOF_BYTES, ProofError, "a proof")[1]
+
+
+def read_bounded_json(path: Path, limit: int, error: type[Exception], what: str) -> tuple[bytes, Any]:
+    """A JSON file of at most ``limit`` bytes, as (bytes, document); ``error`` saying why otherwise."""
     try:
         with open(path, "rb") as fh:
-            raw = fh.read(MAX_PROOF_BYTES + 1)
+            raw = fh.read(limit + 1)
     except OSError as exc:
-        raise ProofError(f"{path}: cannot be read ({exc.strerror or exc.__class__.__name__})") from None
-    if len(raw) > MAX_PROOF_BYTES:
-        raise ProofError(f"{path}: larger than {MAX_PROOF_BYTES} bytes; not a proof")
+        raise error(f"{path}: cannot be read ({exc.strerror or exc.__class__.__name__})") from None
+    if len(raw) > limit:
+        raise error(f"{path}: larger than {limit} bytes; not {what}")
     try:
-        return json.loads(raw)
+        return raw, json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise ProofError(f"{path}: not JSON") from None
+        raise error(f"{path}: not JSON") from None
 
 
 def key_fingerprint(key: Ed25519PublicKey) -> str:

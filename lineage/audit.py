@@ -44,7 +44,7 @@ from typing import Any, Literal, TextIO
 
 from common.errors import ConfigError, GovshareError, IntegrityError
 from common.faults import FAULT_ENV
-from common.files import PRIVATE_FILE, canonical_json, private_dir, replacing, write_private
+from common.files import PRIVATE_FILE, canonical_json, fsync_dir, private_dir, replacing, write_private
 from common.home import Home
 from common.oserrors import storage_error
 from keys.keystore import Keystore
@@ -216,7 +216,7 @@ class AccessLog:
                 out.flush()
                 os.fsync(out.fileno())
             _crash_point("purge-written")
-        _sync_dir(self.folder)
+        fsync_dir(self.folder)
         _crash_point("purge-renamed")
         self._appended(entry)
         return entry
@@ -590,15 +590,8 @@ def _durable_write(path: Path, data: bytes) -> None:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
-    _sync_dir(path.parent)
+    fsync_dir(path.parent)
 
-
-def _sync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _crash_point(name: str) -> None:

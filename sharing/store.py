@@ -51,7 +51,7 @@ from typing import Any, Literal
 
 from common.errors import ConfigError, IntegrityError, PublishConflict, TemporaryFailure
 from common.faults import checkpoint
-from common.files import canonical_json, write_atomic
+from common.files import canonical_json, fsync_dir, write_atomic
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
@@ -212,7 +212,7 @@ class SharingStore:
         checkpoint("manifest")
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         os.rename(staged, target)  # atomic on one filesystem: the version appears whole
-        _fsync_dir(self.versions_dir)
+        fsync_dir(self.versions_dir)
         checkpoint("visible")
         return target
 
@@ -340,12 +340,5 @@ def _fsync_tree(folder: Path) -> None:
         if path.is_file():
             with open(path, "rb") as fh:
                 os.fsync(fh.fileno())
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
