@@ -43,6 +43,7 @@ from keys.checkpoint import Checkpoint, CheckpointError, note_text, parse_checkp
 from keys.datakeys import envelope_info, open_sealed
 from keys.kms import decryption_with
 from keys.merkle import verify_consistency
+from keys.proofcheck import signed_tree_hash
 from keys.pseudonyms import FINGERPRINT, KEY_REF
 from sharing.datakeys import manifest_keys
 from sharing.disputes import Dispute, disputed_mask
@@ -216,7 +217,9 @@ def witness(home: AgentHome, enrolled: Enrolled, client: ServiceClient) -> dict[
         except (TypeError, ValueError):
             hashes = None
         if (hashes is None or checkpoint.size < old_size
-                or not verify_consistency(old_size, checkpoint.size, bytes.fromhex(held["root"]), checkpoint.root, hashes)):
+                or not verify_consistency(old_size, checkpoint.size, bytes.fromhex(held["root"]), checkpoint.root, hashes,
+                                          signed_tree_hash(note.encode("utf-8"), checkpoint.origin,
+                                                           enrolled.publisher.public_keys()))):
             _rewritten(home, held, checkpoint, "the new checkpoint's tree does not extend the one this agent holds")
     elif checkpoint.size == 0 and proof:
         raise IntegrityError("the service's checkpoint answer is malformed")

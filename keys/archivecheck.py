@@ -22,22 +22,29 @@ them from the live log::
     signature         a signed note by the publisher (C2SP signed-note) of a tlog-checkpoint of the
                       tree of last_seq leaves, with one extension line
                       ``govshare-archive FIRST-LAST sha256:<hex>``: the SHA-256 of the canonical
-                      JSON of the document without ``signature``
+                      JSON of the document without ``signature`` (``sm3:<hex>``, the SM3, in a
+                      国密 log)
+    hash_algorithm    ``"SM3"`` in a log of the 国密 profile; absent for SHA-256: the hash of the
+                      records' chain, the tree and the digest above
+
+The hash is learnt from the archive and bound to the key that checks it: an archive signed with an
+Ed25519 key must be SHA-256, one signed with an SM2 key SM3 (keys.merkle.SIGNED_WITH), and so must
+every record's and checkpoint's key; anything else is refused, so an archive cannot be re-hashed
+under a weaker algorithm than its key's.
 
 What is checked here: the signature under the given key (and its origin), the digest it names;
 the records in order, each linked to the one before, its hash its content's and its signature by
 a listed publisher key; that the prefix and the records' leaves make the root the signature signs
 (so the records are exactly those leaves of the signed tree); every checkpoint's signature and its
 consistency with the last one, and the consistency of the signed root with it. Like
-keys.proofcheck, this needs only the standard library, ``cryptography`` and keys.merkle and
-keys.checkpoint: ``python -m keys.archivecheck FILE --key publisher.pem``.
+keys.proofcheck, this needs only the standard library, ``cryptography`` (and ``gmssl-pyx`` for SM2
+keys, through keys.sigalg) and keys.merkle and keys.checkpoint:
+``python -m keys.archivecheck FILE --key publisher.pem`` (an Ed25519 or SM2 key, PEM or vkey).
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import hashlib
 import sys
 from collections.abc import Sequence
@@ -46,13 +53,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from common.errors import IntegrityError
+from keys import sigalg
 from keys.checkpoint import Checkpoint, CheckpointError, note_text, parse_checkpoint, verify_note
-from keys.merkle import Frontier, leaf_hash, verify_consistency
-from keys.proofcheck import ProofError, canonical, key_fingerprint, load_key, read_bounded_json
+from keys.merkle import SHA256, Frontier, TreeHash, verify_consistency
+from keys.proofcheck import (
+    ProofError,
+    as_public,
+    bound_hash,
+    canonical,
+    key_fingerprint,
+    load_key,
+    read_bounded_json,
+    recorded_hash,
+)
 
 ARCHIVE_FORMAT = "govshare-access-log-archive/1"
 EXTENSION = "govshare-archive"
@@ -75,20 +91,24 @@ class CheckedArchive:
     tree_root: bytes
     checkpoints: int
     before: str
+    hash_algorithm: str = SHA256.name
 
 
-def digest(doc: dict[str, Any]) -> str:
-    """The SHA-256 the archive's signature names: of the canonical JSON without ``signature``."""
-    return hashlib.sha256(canonical({k: v for k, v in doc.items() if k != "signature"})).hexdigest()
+def digest(doc: dict[str, Any], hasher: TreeHash = SHA256) -> str:
+    """The digest the archive's signature names (SHA-256, or SM3 in a 国密 log): of the canonical
+    JSON without ``signature``."""
+    return hasher.digest(canonical({k: v for k, v in doc.items() if k != "signature"})).hex()
 
 
-def extension(first: int, last: int, body_digest: str) -> str:
-    return f"{EXTENSION} {first}-{last} sha256:{body_digest}"
+def extension(first: int, last: int, body_digest: str, hasher: TreeHash = SHA256) -> str:
+    label = "sha256" if hasher is SHA256 else hasher.name.lower()
+    return f"{EXTENSION} {first}-{last} {label}:{body_digest}"
 
 
-def signed_statement(origin: str, first: int, last: int, root: bytes, body_digest: str) -> Checkpoint:
+def signed_statement(origin: str, first: int, last: int, root: bytes, body_digest: str,
+                     hasher: TreeHash = SHA256) -> Checkpoint:
     """What the archive's signed note states: the tree of ``last`` leaves, and the archive's digest."""
-    return Checkpoint(origin, last, root, (extension(first, last, body_digest),))
+    return Checkpoint(origin, last, root, (extension(first, last, body_digest, hasher),))
 
 
 def read_archive(path: Path) -> tuple[bytes, Any]:
@@ -120,20 +140,23 @@ def _time(value: object, what: str) -> datetime:
     return when
 
 
-def listed_keys(doc: dict[str, Any]) -> dict[str, Ed25519PublicKey]:
+def listed_keys(doc: dict[str, Any]) -> dict[str, sigalg.PublicKey]:
     """key_id -> key of the publisher keys the archive lists (only trusted once its signature is)."""
     found = {}
     for item in doc.get("publisher_keys") or []:
         try:
-            public = serialization.load_pem_public_key(str(item["public_pem"]).encode("ascii"))
-        except (KeyError, TypeError, ValueError):
+            public = sigalg.load_public_pem(str(item["public_pem"]), "a listed publisher key")
+        except (KeyError, TypeError, IntegrityError):
             raise ArchiveError("publisher_keys holds an entry that is not a key id and a PEM public key") from None
-        if isinstance(public, Ed25519PublicKey):
-            found[str(item.get("key_id"))] = public
+        if item.get("algorithm", public.algorithm) != public.algorithm:
+            raise ArchiveError(f"publisher key {item.get('key_id')!r} is listed as {item.get('algorithm')!r} but is an "
+                               f"{public.algorithm} key")
+        found[str(item.get("key_id"))] = public
     return found
 
 
-def _verify_signature(doc: dict[str, Any], keys: Sequence[Ed25519PublicKey], name: str | None) -> Checkpoint:
+def _verify_signature(doc: dict[str, Any], keys: Sequence[sigalg.PublicKey],
+                      name: str | None) -> tuple[Checkpoint, sigalg.PublicKey]:
     note = doc.get("signature")
     if not isinstance(note, str):
         raise ArchiveError("the archive has no signature (a signed note)")
@@ -143,20 +166,22 @@ def _verify_signature(doc: dict[str, Any], keys: Sequence[Ed25519PublicKey], nam
         raise ArchiveError(f"the archive's signature is not a signed checkpoint: {exc}") from None
     for key in keys:
         try:
-            return verify_note(note.encode("utf-8"), name or stated.origin, key)
+            return verify_note(note.encode("utf-8"), name or stated.origin, key), key
         except CheckpointError:
             continue
     raise ArchiveError("the archive's signature does not verify under the given key: it was altered or signed by "
                        "another key")
 
 
-def _check_records(doc: dict[str, Any], first: int, last: int, keys: dict[str, Ed25519PublicKey]) -> Frontier:
-    """The records in order and linked, each hash and signature good; the tree through the last."""
+def _check_records(doc: dict[str, Any], first: int, last: int, keys: dict[str, sigalg.PublicKey],
+                   hasher: TreeHash) -> Frontier:
+    """The records in order and linked, each hash (``hasher``'s, which each one records and its
+    key is bound to) and signature good; the tree through the last."""
     records = doc.get("records")
     if not isinstance(records, list) or len(records) != last - first + 1:
         raise ArchiveError(f"records must be a list of the {last - first + 1} record(s) {first}..{last}")
     try:
-        frontier = Frontier.from_json(doc.get("prefix"))
+        frontier = Frontier.from_json(doc.get("prefix"), hasher)
     except ValueError as exc:
         raise ArchiveError(f"prefix is not the tree before record {first}: {exc}") from None
     if frontier.size != first - 1:
@@ -172,31 +197,34 @@ def _check_records(doc: dict[str, Any], first: int, last: int, keys: dict[str, E
             raise ArchiveError(f"{where}: missing or out of order (seq {found!r})")
         if record.get("prev_hash") != prev:
             raise ArchiveError(f"{where}: does not link to the record before it; a record was removed or reordered")
+        if recorded_hash(record) != hasher.name:
+            raise ArchiveError(f"{where}: records the hash {recorded_hash(record)!r}, not the archive's {hasher.name}")
         body = {k: v for k, v in record.items() if k not in CHAIN_FIELDS}
-        if hashlib.sha256(canonical(body)).hexdigest() != record.get("hash"):
+        if hasher.digest(canonical(body)).hex() != record.get("hash"):
             raise ArchiveError(f"{where}: its content does not match its hash; the record was altered")
-        _check_record_signature(record, keys, where)
+        _check_record_signature(record, keys, where, hasher)
         if _time(record.get("time"), f"{where}'s time") >= before:
             raise ArchiveError(f"{where} is from {record.get('time')}, not before the archive's cut {doc.get('before')}")
         prev = record["hash"]
-        frontier.append(leaf_hash(canonical(record)))
+        frontier.append(hasher.leaf(canonical(record)))
     return frontier
 
 
-def _check_record_signature(record: dict[str, Any], keys: dict[str, Ed25519PublicKey], where: str) -> None:
+def _check_record_signature(record: dict[str, Any], keys: dict[str, sigalg.PublicKey], where: str,
+                            hasher: TreeHash) -> None:
     signature = record.get("signature") if isinstance(record.get("signature"), dict) else {}
     key = keys.get(str(signature.get("key_id")))
-    if key is None or signature.get("algorithm") != "Ed25519":
-        raise ArchiveError(f"{where}: signed by key {signature.get('key_id')!r}, which is not an Ed25519 publisher key "
-                           "the archive lists")
-    try:
-        key.verify(base64.b64decode(str(signature.get("signature")), validate=True), str(record["hash"]).encode("ascii"))
-    except (InvalidSignature, binascii.Error, ValueError):
-        raise ArchiveError(f"{where}: the publisher's signature does not verify") from None
+    if key is None or signature.get("algorithm") != key.algorithm:
+        raise ArchiveError(f"{where}: signed by key {signature.get('key_id')!r} ({signature.get('algorithm')!r}), which "
+                           "is not a publisher key of that algorithm the archive lists")
+    bound_hash(key, hasher.name, where, ArchiveError)
+    raw = sigalg.signature_bytes(signature.get("signature"))
+    if raw is None or not key.verify(raw, str(record["hash"]).encode("ascii")):
+        raise ArchiveError(f"{where}: the publisher's signature does not verify")
 
 
 def _check_checkpoints(doc: dict[str, Any], origin: str, first: int, last: int, root: bytes,
-                       keys: Sequence[Ed25519PublicKey]) -> tuple[Checkpoint, int]:
+                       keys: Sequence[sigalg.PublicKey], hasher: TreeHash) -> tuple[Checkpoint, int]:
     """Every checkpoint signed and consistent with the last one, and the archive's tree with it."""
     items = doc.get("checkpoints")
     if not isinstance(items, list) or not items or not all(isinstance(c, dict) for c in items):
@@ -209,9 +237,10 @@ def _check_checkpoints(doc: dict[str, Any], origin: str, first: int, last: int, 
         for key in keys:
             try:
                 checked.append(verify_note(note.encode("utf-8"), origin, key))
-                break
             except CheckpointError:
                 continue
+            bound_hash(key, hasher.name, f"checkpoint {number} (of the archive's hash)", ArchiveError)
+            break
         else:
             raise ArchiveError(f"checkpoint {number} is not signed by a publisher key the archive lists (origin {origin})")
     top = checked[-1]
@@ -224,34 +253,40 @@ def _check_checkpoints(doc: dict[str, Any], origin: str, first: int, last: int, 
         if item.get("size") != checkpoint.size or item.get("root") != checkpoint.root.hex():
             raise ArchiveError(f"checkpoint {number}: its size or root differs from what its signed note says")
         proof = _hashes(item.get("consistency"), f"checkpoint {number}'s consistency proof")
-        if not verify_consistency(checkpoint.size, top.size, checkpoint.root, top.root, proof):
+        if not verify_consistency(checkpoint.size, top.size, checkpoint.root, top.root, proof, hasher):
             raise ArchiveError(f"checkpoint {number} (size {checkpoint.size}) is not consistent with the last one "
                                f"(size {top.size}): the log was rewritten between them")
-    if not verify_consistency(last, top.size, root, top.root, _hashes(doc.get("consistency"), "consistency")):
+    if not verify_consistency(last, top.size, root, top.root, _hashes(doc.get("consistency"), "consistency"), hasher):
         raise ArchiveError(f"the tree of the {last} record(s) is not a prefix of the tree the last checkpoint signs")
     return top, len(checked)
 
 
-def check_archive(doc: Any, keys: Sequence[Ed25519PublicKey], name: str | None = None) -> CheckedArchive:  # noqa: ANN401
-    """Check an archive against the publisher's key (any of ``keys``); ArchiveError naming what fails."""
+def check_archive(doc: Any, keys: Sequence[sigalg.PublicKey | Ed25519PublicKey],  # noqa: ANN401 - JSON
+                  name: str | None = None) -> CheckedArchive:
+    """Check an archive against the publisher's key (any of ``keys``); ArchiveError naming what
+    fails. The hash is the one the archive records, once it is the one the key that verifies the
+    archive's signature is bound to."""
+    keys = [as_public(k) for k in keys]
     if not isinstance(doc, dict) or doc.get("format") != ARCHIVE_FORMAT:
         raise ArchiveError(f"not a {ARCHIVE_FORMAT} document")
     first, last = doc.get("first_seq"), doc.get("last_seq")
     if not (_int(first) and _int(last)) or not 1 <= first <= last:
         raise ArchiveError("first_seq and last_seq must be integers with 1 <= first_seq <= last_seq")
-    stated = _verify_signature(doc, keys, name)
+    stated, signer = _verify_signature(doc, keys, name)
+    hasher = bound_hash(signer, recorded_hash(doc), "the archive", ArchiveError)
     if stated.origin != doc.get("origin"):
         raise ArchiveError(f"the archive names the log {doc.get('origin')!r} but its signature the log {stated.origin!r}")
-    if stated.extensions != (extension(first, last, digest(doc)),):
+    if stated.extensions != (extension(first, last, digest(doc, hasher), hasher),):
         raise ArchiveError("the archive is not the one its signature signs (its digest differs): it was altered")
     publisher = listed_keys(doc)
-    frontier = _check_records(doc, first, last, publisher)
+    frontier = _check_records(doc, first, last, publisher, hasher)
     root = frontier.root()
     if stated.size != last or stated.root != root or doc.get("root") != root.hex():
         raise ArchiveError(f"the records are not leaves {first - 1}..{last - 1} of the tree the archive's signature "
                            "signs: a record or the prefix was altered")
-    top, count = _check_checkpoints(doc, stated.origin, first, last, root, [*keys, *publisher.values()])
-    return CheckedArchive(stated.origin, first, last, root, top.size, top.root, count, str(doc.get("before")))
+    top, count = _check_checkpoints(doc, stated.origin, first, last, root, [*keys, *publisher.values()], hasher)
+    return CheckedArchive(stated.origin, first, last, root, top.size, top.root, count, str(doc.get("before")),
+                          hasher.name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def summary(checked: CheckedArchive, sha256: str, key: Ed25519PublicKey) -> str:
+def summary(checked: CheckedArchive, sha256: str, key: sigalg.PublicKey | Ed25519PublicKey) -> str:
     return (f"records {checked.first}..{checked.last} (before {checked.before}) are leaves {checked.first - 1}.."
             f"{checked.last - 1} of the access log {checked.origin}, consistent with {checked.checkpoints} signed "
             f"checkpoint(s) up to a tree of {checked.tree_size}, as signed by the key {key_fingerprint(key)[:16]}; "

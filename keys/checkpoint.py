@@ -178,6 +178,10 @@ def _raw_size(algorithm: str) -> int:
 def key_hash(name: str, public_raw: bytes, algorithm: str = "Ed25519") -> bytes:
     """The 4-byte key ID: SHA-256(name || 0x0A || signature type || public key)[:4], the type
     being 0x01 for Ed25519 and ``SM2_TYPE`` (0xff and an identifier) for SM2."""
+    # SHA-256 in every profile, SM2 keys too: c2sp.org/signed-note fixes the key ID as the first
+    # four bytes of SHA-256(name || 0x0A || type || key), and this is an identifier that lets a
+    # verifier pick the line to check, not what the note's integrity rests on (the signature is
+    # SM2 over SM3, and the tree an SM2 note signs is SM3: keys.merkle.SIGNED_WITH)
     check_name(name)
     if not isinstance(public_raw, bytes) or len(public_raw) != _raw_size(algorithm):
         raise CheckpointError(f"an {algorithm} public key is {_raw_size(algorithm)} bytes")

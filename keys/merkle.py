@@ -1,10 +1,15 @@
-"""Merkle tree hashing and proofs of RFC 6962 / RFC 9162 (Certificate Transparency), SHA-256.
+"""Merkle tree hashing and proofs of RFC 6962 / RFC 9162 (Certificate Transparency), SHA-256 or SM3.
 
 What this is: the append-only Merkle tree of a transparency log, with nothing of the log itself.
 Leaves are *leaf hashes* (``leaf_hash(data)``); every function below takes hashes, never data.
 
 - ``leaf_hash(d) = SHA-256(0x00 || d)``, ``node_hash(l, r) = SHA-256(0x01 || l || r)``: the
   domain separation of RFC 9162 §2.1.1, so that no leaf can pose as an inner node;
+- the hash is a ``TreeHash``: ``SHA256`` (the default everywhere, exactly RFC 6962) or ``SM3``
+  (the 国密 profile: the same construction with SM3 for SHA-256, also 32 bytes). A tree is of
+  one hash throughout; which one is bound to the key that signs the tree (``SIGNED_WITH``:
+  Ed25519 -> SHA-256, SM2 -> SM3, as keys.profile's STANDARD and GM pair them), so a verifier
+  takes the hash from the verifying key (``for_signature``), never from the data it checks;
 - ``MTH(D[n])`` (RFC 9162 §2.1.1): the hash of the empty string for no leaves, the leaf hash for
   one, else ``node_hash(MTH(D[0:k]), MTH(D[k:n]))`` with k the largest power of two below n;
 - an **inclusion proof** (RFC 9162 §2.1.3) shows that a leaf is at an index of the tree of a
@@ -23,7 +28,7 @@ and any root or proof is made from O(log n) stored records, never a pass over th
 ``Frontier`` is the O(log n) state needed to keep appending and to know the root (the stack of
 perfect subtrees of the tree so far), for a writer that keeps no files.
 
-This module is pure (standard library only) so that an offline checker can verify proofs with
+This module is pure (standard library only; SM3 is hashlib's, from OpenSSL) so that an offline checker can verify proofs with
 it alone. The verifiers never raise on inputs of the right types: a bad proof is ``False``.
 
 References: RFC 6962 §2.1 (https://www.rfc-editor.org/rfc/rfc6962#section-2.1) and its
@@ -35,7 +40,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Self, runtime_checkable
 
@@ -54,6 +60,65 @@ def leaf_hash(data: bytes) -> bytes:
 def node_hash(left: bytes, right: bytes) -> bytes:
     """The RFC 6962 hash of an inner node: SHA-256(0x01 || left || right)."""
     return hashlib.sha256(b"\x01" + bytes(left) + bytes(right)).digest()
+
+
+def _sm3(data: bytes) -> bytes:
+    return hashlib.new("sm3", data).digest()
+
+
+def sm3_leaf_hash(data: bytes) -> bytes:
+    """The leaf hash of the SM3 tree: SM3(0x00 || data)."""
+    return _sm3(b"\x00" + bytes(data))
+
+
+def sm3_node_hash(left: bytes, right: bytes) -> bytes:
+    """The inner-node hash of the SM3 tree: SM3(0x01 || left || right)."""
+    return _sm3(b"\x01" + bytes(left) + bytes(right))
+
+
+@dataclass(frozen=True)
+class TreeHash:
+    """The hash of a tree: its name (as keys.profile names digests), the leaf and node hashes,
+    the root of the empty tree and the plain digest (for what a log hashes beside its tree)."""
+
+    name: str
+    leaf: Callable[[bytes], bytes]
+    node: Callable[[bytes, bytes], bytes]
+    empty: bytes
+    hashlib_name: str  # for hashlib.new: an incremental digest (``new``)
+
+    def digest(self, data: bytes) -> bytes:
+        return hashlib.new(self.hashlib_name, data).digest()
+
+    def new(self) -> Any:  # noqa: ANN401 - a hashlib object
+        return hashlib.new(self.hashlib_name)
+
+    def __repr__(self) -> str:
+        return f"TreeHash({self.name})"
+
+
+SHA256 = TreeHash("SHA-256", leaf_hash, node_hash, EMPTY_ROOT, "sha256")
+SM3 = TreeHash("SM3", sm3_leaf_hash, sm3_node_hash, _sm3(b""), "sm3")
+TREE_HASHES = {h.name: h for h in (SHA256, SM3)}
+# the hash a tree signed by a key of each signature algorithm is made with (keys.profile: the
+# signing and digest algorithms of STANDARD and GM): a verifier takes it from its key
+SIGNED_WITH = {"Ed25519": "SHA-256", "SM2": "SM3"}
+
+
+def tree_hash(name: object) -> TreeHash:
+    """The tree hash called ``name`` ("SHA-256" or "SM3"); ValueError for anything else."""
+    found = TREE_HASHES.get(name) if isinstance(name, str) else None
+    if found is None:
+        raise ValueError(f"{name!r} is not a tree hash: one of {', '.join(TREE_HASHES)}")
+    return found
+
+
+def for_signature(algorithm: object) -> TreeHash:
+    """The tree hash bound to a signature algorithm (Ed25519: SHA-256, SM2: SM3); ValueError otherwise."""
+    name = SIGNED_WITH.get(algorithm) if isinstance(algorithm, str) else None
+    if name is None:
+        raise ValueError(f"no tree hash is bound to the signature algorithm {algorithm!r}")
+    return TREE_HASHES[name]
 
 
 def _split(n: int) -> int:
@@ -80,7 +145,7 @@ class SubtreeHashes(Protocol):
     """A source of subtree hashes: what proofs are computed from."""
 
     def subtree(self, start: int, size: int) -> bytes:
-        """MTH of ``leaves[start:start + size]`` (``EMPTY_ROOT`` when size is 0)."""
+        """MTH of ``leaves[start:start + size]`` (the empty tree's root when size is 0)."""
         ...
 
 
@@ -91,9 +156,10 @@ class ListHashes:
     subtrees are remembered, so the proofs of a tree cost O(n) hashing once, then O(log n).
     """
 
-    def __init__(self, leaf_hashes: Iterable[bytes]) -> None:
+    def __init__(self, leaf_hashes: Iterable[bytes], hasher: TreeHash = SHA256) -> None:
         self._leaves = [_check_hash(h) for h in leaf_hashes]
         self._perfect: dict[tuple[int, int], bytes] = {}
+        self._node, self._empty = hasher.node, hasher.empty
 
     def __len__(self) -> int:
         return len(self._leaves)
@@ -105,22 +171,22 @@ class ListHashes:
 
     def _mth(self, start: int, size: int) -> bytes:
         if size == 0:
-            return EMPTY_ROOT
+            return self._empty
         if size == 1:
             return self._leaves[start]
         perfect = size & (size - 1) == 0 and start % size == 0
         if perfect and (start, size) in self._perfect:
             return self._perfect[(start, size)]
         k = _split(size)
-        value = node_hash(self._mth(start, k), self._mth(start + k, size - k))
+        value = self._node(self._mth(start, k), self._mth(start + k, size - k))
         if perfect:
             self._perfect[(start, size)] = value
         return value
 
 
-def root(leaves: Sequence[bytes]) -> bytes:
-    """MTH of the given leaf *hashes* (not data): ``EMPTY_ROOT`` for none."""
-    hashes = ListHashes(leaves)
+def root(leaves: Sequence[bytes], hasher: TreeHash = SHA256) -> bytes:
+    """MTH of the given leaf *hashes* (not data): the empty tree's root (``hasher.empty``) for none."""
+    hashes = ListHashes(leaves, hasher)
     return hashes.subtree(0, len(hashes))
 
 
@@ -171,9 +237,12 @@ def consistency_proof(old_size: int, new_size: int, hashes: SubtreeHashes) -> li
     return proof
 
 
-def verify_inclusion(leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> bool:
+def verify_inclusion(leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes,
+                     hasher: TreeHash = SHA256) -> bool:
     """Whether ``proof`` shows leaf ``leaf_hash`` at ``index`` in the tree of ``size`` leaves
-    whose root is ``root`` (RFC 9162 §2.1.3.2). Never raises: any bad input is ``False``."""
+    whose root is ``root`` (RFC 9162 §2.1.3.2), nodes hashed with ``hasher``. Never raises: any
+    bad input is ``False``."""
+    node_hash = hasher.node
     try:
         if not (_is_hash(leaf_hash) and _is_hash(root) and _is_count(index) and _is_count(size)):
             return False
@@ -200,7 +269,7 @@ def verify_inclusion(leaf_hash: bytes, index: int, size: int, proof: Sequence[by
 
 
 def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes,
-                       proof: Sequence[bytes]) -> bool:
+                       proof: Sequence[bytes], hasher: TreeHash = SHA256) -> bool:
     """Whether ``proof`` shows the tree of ``old_size`` leaves and root ``old_root`` to be a prefix
     of the tree of ``new_size`` leaves and root ``new_root`` (RFC 9162 §2.1.4.2).
 
@@ -209,6 +278,7 @@ def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: 
     fixed: a checkpoint of size 0 claiming another root is to be refused where it is read).
     Never raises: any bad input is ``False``.
     """
+    node_hash = hasher.node
     try:
         if not (_is_hash(old_root) and _is_hash(new_root) and _is_count(old_size) and _is_count(new_size)):
             return False
@@ -251,9 +321,10 @@ class Frontier:
     """The incremental state of a tree: the hashes of its perfect subtrees, largest first (one
     per set bit of the size), which is all that appending and the root need (O(log n))."""
 
-    def __init__(self) -> None:
+    def __init__(self, hasher: TreeHash = SHA256) -> None:
         self._size = 0
         self._stack: list[bytes] = []
+        self.hasher = hasher
 
     @property
     def size(self) -> int:
@@ -262,6 +333,7 @@ class Frontier:
     def append(self, leaf_hash: bytes) -> None:
         h = _check_hash(leaf_hash)
         n = self._size
+        node_hash = self.hasher.node
         while n & 1:  # merge the equal-sized perfect subtrees the new leaf completes
             h = node_hash(self._stack.pop(), h)
             n >>= 1
@@ -271,7 +343,8 @@ class Frontier:
     def root(self) -> bytes:
         """MTH of the leaves so far: the perfect subtrees folded right to left."""
         if not self._stack:
-            return EMPTY_ROOT
+            return self.hasher.empty
+        node_hash = self.hasher.node
         r = self._stack[-1]
         for h in reversed(self._stack[:-1]):
             r = node_hash(h, r)
@@ -282,19 +355,20 @@ class Frontier:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready object: ``{"size": n, "subtrees": [{"size": s, "hash": hex}, ...]}``,
-        largest subtree first."""
+        largest subtree first (the hash is not named: whoever stores it records the tree's hash)."""
         return {"size": self._size,
                 "subtrees": [{"size": s, "hash": h.hex()} for s, h in zip(self._sizes(), self._stack, strict=True)]}
 
     @classmethod
-    def from_json(cls, value: Any) -> Frontier:
-        """The frontier ``to_json`` gave; raises ``ValueError`` when it does not describe one."""
+    def from_json(cls, value: Any, hasher: TreeHash = SHA256) -> Frontier:  # noqa: ANN401 - JSON
+        """The frontier ``to_json`` gave, of a tree of ``hasher``; raises ``ValueError`` when it
+        does not describe one."""
         if not isinstance(value, dict) or set(value) != {"size", "subtrees"}:
             raise ValueError("a frontier is an object with exactly 'size' and 'subtrees'")
         size, subtrees = value["size"], value["subtrees"]
         if not _is_count(size) or not isinstance(subtrees, list):
             raise ValueError("a frontier's size must be a non-negative integer and its subtrees a list")
-        frontier = cls()
+        frontier = cls(hasher)
         frontier._size = size
         expected = frontier._sizes()
         if len(subtrees) != len(expected):
@@ -328,9 +402,10 @@ class Levels:
     above, so a stored upper record never outlives its leaves. One writer at a time.
     """
 
-    def __init__(self, folder: Path, durable: bool = True) -> None:
+    def __init__(self, folder: Path, durable: bool = True, hasher: TreeHash = SHA256) -> None:
         self.folder = Path(folder)
         self.durable = durable
+        self.hasher = hasher
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -457,16 +532,16 @@ class _Reader:
                 return data
         if level == 0:
             raise ValueError(f"leaf {index} is not in {self.levels.folder}")
-        return node_hash(self.node(level - 1, 2 * index), self.node(level - 1, 2 * index + 1))
+        return self.levels.hasher.node(self.node(level - 1, 2 * index), self.node(level - 1, 2 * index + 1))
 
     def mth(self, start: int, size: int) -> bytes:
         if size == 0:
-            return EMPTY_ROOT
+            return self.levels.hasher.empty
         if size & (size - 1) == 0 and start % size == 0:
             level = size.bit_length() - 1
             return self.node(level, start >> level)
         k = _split(size)
-        return node_hash(self.mth(start, k), self.mth(start + k, size - k))
+        return self.levels.hasher.node(self.mth(start, k), self.mth(start + k, size - k))
 
 
 class _Writer:
@@ -476,6 +551,7 @@ class _Writer:
 
     def __init__(self, levels: Levels) -> None:
         self.levels = levels
+        self.node_hash = levels.hasher.node
         self.counts: list[int] = []
         self.pending: dict[int, bytes] = {}  # level -> the left sibling awaiting its pair
         self.buffers: dict[int, bytearray] = {}
@@ -510,7 +586,7 @@ class _Writer:
                         os.fsync(f.fileno())
             if level > 0 and count < self.counts[level - 1] // 2:  # lagging: compute the rest from below
                 with _Reader(levels, self.counts[0]) as reader, open(path, "ab") as f:
-                    f.writelines(node_hash(reader.node(level - 1, 2 * i), reader.node(level - 1, 2 * i + 1))
+                    f.writelines(levels.hasher.node(reader.node(level - 1, 2 * i), reader.node(level - 1, 2 * i + 1))
                                  for i in range(count, self.counts[level - 1] // 2))
                     if levels.durable:
                         f.flush()
@@ -533,7 +609,7 @@ class _Writer:
             if self.counts[level] & 1:
                 self.pending[level] = h
                 break
-            h = node_hash(self.pending.pop(level), h)
+            h = self.node_hash(self.pending.pop(level), h)
             level += 1
         self.buffered_leaves += 1
         if self.buffered_leaves >= _CHUNK:

@@ -25,13 +25,20 @@ the root of the purged records' tree and the SHA-256 of their leaf hashes, kept 
 ``audit/purged-leaves.bin``, and every archive so far), then the retained records verbatim, then a
 ``purge`` record that names the anchor. ``verify`` starts the chain and the tree from the anchor;
 the purge record (in the chain, signed, under the checkpoints) binds the anchor.
+
+The hash of the chain and of the tree is the home's digest (keys.profile): SHA-256 in the standard
+profile, SM3 in the 国密 one. A record of an SM3 log says so in ``hash_algorithm`` (inside what
+its hash covers and its signature signs); a record without it is SHA-256, as every record from
+before. ``verify`` refuses a record whose recorded hash is not the one its signing key is bound to
+(Ed25519 -> SHA-256, SM2 -> SM3: keys.merkle.SIGNED_WITH) or not the log's, so an SM3 log cannot be
+re-hashed under SHA-256 and pass. The anchor of an SM3 log records it too (and names the digest of
+the purged leaves ``leaves_sm3`` instead of ``leaves_sha256``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -48,8 +55,9 @@ from common.files import PRIVATE_FILE, canonical_json, fsync_dir, private_dir, r
 from common.home import Home
 from common.oserrors import storage_error
 from keys.keystore import Keystore
-from keys.merkle import Frontier, consistency_proof, inclusion_proof
-from lineage.logtree import LogTree, entry_leaf, publisher_keys
+from keys.merkle import SHA256, SIGNED_WITH, Frontier, TreeHash, consistency_proof, inclusion_proof
+from keys.proofcheck import HASH_FIELD, recorded_hash
+from lineage.logtree import LogTree, entry_leaf, publisher_keys, tagged
 from sharing.store import SharingStore
 
 log = logging.getLogger(__name__)
@@ -105,6 +113,11 @@ class AccessLog:
     @classmethod
     def of(cls, home: Home, keystore: Keystore, clock: Callable[[], datetime] = _utc_now) -> AccessLog:
         return cls(home.audit, keystore, home.state / HEAD_FILE, clock)
+
+    @property
+    def hasher(self) -> TreeHash:
+        """The log's hash (chain and tree): the keystore's profile's digest, SHA-256 or SM3."""
+        return self.tree.hasher
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -175,14 +188,20 @@ class AccessLog:
         prev = json.loads(last) if last else None
         if prev is not None and "seq" not in prev:
             raise IntegrityError(f"access log {self.path} ends in a line that is not a record; it was altered")
+        hasher = self.hasher
         entry = {
-            **record,
+            **{k: v for k, v in record.items() if k != HASH_FIELD},
             "seq": prev["seq"] + 1 if prev else 1,
             "time": self.clock().astimezone(timezone.utc).isoformat(timespec="milliseconds"),
             "prev_hash": prev["hash"] if prev else GENESIS,
         }
-        entry["hash"] = hashlib.sha256(canonical_json(entry)).hexdigest()
+        tagged(entry, hasher)  # SM3: recorded inside what the hash covers; SHA-256: nothing, as before
+        entry["hash"] = hasher.digest(canonical_json(entry)).hex()
         entry["signature"] = self.keystore.sign(entry["hash"].encode("ascii"))
+        if SIGNED_WITH.get(entry["signature"].get("algorithm")) != hasher.name:
+            raise IntegrityError(f"the publisher key {entry['signature'].get('key_id')} is an "
+                                 f"{entry['signature'].get('algorithm')} key, but the access log is {hasher.name}: the "
+                                 "keystore's profile and its keys disagree; restore it from backup (nothing appended)")
         return entry
 
     def _appended(self, entry: dict[str, Any]) -> None:
@@ -268,8 +287,9 @@ class AccessLog:
         except OSError as exc:
             raise self._unwritable(exc) from None
         return {"format": PROOF_FORMAT, "record": entry, "leaf_index": seq - 1, "tree_size": checkpoint["size"],
-                "leaf_hash": entry_leaf(entry).hex(), "inclusion": [h.hex() for h in path],
-                "checkpoint": checkpoint["note"], "publisher_key": self.tree.verifier_key(checkpoint["key_id"])}
+                "leaf_hash": entry_leaf(entry, self.hasher).hex(), "inclusion": [h.hex() for h in path],
+                "checkpoint": checkpoint["note"], "publisher_key": self.tree.verifier_key(checkpoint["key_id"]),
+                **tagged({}, self.hasher)}
 
     def consistency(self, old_size: int, reason: str = "agent") -> dict[str, Any]:
         """A fresh checkpoint and the consistency proof from the tree of ``old_size`` records to it."""
@@ -316,8 +336,11 @@ class AccessLog:
         if not isinstance(doc, dict) or doc.get("format") != ANCHOR_FORMAT:
             return None
         archives = doc.get("archives")
+        if recorded_hash(doc) != self.hasher.name:
+            raise IntegrityError(f"access log {self.path}: the retention anchor on line 1 records the hash "
+                                 f"{recorded_hash(doc)!r}, but the log is {self.hasher.name}; it was altered")
         if not (isinstance(doc.get("first_seq"), int) and doc["first_seq"] >= 2 and _hex64(doc.get("prev_hash"))
-                and _hex64(doc.get("leaves_sha256")) and _hex64(doc.get("root")) and isinstance(archives, list)
+                and _hex64(doc.get(leaves_field(self.hasher))) and _hex64(doc.get("root")) and isinstance(archives, list)
                 and archives and all(isinstance(a, dict) for a in archives)):
             raise IntegrityError(f"access log {self.path}: the retention anchor on line 1 is malformed; it was altered")
         return doc
@@ -326,7 +349,7 @@ class AccessLog:
         """The leaf hashes of the purged records 1..first_seq-1, in order; IntegrityError (at the
         end) when they are not the ones the anchor names."""
         path, count = self.folder / PURGED_LEAVES, anchor["first_seq"] - 1
-        digest = hashlib.sha256()
+        digest = self.hasher.new()
         try:
             fh = open(path, "rb")  # noqa: SIM115 - closed below
         except FileNotFoundError:
@@ -340,7 +363,7 @@ class AccessLog:
                                          "it was cut")
                 digest.update(leaf)
                 yield leaf
-        if digest.hexdigest() != anchor["leaves_sha256"]:
+        if digest.hexdigest() != anchor[leaves_field(self.hasher)]:
             raise IntegrityError(f"{path}: the leaf hashes of the purged records 1..{count} are not the ones the "
                                  "retention anchor names; the file or the anchor was altered")
 
@@ -349,8 +372,9 @@ class AccessLog:
         anchor = self.anchor()
         if anchor is not None:
             yield from self.purged_leaves(anchor)
+        hasher = self.hasher
         for entry in self.entries():
-            yield entry_leaf(entry)
+            yield entry_leaf(entry, hasher)
 
     def head(self) -> LogHead:
         """The log's current head (count 0 and the genesis hash when it is empty), for a manifest."""
@@ -393,7 +417,9 @@ class AccessLog:
         pending: set[int] = set()
         purge: dict[str, Any] | None = None
         anchor = self.anchor()
-        with _Walk({size for size, _ in checkpoints}, self.tree.tree_dir / "level-0.bin") as walk:
+        hasher = self.hasher
+        signers = {e.key_id: e.algorithm for e in self.keystore.entries().values() if e.purpose == "signing"}
+        with _Walk({size for size, _ in checkpoints}, self.tree.tree_dir / "level-0.bin", hasher) as walk:
             if anchor is not None:
                 for leaf in self.purged_leaves(anchor):
                     walk.add(leaf)
@@ -402,9 +428,9 @@ class AccessLog:
                                          "the retention anchor (line 1) names; the anchor was altered")
                 prev_hash = hashes[walk.count] = anchor["prev_hash"]
             for entry in self.entries():
-                self._check_link(entry, walk.count + 1, prev_hash, anchor)
+                self._check_link(entry, walk.count + 1, prev_hash, anchor, hasher, signers)
                 prev_hash = entry["hash"]
-                walk.add(entry_leaf(entry))
+                walk.add(entry_leaf(entry, hasher))
                 if walk.count in wanted:
                     hashes[walk.count] = prev_hash
                 if entry.get("event") == DELIVERY and entry.get("outcome") == "pending":
@@ -473,7 +499,8 @@ class AccessLog:
             found.append((checkpoint.size, (f"{where} ({record.get('time')})", checkpoint.root)))
         return found
 
-    def _check_link(self, entry: dict[str, Any], count: int, prev_hash: str, anchor: dict[str, Any] | None) -> None:
+    def _check_link(self, entry: dict[str, Any], count: int, prev_hash: str, anchor: dict[str, Any] | None,
+                    hasher: TreeHash = SHA256, signers: dict[str, str] | None = None) -> None:
         where = f"access log {self.path} record {count}"
         body = {k: v for k, v in entry.items() if k not in ("hash", "signature")}
         if entry.get("seq") != count:
@@ -486,7 +513,17 @@ class AccessLog:
                 raise IntegrityError(f"{where}: does not link to the hash the retention anchor on line 1 holds; the "
                                      "anchor or the record was altered")
             raise IntegrityError(f"{where}: does not link to the record before it; a record was removed or reordered")
-        if hashlib.sha256(canonical_json(body)).hexdigest() != entry.get("hash"):
+        signature = entry.get("signature") if isinstance(entry.get("signature"), dict) else {}
+        key_algorithm = (signers or {}).get(signature.get("key_id"))  # the key's, as the keystore holds it
+        recorded = recorded_hash(entry)
+        if key_algorithm is not None and recorded != SIGNED_WITH.get(key_algorithm):
+            raise IntegrityError(f"{where}: records the hash {recorded!r}, but it is signed by {signature.get('key_id')}, "
+                                 f"an {key_algorithm} key, whose log is hashed with {SIGNED_WITH.get(key_algorithm)}: "
+                                 "refused (the record was re-hashed under another algorithm than its key's)")
+        if recorded != hasher.name:
+            raise IntegrityError(f"{where}: records the hash {recorded!r}, but the access log is {hasher.name}; "
+                                 "the record was altered")
+        if hasher.digest(canonical_json(body)).hex() != entry.get("hash"):
             raise IntegrityError(f"{where}: its content does not match its hash; the record was altered")
         try:
             self.keystore.verify(entry["hash"].encode("ascii"), entry.get("signature") or {})
@@ -541,8 +578,8 @@ class _Walk:
     """One pass over the tree's leaves in order: the frontier, the root at every checkpointed size,
     and the first leaf the tree cache holds otherwise."""
 
-    def __init__(self, roots: set[int], cached: Path) -> None:
-        self.frontier = Frontier()
+    def __init__(self, roots: set[int], cached: Path, hasher: TreeHash = SHA256) -> None:
+        self.frontier = Frontier(hasher)
         self.roots = roots
         self.tree_roots: dict[int, bytes] = {0: self.frontier.root()} if 0 in roots else {}
         self.cache = open(cached, "rb") if cached.is_file() else None  # noqa: SIM115 - closed by __exit__
@@ -574,6 +611,12 @@ def archived_message(anchor: dict[str, Any], seq: int) -> str:
     return (f"record {seq} was archived and purged from the live log (records 1..{anchor['first_seq'] - 1} are "
             f"archived); it is in the archive of records {held.get('first')}..{held.get('last')} with SHA-256 "
             f"{held.get('sha256')}: check it there with govshare audit check-archive FILE --key PEM")
+
+
+def leaves_field(hasher: TreeHash) -> str:
+    """The anchor's field naming the digest of the purged leaves: ``leaves_sha256`` (as before) or
+    ``leaves_sm3``."""
+    return "leaves_sha256" if hasher is SHA256 else f"leaves_{hasher.name.lower()}"
 
 
 def _line(doc: dict[str, Any]) -> str:

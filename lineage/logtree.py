@@ -23,6 +23,12 @@ never a pass over the log. The cache is derived: it is brought up to the log whe
 does not fit; ``audit verify`` recomputes the tree from the records themselves. After a purge
 (lineage.retention) the leaves of the purged records come from their kept hashes
 (``audit/purged-leaves.bin``), so the tree and every old checkpoint stay whole.
+
+The tree's hash is the home's digest (keys.profile): SHA-256 in the standard profile, SM3 in the
+国密 one, bound to the publisher keys' algorithm (Ed25519 -> SHA-256, SM2 -> SM3:
+keys.merkle.SIGNED_WITH). A checkpoint record of an SM3 tree says so (``hash_algorithm``; none
+means SHA-256, as in every home from before), and a checkpoint is accepted only when that, the
+log's hash and the hash of the key whose signature verifies all agree.
 """
 
 from __future__ import annotations
@@ -44,9 +50,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from common.errors import ConfigError, IntegrityError
 from common.files import canonical_json, private_dir, write_private
+from keys import sigalg
 from keys.checkpoint import Checkpoint, CheckpointError, sign_note, verify_note, vkey
 from keys.keystore import Keystore
-from keys.merkle import Levels, leaf_hash
+from keys.merkle import SHA256, Levels, TreeHash, for_signature, tree_hash
+from keys.proofcheck import HASH_FIELD, recorded_hash
 
 ORIGIN_ENV = "GOVSHARE_LOG_ORIGIN"
 CHECKPOINT_FORMAT = "govshare-checkpoint/1"
@@ -55,30 +63,41 @@ TREE_DIR = "tree"
 ORIGIN_FILE = "origin"
 
 
-def entry_leaf(entry: dict[str, Any]) -> bytes:
-    """The leaf hash of an access-log record, as stored."""
-    return leaf_hash(canonical_json(entry))
+def entry_leaf(entry: dict[str, Any], hasher: TreeHash = SHA256) -> bytes:
+    """The leaf hash of an access-log record, as stored, in a tree of ``hasher``."""
+    return hasher.leaf(canonical_json(entry))
 
 
-def raw_public(public: Ed25519PublicKey) -> bytes:
+def log_hash(keystore: Keystore) -> TreeHash:
+    """The hash of the access log of the home of ``keystore``: its profile's digest (SHA-256, or
+    SM3 in the 国密 profile), which is the one its publisher keys' algorithm is bound to."""
+    return tree_hash(keystore.profile.digest)
+
+
+def tagged(doc: dict[str, Any], hasher: TreeHash) -> dict[str, Any]:
+    """``doc`` recording the hash of its log: nothing for SHA-256 (files stay as they were)."""
+    if hasher is not SHA256:
+        doc[HASH_FIELD] = hasher.name
+    return doc
+
+
+def raw_public(public: Ed25519PublicKey | sigalg.PublicKey) -> bytes:
+    if isinstance(public, sigalg.PublicKey):
+        return public.raw
     return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 @dataclass(frozen=True)
 class PublisherKey:
     key_id: str
-    public: Ed25519PublicKey
+    public: sigalg.PublicKey  # Ed25519 or SM2
     pem: str
 
 
 def publisher_keys(keystore: Keystore) -> list[PublisherKey]:
     """Every publisher signing key, retired ones too (old checkpoints stay verifiable)."""
-    found = []
-    for doc in keystore.publisher_keys():
-        public = serialization.load_pem_public_key(doc["public_pem"].encode("ascii"))
-        if isinstance(public, Ed25519PublicKey):
-            found.append(PublisherKey(doc["key_id"], public, doc["public_pem"]))
-    return found
+    return [PublisherKey(doc["key_id"], sigalg.load_public_pem(doc["public_pem"], f"publisher key {doc['key_id']}"),
+                         doc["public_pem"]) for doc in keystore.publisher_keys()]
 
 
 class LogTree:
@@ -87,12 +106,20 @@ class LogTree:
     Not thread- or process-safe by itself: lineage.audit.AccessLog calls it under the log's lock.
     """
 
-    def __init__(self, folder: Path, keystore: Keystore) -> None:
+    def __init__(self, folder: Path, keystore: Keystore, hasher: TreeHash | None = None) -> None:
         self.folder = folder
         self.keystore = keystore
+        self._hasher = hasher  # None: the keystore's profile's, read at first use
         self.checkpoints_path = folder / CHECKPOINTS_FILE
         self.tree_dir = folder / TREE_DIR
         self.origin_path = folder / ORIGIN_FILE
+
+    @property
+    def hasher(self) -> TreeHash:
+        """The tree's hash: SHA-256, or SM3 in a home of the 国密 profile."""
+        if self._hasher is None:
+            self._hasher = log_hash(self.keystore)
+        return self._hasher
 
     # -- the origin: the log's name in every checkpoint ----------------------------------------
 
@@ -117,14 +144,14 @@ class LogTree:
 
     def levels(self) -> Levels:
         private_dir(self.tree_dir)
-        return Levels(self.tree_dir, durable=False)  # derived from the log: rebuilt, never trusted alone
+        return Levels(self.tree_dir, durable=False, hasher=self.hasher)  # derived from the log: rebuilt, never trusted alone
 
     def add(self, entry: dict[str, Any], leaves: Iterable[bytes] | None = None) -> None:
         """Add the record just appended to the log (seq N) as leaf N-1, first catching up when the
         cache lags (``leaves``: a fresh pass over every leaf of the log, used only then)."""
         levels = self.levels()
         if levels.size == int(entry["seq"]) - 1:  # Levels itself repairs an upper level a crash left behind
-            levels.append(entry_leaf(entry))
+            levels.append(entry_leaf(entry, self.hasher))
         else:
             self.sync(levels, leaves or (), int(entry["seq"]))
 
@@ -150,9 +177,9 @@ class LogTree:
         root = levels.root(size)
         origin = self.origin(create=True)
         note, key_id = self.sign(Checkpoint(origin, size, root))
-        record = {"format": CHECKPOINT_FORMAT, "size": size, "root": root.hex(), "reason": reason, "key_id": key_id,
-                  "time": (time or datetime.now(timezone.utc)).isoformat(timespec="milliseconds"),
-                  "note": note.decode("utf-8")}
+        record = tagged({"format": CHECKPOINT_FORMAT, "size": size, "root": root.hex(), "reason": reason,
+                         "key_id": key_id, "time": (time or datetime.now(timezone.utc)).isoformat(timespec="milliseconds"),
+                         "note": note.decode("utf-8")}, self.hasher)
         private_dir(self.folder)
         with open(self.checkpoints_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
@@ -164,13 +191,15 @@ class LogTree:
         """A signed note of ``checkpoint`` by the publisher's current signing key, named by the
         origin (C2SP signed-note), and that key's id."""
         key_id = self.keystore.signing_key_id()
-        public = serialization.load_pem_public_key(self.keystore.public_key_pem(key_id))
-        assert isinstance(public, Ed25519PublicKey)
+        public = self.keystore.public_key(key_id)
+        if for_signature(public.algorithm) is not self.hasher:  # never sign a tree under a key of another hash
+            raise IntegrityError(f"the publisher key {key_id} is an {public.algorithm} key, but the access log's tree is "
+                                 f"{self.hasher.name}: the keystore's profile and its keys disagree; restore it from backup")
 
         def sign(body: bytes) -> bytes:
             return base64.b64decode(self.keystore.sign(body, key_id)["signature"])
 
-        return sign_note(checkpoint.body(), checkpoint.origin, raw_public(public), sign), key_id
+        return sign_note(checkpoint.body(), checkpoint.origin, public.raw, sign, public.algorithm), key_id
 
     def checkpoints(self) -> Iterator[tuple[int, dict[str, Any]]]:
         """(line, record) for every kept checkpoint, oldest first; IntegrityError on a line that is
@@ -207,6 +236,11 @@ class LogTree:
                 continue
             if checkpoint.size != record.get("size") or checkpoint.root.hex() != record.get("root"):
                 raise IntegrityError(f"{where}: its size or root differs from what its signed note says; it was altered")
+            bound = for_signature(key.public.algorithm).name
+            if recorded_hash(record) != bound or bound != self.hasher.name:
+                raise IntegrityError(f"{where}: it records the hash {recorded_hash(record)!r} and is signed by an "
+                                     f"{key.public.algorithm} key (bound to {bound}) of a {self.hasher.name} log: "
+                                     "refused (a tree re-hashed under another algorithm than its key's)")
             return checkpoint
         raise IntegrityError(f"{where}: no publisher key's signature on it verifies (origin {origin}); it was "
                              "altered or signed by another key")
@@ -215,12 +249,11 @@ class LogTree:
         """The publisher's key as a checkpoint verifier needs it: the C2SP vkey line and the PEM."""
         key_id = key_id or self.keystore.signing_key_id()
         pem = self.keystore.public_key_pem(key_id)
-        public = serialization.load_pem_public_key(pem)
-        assert isinstance(public, Ed25519PublicKey)
+        public = sigalg.load_public_pem(pem, f"publisher key {key_id}")
         origin = self.origin(create=True)
-        return {"name": origin, "key_id": key_id, "vkey": vkey(origin, raw_public(public)),
+        return {"name": origin, "key_id": key_id, "vkey": vkey(origin, public.raw, public.algorithm),
                 "public_pem": pem.decode("ascii"),
-                "sha256": hashlib.sha256(raw_public(public)).hexdigest()}
+                "sha256": hashlib.sha256(public.raw).hexdigest()}  # a fingerprint to show, SHA-256 in either profile
 
 
 def _valid_origin(origin: str) -> bool:

@@ -16,6 +16,11 @@ not a whole number is refused, never replaced by the default).
   record that names the archive's SHA-256 and the checkpoint it is anchored to, then a checkpoint.
   The purged records' leaf hashes are kept (they are hashes, not personal data), so the tree and
   every old checkpoint still verify.
+
+In a home of the 国密 profile the archive's records, tree and digest are SM3 (the log's hash,
+recorded in the archive as ``hash_algorithm`` and checked against the signing key's algorithm by
+keys.archivecheck); the archive file itself is still named by its SHA-256 in the purge record and
+the anchor (an identifier of the file, as ``sha256sum`` prints it, not the log's integrity).
 """
 
 from __future__ import annotations
@@ -30,11 +35,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from common.errors import ConfigError, IntegrityError
 from common.files import write_private
 from common.times import SOURCE_ZONE
+from keys import sigalg
 from keys.archivecheck import (
     ARCHIVE_FORMAT,
     GENESIS,
@@ -46,8 +50,8 @@ from keys.archivecheck import (
     signed_statement,
 )
 from keys.merkle import Frontier, consistency_proof
-from lineage.audit import ANCHOR_FORMAT, PURGE, AccessLog, LogHead
-from lineage.logtree import entry_leaf, publisher_keys
+from lineage.audit import ANCHOR_FORMAT, PURGE, AccessLog, LogHead, leaves_field
+from lineage.logtree import entry_leaf, publisher_keys, tagged
 
 RETENTION_ENV = "GOVSHARE_AUDIT_RETENTION_DAYS"
 MIN_DAYS = 180
@@ -122,7 +126,7 @@ def _time(entry: dict[str, Any]) -> datetime:
 
 def _prefix(access_log: AccessLog, anchor: dict[str, Any] | None) -> Frontier:
     """The tree of the records purged before: the leaves kept for them."""
-    frontier = Frontier()
+    frontier = Frontier(access_log.hasher)
     for leaf in access_log.purged_leaves(anchor) if anchor else ():
         frontier.append(leaf)
     return frontier
@@ -149,8 +153,9 @@ def write_archive(access_log: AccessLog, out: Path, heads: Iterable[tuple[str, L
         first, last = records[0]["seq"], records[-1]["seq"]
         frontier = _prefix(access_log, anchor)
         prefix = frontier.to_json()
+        hasher = access_log.hasher
         for entry in records:
-            frontier.append(entry_leaf(entry))
+            frontier.append(entry_leaf(entry, hasher))
         root = frontier.root()
         tree = access_log.tree
         origin, key_id = tree.origin(create=True), access_log.keystore.signing_key_id()
@@ -159,7 +164,7 @@ def write_archive(access_log: AccessLog, out: Path, heads: Iterable[tuple[str, L
             top = tree.checkpoint(levels, "archive")
         covering = [c for _, c in tree.checkpoints() if first - 1 < c["size"] <= top["size"]]
         covering = [c for c in covering if c is not top and c != top] + [top]
-        doc = {
+        doc = tagged({
             "format": ARCHIVE_FORMAT, "origin": origin, "created": now.isoformat(timespec="seconds"),
             "retention_days": days, "before": cut.isoformat(timespec="milliseconds"),
             "first_seq": first, "last_seq": last, "prev_hash": anchor["prev_hash"] if anchor else GENESIS,
@@ -171,8 +176,8 @@ def write_archive(access_log: AccessLog, out: Path, heads: Iterable[tuple[str, L
             "consistency": [h.hex() for h in consistency_proof(last, top["size"], levels)],
             "publisher_keys": [{k: key[k] for k in ("key_id", "algorithm", "public_pem")}
                                for key in access_log.keystore.publisher_keys()],
-        }
-        note, _ = tree.sign(signed_statement(origin, first, last, root, digest(doc)))
+        }, hasher)
+        note, _ = tree.sign(signed_statement(origin, first, last, root, digest(doc, hasher), hasher))
         doc["signature"] = note.decode("utf-8")
     _check(doc, [k.public for k in publisher_keys(access_log.keystore)], origin, "the archive just made")
     text = json.dumps(doc, ensure_ascii=False, indent=1) + "\n"
@@ -180,11 +185,15 @@ def write_archive(access_log: AccessLog, out: Path, heads: Iterable[tuple[str, L
     return Archived(out, first, last, hashlib.sha256(text.encode("utf-8")).hexdigest(), top["size"], doc["before"])
 
 
-def _check(doc: Any, keys: Sequence[Ed25519PublicKey], origin: str, what: str) -> CheckedArchive:  # noqa: ANN401
+def _check(doc: Any, keys: Sequence[sigalg.PublicKey], origin: str, what: str,  # noqa: ANN401
+           log_hash: str | None = None) -> CheckedArchive:
     try:
-        return check_archive(doc, keys, origin)
+        checked = check_archive(doc, keys, origin)
     except ArchiveError as exc:
         raise IntegrityError(f"{what}: {exc}") from None
+    if log_hash is not None and checked.hash_algorithm != log_hash:
+        raise IntegrityError(f"{what}: the archive is {checked.hash_algorithm}, but the access log is {log_hash}")
+    return checked
 
 
 def _read(path: Path) -> tuple[str, Any]:
@@ -211,7 +220,8 @@ def purge(access_log: AccessLog, path: Path, heads: Iterable[tuple[str, LogHead]
         access_log.verify(heads)
         origin = access_log.tree.origin()
         checked = _check(doc, [k.public for k in publisher_keys(access_log.keystore)], origin,
-                         f"--archive {path}: not an archive of this log signed by the publisher{nothing}")
+                         f"--archive {path}: not an archive of this log signed by the publisher{nothing}",
+                         access_log.hasher.name)
         anchor = access_log.anchor()
         boundary = anchor["first_seq"] if anchor else 1
         if checked.first != boundary:
@@ -234,15 +244,16 @@ def purge(access_log: AccessLog, path: Path, heads: Iterable[tuple[str, LogHead]
         if young is not None:
             raise ConfigError(f"--archive {path}: record {young['seq']} is from {young['time']}, within the retention "
                               f"period of {days} days ({RETENTION_ENV}; {LAW}){nothing}")
+        hasher = access_log.hasher
         leaves = b"".join(access_log.purged_leaves(anchor)) if anchor else b""
-        leaves += b"".join(entry_leaf(e) for e in records)
-        new_anchor = {
+        leaves += b"".join(entry_leaf(e, hasher) for e in records)
+        new_anchor = tagged({
             "format": ANCHOR_FORMAT, "first_seq": checked.last + 1, "prev_hash": records[-1]["hash"],
-            "leaves_sha256": hashlib.sha256(leaves).hexdigest(), "root": checked.root.hex(),
+            leaves_field(hasher): hasher.digest(leaves).hex(), "root": checked.root.hex(),
             "archives": [*(anchor["archives"] if anchor else []),
                          {"first": checked.first, "last": checked.last, "sha256": sha256,
                           "last_time": records[-1]["time"]}],
-        }
+        }, hasher)
         record = {"event": PURGE, "purged": [checked.first, checked.last], "archive_sha256": sha256,
                   "checkpoint": {"size": checked.tree_size, "root": checked.tree_root.hex()}, "retention_days": days,
                   "before": doc["before"]}
@@ -256,7 +267,7 @@ def verify_archive(access_log: AccessLog, path: Path) -> tuple[CheckedArchive, s
     the retention anchor (so by a purge record), and its records the purged leaves."""
     sha256, doc = _read(path)
     checked = _check(doc, [k.public for k in publisher_keys(access_log.keystore)], access_log.tree.origin(),
-                     f"--archive {path}")
+                     f"--archive {path}", access_log.hasher.name)
     anchor = access_log.anchor()
     named = list(anchor["archives"] if anchor else [])
     if not any(a.get("sha256") == sha256 and (a.get("first"), a.get("last")) == (checked.first, checked.last)
@@ -265,7 +276,7 @@ def verify_archive(access_log: AccessLog, path: Path) -> tuple[CheckedArchive, s
                              "archive the purge records name (" + (", ".join(
                                  f"{a.get('first')}..{a.get('last')} {str(a.get('sha256'))[:16]}" for a in named)
                                  or "no purge yet") + "): it was swapped")
-    leaves = [entry_leaf(e) for e in doc["records"]]
+    leaves = [entry_leaf(e, access_log.hasher) for e in doc["records"]]
     for index, leaf in enumerate(access_log.purged_leaves(anchor)):  # type: ignore[arg-type]
         if checked.first - 1 <= index < checked.last and leaf != leaves[index - checked.first + 1]:
             raise IntegrityError(f"--archive {path}: record {index + 1} is not the record that was purged")

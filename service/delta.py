@@ -455,7 +455,7 @@ def _json_body(raw: bytes) -> dict[str, Any]:
 def _file_action(request: Request, caller: Caller, f: plainview.PlainFile, with_version: bool,
                  stats: bool = True) -> dict[str, Any]:
     ctx = context(request)
-    token, expires = filetokens.issue(ctx.keystore.hmac_key(SERVICE_KEY), caller.subscriber.id, f.name)
+    token, expires = filetokens.issue(filetokens.service_key(ctx.keystore, SERVICE_KEY), caller.subscriber.id, f.name)
     action: dict[str, Any] = {"url": f"{str(request.base_url).rstrip('/')}{PREFIX}/files/{token}", "id": f.id,
                               "partitionValues": {}, "size": f.size}
     if stats:
@@ -499,7 +499,7 @@ def _record_delivery(request: Request, caller: Caller, ds: Dataset, grant: Grant
 def get_file(request: Request, token: str) -> Response:
     ctx = context(request)
     try:
-        grant = filetokens.check(ctx.keystore.hmac_key(SERVICE_KEY), token)
+        grant = filetokens.check(filetokens.service_key(ctx.keystore, SERVICE_KEY), token)
     except filetokens.InvalidFileToken as exc:
         raise DeltaError(401, exc.reason) from None
     if request.headers.get("authorization"):

@@ -4,12 +4,14 @@ Stock clients fetch the files a query lists like presigned object-store URLs: wi
 Authorization header. So the URL itself carries the grant, bound to one subscriber, one cached
 file and an expiry (15 minutes by default):
 
-    token = base64url(payload) "." base64url(HMAC-SHA256(key, "govshare-file-url/1\\n" + base64url(payload)))
+    token = base64url(payload) "." base64url(HMAC(key, "govshare-file-url/1\\n" + base64url(payload)))
     payload = canonical JSON {"e": expiry (unix seconds), "f": cache file name, "s": subscriber}
 
-The key is the keystore's ``govshare.service`` HMAC key; it never leaves the publisher. A token
-whose MAC does not verify (altered, or made with another key), that has expired, or that does
-not parse is refused as a whole: ``InvalidFileToken`` says why, for the access log. The payload
+The key is the keystore's ``govshare.service`` HMAC key; it never leaves the publisher. The HMAC is
+the key's own algorithm (``service_key``; keys.profile.mac_for): HMAC-SHA256 in the standard
+profile, HMAC-SM3 in the 国密 one, so a token is checked only under the algorithm of the key, never
+one the token names. A token whose MAC does not verify (altered, or made with another key or
+algorithm), that has expired, or that does not parse is refused as a whole: ``InvalidFileToken`` says why, for the access log. The payload
 is readable by whoever holds the URL (it names the subscriber and the file, never data).
 """
 
@@ -17,12 +19,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from keys.keystore import Keystore
+from keys.profile import mac_for
 
 TTL_SECONDS = 15 * 60
 MAX_TOKEN_CHARS = 1024
@@ -38,6 +42,20 @@ class InvalidFileToken(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class MacKey:
+    """An HMAC key and its algorithm (HMAC-SHA256 or HMAC-SM3), as the keystore holds it."""
+
+    secret: bytes = field(repr=False)
+    algorithm: str = "HMAC-SHA256"
+
+
+def service_key(keystore: Keystore, name: str) -> MacKey:
+    """The active HMAC key ``name`` (the service's file-URL key) with its algorithm."""
+    key_id = keystore.active_key_id(name)
+    return MacKey(keystore.hmac_key(name), keystore.algorithm(key_id))
 
 
 @dataclass(frozen=True)
@@ -68,11 +86,13 @@ def _unb64(text: str) -> bytes:
     return data
 
 
-def _mac(key: bytes, payload_b64: str) -> bytes:
-    return hmac.new(key, _LABEL + payload_b64.encode("ascii"), hashlib.sha256).digest()
+def _mac(key: bytes | MacKey, payload_b64: str) -> bytes:
+    """The MAC of a token's payload under ``key`` by its algorithm (raw bytes: HMAC-SHA256)."""
+    key = key if isinstance(key, MacKey) else MacKey(bytes(key))
+    return mac_for(key.algorithm, key.secret, _LABEL + payload_b64.encode("ascii"))
 
 
-def issue(key: bytes, subscriber: str, file: str, now: float | None = None, ttl: int = TTL_SECONDS) -> tuple[str, int]:
+def issue(key: bytes | MacKey, subscriber: str, file: str, now: float | None = None, ttl: int = TTL_SECONDS) -> tuple[str, int]:
     """A token for ``subscriber`` to fetch the cache file ``file``; and its expiry (unix seconds)."""
     if not FILE_NAME.fullmatch(file):
         raise ValueError(f"not a cache file name: {file!r}")
@@ -82,7 +102,7 @@ def issue(key: bytes, subscriber: str, file: str, now: float | None = None, ttl:
     return f"{body}.{_b64(_mac(key, body))}", expires
 
 
-def check(key: bytes, token: str, now: float | None = None) -> FileGrant:
+def check(key: bytes | MacKey, token: str, now: float | None = None) -> FileGrant:
     """What a token grants, or InvalidFileToken: malformed, altered (MAC), or expired."""
     if len(token) > MAX_TOKEN_CHARS or token.count(".") != 1:
         raise InvalidFileToken("the file URL is malformed")
