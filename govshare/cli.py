@@ -416,7 +416,8 @@ def _quarantine(args: argparse.Namespace) -> int:
     if args.action == "release":
         if not args.key:
             raise ConfigError("govshare quarantine release DATASET KEY --by WHO --note TEXT")
-        ref = key_refs(pa.array([normalise_key(ds, args.key)]), Keystore(h.keystore).hmac_key())[0].as_py()
+        ref = key_refs(pa.array([normalise_key(ds, args.key)]), Keystore(h.keystore).hmac_key(),
+                       Keystore(h.keystore).hmac_algorithm())[0].as_py()
         masked = quarantine.release(ref, args.by, args.note)
         print(f"{ds.id}: released {masked} from quarantine ({args.by.strip()})")
         return 0

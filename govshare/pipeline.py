@@ -188,9 +188,9 @@ def ingest(run: Run, part: int = 0) -> Validated:
         batches = open_source(ds).read_batches(planned.watermark_from, planned.watermark_to, batch_rows=BATCH_ROWS,
                                                key_range=None if key_range == (None, None) else key_range,
                                                cap=max(read_cap(ds), planned.watermark_to or WATERMARK_FLOOR))
-        with prefetch(batches) as batches_read, RowHasher(secret, ds) as hasher, \
+        with prefetch(batches) as batches_read, RowHasher(secret, ds, keystore.hmac_algorithm()) as hasher, \
                 _Rejected(run, part, keystore) as rejected:
-            cross = CrossrefCheck(ds, secret, published_refs(run.home.state), day)
+            cross = CrossrefCheck(ds, secret, published_refs(run.home.state), day, keystore.hmac_algorithm())
             staged = PartFiles(run.folder, part, ds, keystore)
             try:
                 for batch, last in _with_last(batches_read):

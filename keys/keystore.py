@@ -489,6 +489,10 @@ class Keystore:
         """The active HMAC key of ``name`` (default 'govshare.audit'); see active_key_id for its id."""
         return self._symmetric(self._require(self.active_key_id(name), "hmac"))
 
+    def hmac_algorithm(self, name: str = AUDIT) -> Algorithm:
+        """The algorithm of hmac_key(name): HMAC-SHA256, or HMAC-SM3 in a gm home (keys.pseudonyms' ``algorithm``)."""
+        return self._require(self.active_key_id(name), "hmac").algorithm
+
     def _require(self, key_id: str, purpose: Purpose) -> KeyEntry:
         entry = self._entry(key_id)
         if entry.purpose != purpose:

@@ -9,6 +9,14 @@ access log name a record without holding its identifier.
 DuckDB computes the hashes: vectorised over the Arrow batch, zero-copy, a standard hash whose
 result does not depend on the library version (pyarrow has no row-hash kernel; pandas' hash is
 about ten times slower and is not a standard function).
+
+The hash follows the keystore's HMAC key (``algorithm``, Keystore.hmac_algorithm()):
+
+- ``HMAC-SHA256`` (standard profile): as above, in DuckDB;
+- ``HMAC-SM3`` (gm profile): ``_key_ref`` = the first 16 bytes of HMAC-SM3(secret, key UTF-8),
+  ``_fingerprint`` = the first 16 bytes of SM3 of the same canonical text (DuckDB still builds
+  the text, so both profiles read fields alike); the hashing is keys.sm3vec's, vectorised across
+  rows in numpy.
 """
 
 from __future__ import annotations
@@ -19,10 +27,13 @@ import threading
 import pyarrow as pa
 
 from common.catalog import Dataset
+from common.errors import ConfigError
 
 KEY_REF = "_key_ref"
 FINGERPRINT = "_fingerprint"
 REF_TYPE = pa.binary(16)
+STANDARD = "HMAC-SHA256"  # the HMAC key algorithms whose pseudonyms are defined here
+GM = "HMAC-SM3"
 
 
 _database: tuple[int, object] | None = None  # (pid, DuckDB connection): one in-memory database per process
@@ -46,13 +57,23 @@ class RowHasher:
     """Key refs and fingerprints for the batches of one stage, on one DuckDB cursor (a connection
     per batch costs more than the hashing of a small batch)."""
 
-    def __init__(self, secret: bytes, dataset: Dataset | None = None) -> None:
-        self._rows_query = ""
+    def __init__(self, secret: bytes, dataset: Dataset | None = None, algorithm: str = STANDARD) -> None:
+        if algorithm not in (STANDARD, GM):
+            raise ConfigError(f"a {algorithm} key does not make key pseudonyms: the keystore's HMAC key is "
+                              f"{STANDARD} or {GM}")
+        self._rows_query = self._text_query = ""
+        self._gm = None
+        if algorithm == GM:
+            from keys.sm3vec import HmacSM3
+
+            self._gm = HmacSM3(secret)
+            self._key = dataset.key if dataset is not None else ""
         if dataset is not None:  # without one: key refs only
             published = [f.name for f in dataset.published_fields]
             text = ", ".join(f"coalesce(CAST({_quote(name)} AS VARCHAR), chr(0))" for name in published)
             self._rows_query = (f"SELECT {_key_ref_sql(_quote(dataset.key))} AS k, "
                                 f"{_hash16_sql(f'concat_ws(chr(31), {text})')} AS f FROM rows")
+            self._text_query = f"SELECT concat_ws(chr(31), {text}) AS t FROM rows"
         self._keys_query = f"SELECT {_key_ref_sql('k')} AS k FROM keys"
         self._params = {"secret": secret.hex()}
         self._con = _cursor()
@@ -61,6 +82,8 @@ class RowHasher:
         """(key refs, fingerprints) of a batch of normalised rows, in row order."""
         if batch.num_rows == 0:
             return pa.array([], pa.binary(16)), pa.array([], pa.binary(16))
+        if self._gm is not None:
+            return self._gm_hashes(batch)
         self._con.register("rows", batch)
         try:
             out = self._con.sql(self._rows_query, params=self._params).to_arrow_table()
@@ -72,12 +95,35 @@ class RowHasher:
         """Pseudonymous refs of normalised keys (null key: null ref)."""
         if len(keys) == 0:
             return pa.array([], pa.binary(16))
+        if self._gm is not None:
+            return self._gm.digests(self._gm_keys(keys), 16)
         self._con.register("keys", pa.table({"k": keys}))
         try:
             out = self._con.sql(self._keys_query, params=self._params).to_arrow_table()
         finally:
             self._con.unregister("keys")
         return _binary16(out.column("k"))
+
+    def _gm_hashes(self, batch: pa.RecordBatch) -> tuple[pa.Array, pa.Array]:
+        from keys.sm3vec import sm3_digests
+
+        self._con.register("rows", batch)
+        try:
+            text = self._con.sql(self._text_query).to_arrow_table().column("t")
+        finally:
+            self._con.unregister("rows")
+        return self.key_refs(batch.column(self._key)), sm3_digests(text, 16)
+
+    def _gm_keys(self, keys: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+        """The keys as text, as DuckDB casts them for the standard path (``chr(31) || key``)."""
+        kind = keys.type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+            return keys
+        self._con.register("keys", pa.table({"k": keys}))
+        try:
+            return self._con.sql("SELECT CAST(k AS VARCHAR) AS k FROM keys").to_arrow_table().column("k")
+        finally:
+            self._con.unregister("keys")
 
     def close(self) -> None:
         self._con.close()
@@ -89,17 +135,18 @@ class RowHasher:
         self.close()
 
 
-def with_fingerprints(batch: pa.RecordBatch, dataset: Dataset, secret: bytes) -> pa.RecordBatch:
+def with_fingerprints(batch: pa.RecordBatch, dataset: Dataset, secret: bytes,
+                      algorithm: str = STANDARD) -> pa.RecordBatch:
     """The batch with _key_ref and _fingerprint appended (computed over published fields)."""
-    with RowHasher(secret, dataset) as hasher:
+    with RowHasher(secret, dataset, algorithm) as hasher:
         key_ref, fingerprint = hasher.hashes(batch)
     columns = [*batch.columns, key_ref, fingerprint]
     return pa.RecordBatch.from_arrays(columns, schema=batch.schema.append(pa.field(KEY_REF, REF_TYPE)).append(pa.field(FINGERPRINT, REF_TYPE)))
 
 
-def key_refs(keys: pa.Array, secret: bytes) -> pa.Array:
+def key_refs(keys: pa.Array, secret: bytes, algorithm: str = STANDARD) -> pa.Array:
     """Pseudonymous refs of normalised keys, as the state index holds them (same secret, same hash)."""
-    with RowHasher(secret) as hasher:
+    with RowHasher(secret, algorithm=algorithm) as hasher:
         return hasher.key_refs(keys)
 
 

@@ -37,7 +37,7 @@ Changes = dict[int, str]  # version -> "upsert" | "delete"
 
 
 def record_changes(store: SharingStore, decryption: pq.FileDecryptionProperties, dataset: Dataset, ref: bytes,
-                   secret: bytes) -> Changes:
+                   secret: bytes, algorithm: str = "HMAC-SHA256") -> Changes:
     """The versions that changed the record with pseudonym ``ref``, and how."""
     found: Changes = {}
     wanted = pa.scalar(ref, pa.binary(16))
@@ -46,18 +46,18 @@ def record_changes(store: SharingStore, decryption: pq.FileDecryptionProperties,
         folder = store.version_dir(version)
         for role, kind in (("upserts", "upsert"), ("deletes", "delete")):
             for entry in manifest.files(role):
-                refs = _refs(folder / entry["path"], decryption, dataset, secret)
+                refs = _refs(folder / entry["path"], decryption, dataset, secret, algorithm)
                 if len(refs) and pc.any(pc.equal(refs, wanted)).as_py():
                     found[version] = kind
     return found
 
 
-def _refs(path: Any, decryption: pq.FileDecryptionProperties, dataset: Dataset, secret: bytes) -> pa.Array:  # noqa: ANN401
+def _refs(path: Any, decryption: pq.FileDecryptionProperties, dataset: Dataset, secret: bytes, algorithm: str = "HMAC-SHA256") -> pa.Array:  # noqa: ANN401
     handle = pq.ParquetFile(path, decryption_properties=decryption)
     if KEY_REF in handle.schema_arrow.names:
         return handle.read(columns=[KEY_REF]).column(KEY_REF).combine_chunks().cast(pa.binary(16))
     keys = handle.read(columns=[dataset.key]).column(dataset.key).combine_chunks()  # versions before deletes had refs
-    return key_refs(keys, secret) if len(keys) else pa.array([], pa.binary(16))
+    return key_refs(keys, secret, algorithm) if len(keys) else pa.array([], pa.binary(16))
 
 
 def contained(changes: Changes, entry: dict[str, Any]) -> str | None:
@@ -78,6 +78,7 @@ def deliveries_of(catalog: Catalog, home: Home, key: str) -> list[dict[str, Any]
     """Every delivery that contained the record with ``key`` in any dataset, in log order."""
     keystore = Keystore(home.keystore)
     secret = keystore.hmac_key()
+    algorithm = keystore.hmac_algorithm()
     decryption = decryption_properties(keystore)
     changes: dict[str, Changes] = {}
     for ds in catalog.datasets.values():
@@ -87,8 +88,8 @@ def deliveries_of(catalog: Catalog, home: Home, key: str) -> list[dict[str, Any]
         normalised = normalise_key(ds, key)
         if not normalised:
             continue
-        ref = key_refs(pa.array([normalised], pa.string()), secret)[0].as_py()
-        found = record_changes(store, decryption, ds, ref, secret)
+        ref = key_refs(pa.array([normalised], pa.string()), secret, algorithm)[0].as_py()
+        found = record_changes(store, decryption, ds, ref, secret, algorithm)
         if found:
             changes[ds.id] = found
     if not changes:

@@ -114,7 +114,7 @@ def raise_dispute(catalog: Catalog, home: Home, dataset_id: str, key: str, subsc
     if not reason or len(reason) > MAX_REASON:
         raise ConfigError(f"--reason must be 1 to {MAX_REASON} characters (the objection as stated by the approval system)")
     normalised = normalise_key(ds, key)
-    ref = key_refs(pa.array([normalised]), Keystore(home.keystore).hmac_key())
+    ref = key_refs(pa.array([normalised]), Keystore(home.keystore).hmac_key(), Keystore(home.keystore).hmac_algorithm())
     found = StateIndex(home.state, ds.id).lookup(ref[0].as_py())
     if found is None:
         raise ConfigError(f"{ds.id} has no published record with that key; only published records can be disputed")

@@ -102,7 +102,8 @@ class CrossrefCheck:
     kind each.
     """
 
-    def __init__(self, dataset: Dataset, secret: bytes, states: PublishedRefs | None, today: date | None) -> None:
+    def __init__(self, dataset: Dataset, secret: bytes, states: PublishedRefs | None, today: date | None,
+                 algorithm: str = "HMAC-SHA256") -> None:
         self.dataset = dataset
         refs = references(dataset) if states is not None else ()
         published: dict[str, _Published | None] = {}
@@ -115,6 +116,7 @@ class CrossrefCheck:
         self._expiry = (_Expiry(today) if today is not None and set(_EXPIRY_FIELDS) <= set(dataset.field_names)
                         else None)
         self._secret = secret
+        self._algorithm = algorithm  # the HMAC key's (keys.pseudonyms.RowHasher)
         self._hasher: RowHasher | None = None  # opened by the first lookup, closed by result()
 
     @property
@@ -147,7 +149,7 @@ class CrossrefCheck:
         from keys.pseudonyms import RowHasher
 
         if self._hasher is None:
-            self._hasher = RowHasher(self._secret)
+            self._hasher = RowHasher(self._secret, algorithm=self._algorithm)
         return self._hasher.key_refs(keys)
 
 
@@ -182,7 +184,7 @@ def crossref(dataset: Dataset, good_files: list[Path], keystore: Keystore, state
     published state yet gives a finding with ``checked=False`` and a note instead of flagging
     every row.
     """
-    return _over_files(CrossrefCheck(dataset, keystore.hmac_key(), states, None), good_files, keystore)
+    return _over_files(CrossrefCheck(dataset, keystore.hmac_key(), states, None, keystore.hmac_algorithm()), good_files, keystore)
 
 
 def consistency(dataset: Dataset, good_files: list[Path], keystore: Keystore, today: date) -> tuple[CrossrefFinding, ...]:
