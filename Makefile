@@ -33,7 +33,7 @@ test-unit: install
 	$(VENV)/bin/python -m pytest tests/unit
 
 bench: install
-	$(VENV)/bin/python -m benchmarks.run
+	$(VENV)/bin/python -m benchmarks.run $(ARGS)
 
 clean:
 	rm -rf var .pytest_cache

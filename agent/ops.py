@@ -34,16 +34,16 @@ from agent.client import ServiceClient, enrol
 from agent.home import AgentHome, Enrolled
 from common.catalog import Dataset, Field, Grant
 from common.errors import ConfigError, GovshareError, IntegrityError
-from common.files import sha256_file, write_private
+from common.files import digest_file, write_private
 from common.progress import Progress
 from common.schema import CHANGE_TYPE, DISPUTED
 from keys import sigalg
 from keys.agentproto import Enrolment, agent_algorithms, enrolment_proof, raw_public
 from keys.checkpoint import Checkpoint, CheckpointError, note_text, parse_checkpoint, verify_note
 from keys.datakeys import envelope_info, open_sealed
-from keys.kms import decryption_with
 from keys.merkle import verify_consistency
 from keys.proofcheck import signed_tree_hash
+from keys.protection import decryption_for_keys
 from keys.pseudonyms import FINGERPRINT, KEY_REF
 from sharing.datakeys import manifest_keys
 from sharing.disputes import Dispute, disputed_mask
@@ -167,7 +167,7 @@ def _pull(home: AgentHome, enrolled: Enrolled, client: ServiceClient, progress: 
         fetched = _mirror_files(client, store, manifests, first, upto, progress)
         progress.stage("reading", nbytes=fetched)
         disputes = _disputes(answer.get("disputes"))
-        view = read_view(store, decryption_with(keys), ds, manifests, list(grant.columns), first, upto,
+        view = read_view(store, decryption_for_keys(keys), ds, manifests, list(grant.columns), first, upto,
                          keep_deletes=since is not None, with_refs=bool(disputes))
         disputed = (disputed_mask(disputes, view.column(KEY_REF), view.column(FINGERPRINT)) if disputes
                     else pa.repeat(pa.scalar(False), view.num_rows))
@@ -302,7 +302,7 @@ def _mirror_files(client: ServiceClient, store: SharingStore, manifests: Any, fi
         folder = store.version_dir(v)
         for entry in manifest.files():
             path = folder / entry["path"]
-            if path.is_file() and path.stat().st_size == entry["bytes"] and sha256_file(path) == entry["sha256"]:
+            if path.is_file() and path.stat().st_size == entry["bytes"] and digest_file(path, manifest.digest_algorithm) == entry.get(manifest.digest_field):
                 continue
             client.download(f"{PREFIX}/datasets/{store.dataset_id}/versions/{v}/files/{entry['path']}", path,
                             int(entry["bytes"]), moved)

@@ -33,7 +33,45 @@ def canonical_json(doc: dict[str, Any]) -> bytes:
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
+    return digest_file(path, "SHA-256", chunk)
+
+
+# The digests of published artifacts (manifests, their files): SHA-256 in the standard profile, SM3
+# (GB/T 32905-2016) in the 国密 profile; each with the field name it is recorded under.
+DIGEST_FIELDS = {"SHA-256": "sha256", "SM3": "sm3"}
+
+
+def _hasher(algorithm: str):  # noqa: ANN202 - hashlib or cryptography hash object, both update()
+    if algorithm == "SHA-256":
+        return hashlib.sha256()
+    if algorithm == "SM3":
+        from cryptography.hazmat.primitives import hashes
+
+        return _CryptographyHash(hashes.Hash(hashes.SM3()))
+    raise ValueError(f"{algorithm!r} is not a digest govshare knows ({', '.join(DIGEST_FIELDS)})")
+
+
+class _CryptographyHash:
+    def __init__(self, context) -> None:  # noqa: ANN001
+        self._context = context
+
+    def update(self, data: bytes) -> None:
+        self._context.update(data)
+
+    def hexdigest(self) -> str:
+        return self._context.finalize().hex()
+
+
+def digest_bytes(data: bytes, algorithm: str = "SHA-256") -> str:
+    """Hex digest of ``data`` (SHA-256 or SM3)."""
+    digest = _hasher(algorithm)
+    digest.update(bytes(data))
+    return digest.hexdigest()
+
+
+def digest_file(path: Path, algorithm: str = "SHA-256", chunk: int = 1 << 20) -> str:
+    """Hex digest of a file, read in chunks (SHA-256 or SM3)."""
+    digest = _hasher(algorithm)
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)

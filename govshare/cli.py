@@ -222,11 +222,6 @@ def _init(args: argparse.Namespace) -> int:
     from keys.profile import PROFILE_ENV, from_environment
 
     wanted = from_environment(os.environ.get(PROFILE_ENV))  # a typo is exit 2, never the default
-    if wanted is not None and wanted.name == "gm":
-        raise ConfigError(f"{PROFILE_ENV}=gm: the 国密 profile is not complete yet. Its keys are (SM2 signatures, "
-                          "SM4-GCM key wrapping, HMAC-SM3), but published versions would still be protected with "
-                          "Parquet AES-GCM, digested with SHA-256 and sealed to agents with X25519 HPKE, so no gm home "
-                          f"is made: unset {PROFILE_ENV} (or set it to standard)")
     catalog = load_catalog()
     h = home()
     private_dir(h.root)  # 0700 when made here: everything below it is the bureau's alone
@@ -410,9 +405,9 @@ def _quarantine(args: argparse.Namespace) -> int:
 
     ds = load_catalog().dataset(args.dataset)
     h = home().require_initialised()
-    from keys.protection import decryption_properties
+    from keys.protection import keystore_decryption
 
-    quarantine = Quarantine(h.quarantine / ds.id, decryption_properties(Keystore(h.keystore)))
+    quarantine = Quarantine(h.quarantine / ds.id, keystore_decryption(Keystore(h.keystore)))
     if args.action == "release":
         if not args.key:
             raise ConfigError("govshare quarantine release DATASET KEY --by WHO --note TEXT")

@@ -396,10 +396,10 @@ class _Rejected:
 
     def write(self, rows, hasher) -> None:  # noqa: ANN001 - a pyarrow batch, a RowHasher
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         from keys.protection import quarantine_encryption
         from keys.pseudonyms import KEY_REF, REF_TYPE
+        from validation.quarantine import SEALED_AS
 
         if not rows.num_rows:
             return
@@ -407,8 +407,7 @@ class _Rejected:
         schema = pa.schema([f.with_nullable(True) for f in rows.schema]).append(pa.field(KEY_REF, REF_TYPE))
         refused = pa.RecordBatch.from_arrays([*rows.columns, refs], schema=schema)
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self.path, refused.schema, compression="zstd",
-                                            encryption_properties=quarantine_encryption(self._keystore).file_encryption_properties)
+            self._writer = quarantine_encryption(self._keystore).writer(self.path, refused.schema, name=SEALED_AS)
         self._writer.write_batch(refused)
         self.rows += refused.num_rows
 

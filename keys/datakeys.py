@@ -67,7 +67,9 @@ def data_key_folder(keystore: Keystore) -> Path:
 def create_data_key(keystore: Keystore, dataset: str, group: str, master_key_id: str) -> str:
     """A fresh data key for ``group`` of a dataset, stored wrapped under ``master_key_id``; its id."""
     key_id = "dk-" + secrets.token_hex(16)
-    key = secrets.token_bytes(KEY_BYTES)
+    # as long as its master key's: AES-256 data keys under an AES-256-GCM master, SM4 (16 bytes,
+    # the column keys of sealed files, keys.chunkseal) under an SM4-GCM master (the gm profile)
+    key = secrets.token_bytes(gm.SM4_KEY_BYTES if keystore.algorithm(master_key_id) == "SM4-GCM" else KEY_BYTES)
     nonce = os.urandom(NONCE_BYTES)
     wrapped = _master_aead(keystore, master_key_id).encrypt(nonce, key, _aad(key_id, dataset, group))
     doc = {"format": DATA_KEY_FORMAT, "key_id": key_id, "dataset": dataset, "group": group,
@@ -214,7 +216,7 @@ def open_sealed(blob: bytes, private: X25519PrivateKey | sigalg.PrivateKey, info
     except (InvalidTag, ValueError, TypeError, IntegrityError):
         raise IntegrityError("a key envelope does not open with this agent's key: it was altered, or made for "
                              "another subscriber, version or field") from None
-    if len(key) != KEY_BYTES:
+    if len(key) not in (KEY_BYTES, gm.SM4_KEY_BYTES):
         raise IntegrityError("a key envelope holds no data key")
     return key
 

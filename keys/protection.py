@@ -16,10 +16,20 @@ Choices (GB/T 39786-2021 level 3: confidentiality of important data at rest):
   self-contained, and KMS calls happen once per KEK per cache lifetime, not per file.
 
 One Protection per written file: it carries fresh data keys.
+
+The 国密 profile (keys.profile.GM) writes *sealed* Parquet instead (keys.chunkseal: SM4-GCM per
+row group and column, the same file layout for readers): a gm keystore's Protection carries the
+16-byte SM4 keys of its columns and ``Protection.writer`` makes a SealedParquetWriter; the
+columns that PME would leave plain under an encrypted footer are sealed under the footer key, so
+without it a file shows row counts, column names and types, key ids and sizes, and nothing of its
+values. ``Decryption`` opens either kind: callers ask it for files (``open``, ``read_table``,
+``batches``) and never build ``pq.ParquetFile`` with decryption properties themselves.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +39,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pyarrow.parquet.encryption as pe
 
-from common.errors import ConfigError
+from common.errors import ConfigError, IntegrityError
+from keys import chunkseal
+from keys.datakeys import data_key, is_data_key_id
 from keys.keystore import QUARANTINE, STAGING, Keystore
-from keys.kms import CACHE_LIFETIME, KMS_INSTANCE_ID, crypto_factory, kms_connection_config
+from keys.kms import CACHE_LIFETIME, KMS_INSTANCE_ID, crypto_factory, decryption_with, kms_connection_config
 
 ALGORITHM = "AES_GCM_V1"
+SEALED_ALGORITHM = chunkseal.ALGORITHM
 
 
 @dataclass(frozen=True)
@@ -41,8 +54,31 @@ class Protection:
     """How one Parquet file is encrypted: properties for pq.ParquetWriter and a JSON-ready,
     key-ids-only description for manifests and lineage."""
 
-    file_encryption_properties: pq.FileEncryptionProperties = field(repr=False)
+    file_encryption_properties: pq.FileEncryptionProperties | None = field(repr=False)
     description: dict[str, Any]
+    # the sealed (gm) form: column -> (key id, 16-byte SM4 key), and the footer key for the others
+    sealed: Mapping[str, tuple[str, bytes]] | None = field(default=None, repr=False)
+    sealed_default: tuple[str, bytes] | None = field(default=None, repr=False)
+
+    @property
+    def is_sealed(self) -> bool:
+        return self.sealed is not None
+
+    def writer(self, path: str | os.PathLike[str], schema: pa.Schema, *, name: str | None = None,
+               compression: str | None = "zstd", **options: Any) -> pq.ParquetWriter | chunkseal.SealedParquetWriter:  # noqa: ANN401
+        """A writer of ``path`` under this protection (``pq.ParquetWriter``'s surface). ``name``: the
+        file name a sealed file is bound to when it is written under another (it is read back with
+        the same ``name``); PME files ignore it."""
+        if self.sealed is None:
+            return pq.ParquetWriter(path, schema, compression=compression,
+                                    encryption_properties=self.file_encryption_properties, **options)
+        assert self.sealed_default is not None
+        column_keys = {c: self.sealed.get(c, self.sealed_default) for c in schema.names}
+        return chunkseal.SealedParquetWriter(path, schema, column_keys, compression, name=name, **options)
+
+    def with_description(self, **extra: Any) -> Protection:  # noqa: ANN401
+        return Protection(self.file_encryption_properties, {**self.description, **extra}, self.sealed,
+                          self.sealed_default)
 
 
 def column_encryption(
@@ -67,6 +103,8 @@ def encryption_by_id(keystore: Keystore, footer_id: str, by_id: Mapping[str, Seq
     ids (keys.datakeys), the footer under ``footer_id`` and each column under its key id."""
     by_id = {key_id: list(dict.fromkeys(columns)) for key_id, columns in by_id.items() if columns}
     uniform = not by_id
+    if keystore.profile.name == "gm":
+        return _sealed(keystore, footer_id, by_id)
     config = pe.EncryptionConfiguration(
         footer_key=footer_id,
         column_keys=by_id or None,
@@ -89,8 +127,118 @@ def quarantine_encryption(keystore: Keystore) -> Protection:
     return column_encryption(keystore, QUARANTINE, {})
 
 
+def _sealed(keystore: Keystore, footer_id: str, by_id: Mapping[str, list[str]]) -> Protection:
+    """The gm form of encryption_by_id: sealed columns, the unlisted ones under the footer key."""
+    keys = _PublisherKeys(keystore)
+    sealed = {column: (key_id, keys(key_id)) for key_id, columns in by_id.items() for column in columns}
+    description = {
+        "algorithm": SEALED_ALGORITHM,
+        "format": chunkseal.FORMAT,
+        "kms": KMS_INSTANCE_ID,
+        "footer_key_id": footer_id,
+        "footer": "sealed",  # the columns PME would leave plain under an encrypted footer: sealed under its key
+        "uniform": not by_id,
+        "column_keys": {key_id: list(columns) for key_id, columns in by_id.items()},
+    }
+    return Protection(None, description, sealed, (footer_id, keys(footer_id)))
+
+
+class _PublisherKeys:
+    """Key id -> 16-byte SM4 key from a gm keystore: per-version data keys (keys.datakeys) and
+    master keys (staging, quarantine), each unwrapped once per holder."""
+
+    def __init__(self, keystore: Keystore) -> None:
+        self._keystore = keystore
+        self._found: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, key_id: str) -> bytes:
+        with self._lock:
+            key = self._found.get(key_id)
+            if key is None:
+                if is_data_key_id(key_id):
+                    key = data_key(self._keystore, key_id)
+                else:
+                    try:
+                        algorithm = self._keystore.algorithm(key_id)
+                    except (ConfigError, KeyError):
+                        raise KeyError(key_id) from None
+                    if algorithm != "SM4-GCM":
+                        raise ConfigError(f"key {key_id!r} is a {algorithm} key and cannot seal Parquet columns")
+                    key = self._keystore.master_key(key_id)
+                self._found[key_id] = key
+            return key
+
+
+class Decryption:
+    """Opens govshare's protected Parquet files, the one way every reader goes: Parquet modular
+    encryption (``properties``) and/or sealed files (``keys``: key id -> SM4 key, a mapping or a
+    callable). With both, each file is opened by its kind (a sealed file's footer names it)."""
+
+    def __init__(self, properties: pq.FileDecryptionProperties | None = None,
+                 keys: chunkseal.Keys | None = None) -> None:
+        if properties is None and keys is None:
+            raise ConfigError("a Decryption needs decryption properties or sealing keys")
+        self.properties = properties
+        self.keys = keys
+
+    def __repr__(self) -> str:
+        kinds = [k for k, v in (("pme", self.properties), ("sealed", self.keys)) if v is not None]
+        return f"Decryption({'+'.join(kinds)})"
+
+    def open(self, path: str | os.PathLike[str], *, name: str | None = None,
+             **options: Any) -> pq.ParquetFile | chunkseal.SealedParquetFile:  # noqa: ANN401
+        """``pq.ParquetFile`` of a protected file (``name``: the name a sealed file was bound to)."""
+        if self.keys is not None and (self.properties is None or chunkseal.is_sealed(path)):
+            return chunkseal.SealedParquetFile(path, self.keys, name=name, **options)
+        if self.keys is not None and self.properties is None:
+            raise IntegrityError(f"{Path(path).name} is not a sealed file")
+        return pq.ParquetFile(path, decryption_properties=self.properties, **options)
+
+    def read_table(self, path: str | os.PathLike[str], columns: Sequence[str] | None = None, *,
+                   name: str | None = None) -> pa.Table:
+        handle = self.open(path, name=name)
+        try:
+            return handle.read(columns=list(columns) if columns is not None else None)
+        finally:
+            handle.close()
+
+    def batches(self, files: Sequence[Path], columns: list[str], batch_rows: int = 262_144, *,
+                name: str | None = None) -> Iterator[pa.RecordBatch]:
+        """The named columns of the files, batch by batch, with bounded memory (no pre-buffering,
+        which would keep what was read)."""
+        for path in files:
+            source = self.open(path, name=name, pre_buffer=False)
+            try:
+                yield from source.iter_batches(batch_size=batch_rows, columns=columns)
+            finally:
+                source.close()
+
+
+def as_decryption(value: Decryption | pq.FileDecryptionProperties) -> Decryption:
+    """A Decryption from either a Decryption or bare PME decryption properties."""
+    return value if isinstance(value, Decryption) else Decryption(properties=value)
+
+
+def keystore_decryption(keystore: Keystore) -> Decryption:
+    """What opens every file written with this keystore (reusable across files)."""
+    if keystore.profile.name == "gm":
+        return Decryption(keys=_PublisherKeys(keystore))
+    return Decryption(properties=decryption_properties(keystore))
+
+
+def decryption_for_keys(keys: Mapping[str, bytes]) -> Decryption:
+    """What opens a version's files with only ``keys`` (data key id -> key, a subscriber agent's,
+    from its envelopes): PME files through keys.kms.decryption_with, sealed files directly."""
+    held = dict(keys)
+    sizes = {len(k) for k in held.values()}
+    if sizes and sizes <= {chunkseal.SM4_KEY_BYTES}:
+        return Decryption(keys=held)
+    return Decryption(properties=decryption_with(held))
+
+
 def decryption_properties(keystore: Keystore) -> pq.FileDecryptionProperties:
-    """Decryption properties for any file written with this keystore (reusable across files)."""
+    """PME decryption properties for files written with a standard-profile keystore (reusable)."""
     factory = crypto_factory(keystore)
     config = pe.DecryptionConfiguration(cache_lifetime=CACHE_LIFETIME)
     return factory.file_decryption_properties(kms_connection_config(keystore), config)
@@ -133,15 +281,9 @@ def _properties(keystore: Keystore, config: pe.EncryptionConfiguration) -> pq.Fi
 
 
 def encrypted_batches(files: Sequence[Path], keystore: Keystore, columns: list[str],
-                      batch_rows: int = 262_144) -> Iterator[pa.RecordBatch]:
+                      batch_rows: int = 262_144, *, name: str | None = None) -> Iterator[pa.RecordBatch]:
     """The named columns of govshare-encrypted Parquet files, batch by batch, with bounded memory
-    (one decryption setup shared across files; no pre-buffering, which would keep what was read)."""
+    (one decryption setup shared across files). ``name``: what sealed files were bound to."""
     if not files:
         return
-    decryption = decryption_properties(keystore)
-    for path in files:
-        source = pq.ParquetFile(path, decryption_properties=decryption, pre_buffer=False)
-        try:
-            yield from source.iter_batches(batch_size=batch_rows, columns=columns)
-        finally:
-            source.close()
+    yield from keystore_decryption(keystore).batches(files, columns, batch_rows, name=name)

@@ -22,12 +22,11 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from common.catalog import Catalog, Dataset
 from common.home import Home
 from keys.keystore import Keystore
-from keys.protection import decryption_properties
+from keys.protection import Decryption, keystore_decryption
 from keys.pseudonyms import KEY_REF, key_refs
 from lineage.audit import COMPLETE, DELIVERY, AccessLog
 from sharing.disputes import normalise_key
@@ -36,7 +35,7 @@ from sharing.store import SharingStore
 Changes = dict[int, str]  # version -> "upsert" | "delete"
 
 
-def record_changes(store: SharingStore, decryption: pq.FileDecryptionProperties, dataset: Dataset, ref: bytes,
+def record_changes(store: SharingStore, decryption: Decryption, dataset: Dataset, ref: bytes,
                    secret: bytes, algorithm: str = "HMAC-SHA256") -> Changes:
     """The versions that changed the record with pseudonym ``ref``, and how."""
     found: Changes = {}
@@ -52,11 +51,14 @@ def record_changes(store: SharingStore, decryption: pq.FileDecryptionProperties,
     return found
 
 
-def _refs(path: Any, decryption: pq.FileDecryptionProperties, dataset: Dataset, secret: bytes, algorithm: str = "HMAC-SHA256") -> pa.Array:  # noqa: ANN401
-    handle = pq.ParquetFile(path, decryption_properties=decryption)
-    if KEY_REF in handle.schema_arrow.names:
-        return handle.read(columns=[KEY_REF]).column(KEY_REF).combine_chunks().cast(pa.binary(16))
-    keys = handle.read(columns=[dataset.key]).column(dataset.key).combine_chunks()  # versions before deletes had refs
+def _refs(path: Any, decryption: Decryption, dataset: Dataset, secret: bytes, algorithm: str = "HMAC-SHA256") -> pa.Array:  # noqa: ANN401
+    handle = decryption.open(path)
+    try:
+        if KEY_REF in handle.schema_arrow.names:
+            return handle.read(columns=[KEY_REF]).column(KEY_REF).combine_chunks().cast(pa.binary(16))
+        keys = handle.read(columns=[dataset.key]).column(dataset.key).combine_chunks()  # versions before deletes had refs
+    finally:
+        handle.close()
     return key_refs(keys, secret, algorithm) if len(keys) else pa.array([], pa.binary(16))
 
 
@@ -79,7 +81,7 @@ def deliveries_of(catalog: Catalog, home: Home, key: str) -> list[dict[str, Any]
     keystore = Keystore(home.keystore)
     secret = keystore.hmac_key()
     algorithm = keystore.hmac_algorithm()
-    decryption = decryption_properties(keystore)
+    decryption = keystore_decryption(keystore)
     changes: dict[str, Changes] = {}
     for ds in catalog.datasets.values():
         store = SharingStore(home.store, ds.id)

@@ -44,7 +44,7 @@ from common.files import private_dir, private_file
 from common.home import Home
 from common.schema import CHANGE_TYPE, DISPUTED
 from keys.keystore import Keystore
-from keys.protection import decryption_properties
+from keys.protection import keystore_decryption
 from keys.pseudonyms import FINGERPRINT, KEY_REF, REF_TYPE
 from service.state import service_dir
 from sharing.disputes import DisputeLog, disputed_mask
@@ -190,7 +190,7 @@ def _make_changes(home: Home, dataset: Dataset, fields: tuple[str, ...], manifes
     """Write the change files of versions start..last that are missing, walking the versions
     forward from the state at start-1 (only its key refs are read) to tell inserts from updates."""
     store = SharingStore(home.store, dataset.id)
-    decryption = decryption_properties(Keystore(home.keystore))
+    decryption = keystore_decryption(Keystore(home.keystore))
     columns = list(fields) if dataset.key in fields else [dataset.key, *fields]
     check_catalog(dataset, check_span(dataset.id, manifests, start, last, columns), columns, last)
     base = base_version(manifests, start - 1) if start > 1 else start

@@ -15,14 +15,14 @@ import pyarrow.parquet as pq
 
 from common.catalog import Dataset, masked_column
 from common.errors import IntegrityError, InternalError
-from common.files import canonical_json, sha256_file
+from common.files import DIGEST_FIELDS, canonical_json, digest_file
 from common.run import ExtractTotals, Protected, RunRecord, Staged, VersionProtection
 from common.schema import IS_DELETED, arrow_type, fields_schema
 from common.times import SOURCE_ZONE_NAME, utc_now
 from keys.datakeys import FOOTER, run_data_keys
 from keys.keystore import Keystore
 from keys.masking import mask_values
-from keys.protection import Protection, decryption_properties, encrypted_batches, encryption_by_id
+from keys.protection import Protection, encrypted_batches, encryption_by_id, keystore_decryption
 from keys.pseudonyms import FINGERPRINT, KEY_REF
 from sharing.changes import REF_FIELDS
 from sharing.decide import MARKERS_SCHEMA, decide, markers
@@ -80,8 +80,7 @@ def _protection(keystore: Keystore, dataset: Dataset, keys: dict[str, str], colu
     ``columns`` under its own data key; the description names the run's data keys."""
     encrypted = set(encrypted_columns(dataset))
     by_id = {keys[c]: [c] for c in columns if c in encrypted}
-    protection = encryption_by_id(keystore, keys[FOOTER], by_id)
-    return Protection(protection.file_encryption_properties, {**protection.description, "data_keys": dict(keys)})
+    return encryption_by_id(keystore, keys[FOOTER], by_id).with_description(data_keys=dict(keys))
 
 
 def upsert_protection(keystore: Keystore, dataset: Dataset, keys: dict[str, str]) -> Protection:
@@ -141,9 +140,9 @@ class PartFiles:
         self.keys = run_keys(folder, keystore, ds)
         self.protection = upsert_protection(keystore, ds, self.keys)
         self.candidates = self.markers = self.deletes = 0
-        self._candidates = pq.ParquetWriter(folder / CANDIDATES.format(part=part), self.schema, compression="zstd",
-                                            use_dictionary=dictionary_columns(ds, self.schema.names),
-                                            encryption_properties=self.protection.file_encryption_properties)
+        # bound to the upserts file's name: a sealed (gm) candidates file may become it unchanged
+        self._candidates = self.protection.writer(folder / CANDIDATES.format(part=part), self.schema, name=UPSERTS,
+                                                  use_dictionary=dictionary_columns(ds, self.schema.names))
         # hashes neither compress nor repeat
         self._markers = pq.ParquetWriter(folder / MARKERS.format(part=part), MARKERS_SCHEMA, compression="none",
                                          use_dictionary=False)
@@ -164,9 +163,7 @@ class PartFiles:
     def _write_deleted(self, rows: pa.RecordBatch) -> None:
         if self._deleted is None:
             protection = delete_protection(self._keystore, self.dataset, self.keys)
-            self._deleted = pq.ParquetWriter(self._folder / DELETED.format(part=self._part), deletes_schema(self.dataset),
-                                             compression="zstd",
-                                             encryption_properties=protection.file_encryption_properties)
+            self._deleted = protection.writer(self._folder / DELETED.format(part=self._part), deletes_schema(self.dataset))
         self._deleted.write_batch(rows.select([self.dataset.key, KEY_REF]))
         self.deletes += rows.num_rows
 
@@ -227,9 +224,8 @@ def write_version_files(store: SharingStore, index: StateIndex, dataset: Dataset
     else:
         protection = upsert_protection(keystore, ds, keys)
         upserts, described = 0, protection.description
-        with pq.ParquetWriter(version_dir / UPSERTS, schema, compression="zstd", use_dictionary=dictionary_columns(ds, schema.names),
-                              encryption_properties=protection.file_encryption_properties) as writer:
-            for batch, keep in _selected(candidates, keystore, schema.names, publish_live):
+        with protection.writer(version_dir / UPSERTS, schema, use_dictionary=dictionary_columns(ds, schema.names)) as writer:
+            for batch, keep in _selected(candidates, keystore, schema.names, publish_live, name=UPSERTS):
                 rows = batch.filter(pa.array(keep))
                 writer.write_batch(rows)
                 upserts += rows.num_rows
@@ -254,11 +250,12 @@ def write_version_files(store: SharingStore, index: StateIndex, dataset: Dataset
             upserts=described, deletes=deletes_described))
 
 
-def _selected(files: list[Path], keystore: Keystore, columns: list[str],
-              keep: np.ndarray) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
-    """The batches of staged files in order, each with its slice of ``keep`` (one bool per row)."""
+def _selected(files: list[Path], keystore: Keystore, columns: list[str], keep: np.ndarray,
+              name: str | None = None) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+    """The batches of staged files in order, each with its slice of ``keep`` (one bool per row);
+    ``name``: the name sealed files were bound to."""
     offset = 0
-    for batch in encrypted_batches(files, keystore, columns, BATCH_ROWS):
+    for batch in encrypted_batches(files, keystore, columns, BATCH_ROWS, name=name):
         yield batch, keep[offset:offset + batch.num_rows]
         offset += batch.num_rows
     if offset != len(keep):
@@ -272,7 +269,7 @@ def _vanished(store: SharingStore, keystore: Keystore, ds: Dataset, index_delta:
         return deletes_schema(ds).empty_table()
     kept = pq.read_table(index_delta, columns=[KEY_REF]).column(KEY_REF).combine_chunks()
     manifests = [store.read_manifest(v) for v in range(1, latest + 1)]
-    state = read_view(store, decryption_properties(keystore), ds, manifests, [ds.key], base_version(manifests, latest),
+    state = read_view(store, keystore_decryption(keystore), ds, manifests, [ds.key], base_version(manifests, latest),
                       latest, False, with_refs=True)
     gone = state.filter(pc.invert(pc.is_in(state.column(KEY_REF), value_set=kept)))
     return gone.select([ds.key, KEY_REF]).cast(deletes_schema(ds))
@@ -284,7 +281,7 @@ def _write_deletes(path, keystore: Keystore, ds: Dataset, keys: dict[str, str], 
     protection's description."""
     protection = delete_protection(keystore, ds, keys)
     schema = deletes_schema(ds)
-    with pq.ParquetWriter(path, schema, compression="zstd", encryption_properties=protection.file_encryption_properties) as writer:
+    with protection.writer(path, schema) as writer:
         writer.write_table(deleted.select(schema.names).cast(schema))
     return protection.description
 
@@ -299,9 +296,10 @@ def publish_version(store: SharingStore, keystore: Keystore, dataset: Dataset, r
     if window is None or protected is None or record.validate is None:
         raise InternalError(f"{ds.id} run {record.run_id}: publish before extract, validate and protect were recorded")
     staged = store.staging_dir / record.run_id
+    digest = keystore.profile.digest
     files = [
-        _file_entry(staged, UPSERTS, "upserts", protected.upserts),
-        _file_entry(staged, DELETES, "deletes", protected.deletes),
+        _file_entry(staged, UPSERTS, "upserts", protected.upserts, digest),
+        _file_entry(staged, DELETES, "deletes", protected.deletes, digest),
     ]
     with store.publish_lock():
         latest = store.latest()
@@ -328,14 +326,15 @@ def publish_version(store: SharingStore, keystore: Keystore, dataset: Dataset, r
                 for f in ds.masked_fields if f.mask is not None
             ],
             "withheld_fields": [f.name for f in ds.fields_of("none")],
-            "system_columns": {KEY_REF: "SHA-256 of a keystore secret and the key, 16 bytes (pseudonym)",
-                               FINGERPRINT: "SHA-256 of the published fields' canonical text, 16 bytes"},
+            "system_columns": _system_columns(keystore),
             "protection": {"upserts": protected.protection.upserts, "deletes": protected.protection.deletes},
             "data_keys": [{"group": group, "key_id": key_id}
                           for group, key_id in protected.protection.upserts["data_keys"].items()],
             "files": files,
-            "previous": {"version": previous.version, "manifest_sha256": previous.digest} if previous else None,
+            "previous": {"version": previous.version, previous.link_field: previous.digest} if previous else None,
         }
+        if digest != "SHA-256":  # the gm profile: the manifest and its files digested with SM3
+            doc["digest"] = digest
         if access_log is not None:
             doc["access_log"] = {"count": int(access_log["count"]), "hash": str(access_log["hash"])}
             if access_log.get("checkpoint"):  # the signed tree (lineage.logtree) as of this publish
@@ -372,6 +371,16 @@ def _field_protection(ds: Dataset, name: str, column_keys: dict[str, list[str]])
     return "encrypted" if any(name in cols for cols in column_keys.values()) else "plain"
 
 
-def _file_entry(folder, name: str, role: str, rows: int) -> dict[str, Any]:  # noqa: ANN001
+def _file_entry(folder, name: str, role: str, rows: int, digest: str) -> dict[str, Any]:  # noqa: ANN001
     path = folder / name
-    return {"path": name, "role": role, "rows": rows, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    return {"path": name, "role": role, "rows": rows, "bytes": path.stat().st_size,
+            DIGEST_FIELDS[digest]: digest_file(path, digest)}
+
+
+def _system_columns(keystore: Keystore) -> dict[str, str]:
+    """How the version's pseudonym columns are made, in the home's profile (keys.pseudonyms)."""
+    if keystore.profile.name == "gm":
+        return {KEY_REF: "HMAC-SM3 of the key under a keystore secret, 16 bytes (pseudonym)",
+                FINGERPRINT: "SM3 of the published fields' canonical text, 16 bytes"}
+    return {KEY_REF: "SHA-256 of a keystore secret and the key, 16 bytes (pseudonym)",
+            FINGERPRINT: "SHA-256 of the published fields' canonical text, 16 bytes"}

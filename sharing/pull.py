@@ -25,7 +25,7 @@ from common.home import Home
 from common.oserrors import storage_error
 from common.schema import CHANGE_TYPE, COMMIT_VERSION, DISPUTED
 from keys.keystore import Keystore
-from keys.protection import decryption_properties
+from keys.protection import keystore_decryption
 from keys.pseudonyms import FINGERPRINT, KEY_REF
 from sharing.deliver import check_target, deliver
 from sharing.disputes import DisputeLog, disputed_mask, shown_subscriber
@@ -103,7 +103,7 @@ def granted_view(home: Home, dataset: Dataset, grant: Grant, version: int | None
     # one schema from the subscriber's copy (version N of --since N) to upto, and the catalog's
     check_catalog(ds, check_span(ds.id, manifests, since or first, upto), columns, upto)
     disputes = DisputeLog(home, ds.id).open()
-    view = read_view(store, decryption_properties(keystore), ds, manifests, columns, first, upto, keep_deletes=since is not None,
+    view = read_view(store, keystore_decryption(keystore), ds, manifests, columns, first, upto, keep_deletes=since is not None,
                      with_refs=bool(disputes))
     disputed = (disputed_mask(disputes, view.column(KEY_REF), view.column(FINGERPRINT)) if disputes
                 else pa.repeat(pa.scalar(False), view.num_rows))

@@ -1,8 +1,9 @@
 """Reading published versions back: only the wanted columns, decrypted, folded across versions.
 
-Readers pass the decryption properties that open the versions: the publisher's
-(``keys.protection.decryption_properties(keystore)``, every version) or a subscriber agent's
-(``keys.kms.decryption_with(keys)``: only the data keys its envelopes hold). Views fold by the
+Readers pass what opens the versions (a ``keys.protection.Decryption``, or bare PME decryption
+properties): the publisher's (``keys.protection.keystore_decryption(keystore)``, every version) or a
+subscriber agent's (``keys.protection.decryption_for_keys(keys)``: only the data keys its
+envelopes hold; PME files in the standard profile, sealed SM4 files in the gm profile). Views fold by the
 pseudonymous ``_key_ref`` that every version's upserts and deletes hold, so a grant without the
 key field folds exactly like one with it; versions written before deletes carried ``_key_ref``
 fold by the key, which only the publisher can read.
@@ -17,6 +18,7 @@ import pyarrow.parquet as pq
 
 from common.catalog import Dataset
 from common.errors import ConfigError
+from keys.protection import Decryption, as_decryption
 from keys.pseudonyms import KEY_REF
 from sharing.changes import REF_FIELDS
 from sharing.feed import VersionChanges, fold
@@ -37,20 +39,25 @@ def folds_by_ref(manifest: Manifest) -> bool:
     return "data_keys" in manifest.doc
 
 
-def read_changes(store: SharingStore, decryption: pq.FileDecryptionProperties, manifest: Manifest,
+def read_changes(store: SharingStore, decryption: Decryption | pq.FileDecryptionProperties, manifest: Manifest,
                  columns: Sequence[str], by: str) -> VersionChanges:
     """A version's upserts (``columns``) and deletes (``by``, and the columns among ``columns``
     that a deletes file holds: the key and its ref)."""
     folder = store.version_dir(manifest.version)
-    upserts = pq.ParquetFile(folder / manifest.files("upserts")[0]["path"], decryption_properties=decryption)
-    deletes = pq.ParquetFile(folder / manifest.files("deletes")[0]["path"], decryption_properties=decryption)
-    held = set(deletes.schema_arrow.names)
-    wanted = [by, *(c for c in columns if c in held and c != by)]
-    return VersionChanges(version=manifest.version, upserts=upserts.read(columns=list(columns)),
-                          deletes=deletes.read(columns=wanted))
+    opener = as_decryption(decryption)
+    upserts = opener.open(folder / manifest.files("upserts")[0]["path"])
+    deletes = opener.open(folder / manifest.files("deletes")[0]["path"])
+    try:
+        held = set(deletes.schema_arrow.names)
+        wanted = [by, *(c for c in columns if c in held and c != by)]
+        return VersionChanges(version=manifest.version, upserts=upserts.read(columns=list(columns)),
+                              deletes=deletes.read(columns=wanted))
+    finally:
+        upserts.close()
+        deletes.close()
 
 
-def read_view(store: SharingStore, decryption: pq.FileDecryptionProperties, dataset: Dataset,
+def read_view(store: SharingStore, decryption: Decryption | pq.FileDecryptionProperties, dataset: Dataset,
               manifests: Sequence[Manifest], columns: Sequence[str], first: int, last: int, keep_deletes: bool,
               with_refs: bool = False) -> pa.Table:
     """Fold versions first..last (inclusive) over ``columns``, and with_refs: the pseudonymous

@@ -35,7 +35,6 @@ fails with exit 75 (retriable) naming the run that holds it and since when.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -51,7 +50,7 @@ from typing import Any, Literal
 
 from common.errors import ConfigError, IntegrityError, PublishConflict, TemporaryFailure
 from common.faults import checkpoint
-from common.files import canonical_json, fsync_dir, write_atomic
+from common.files import DIGEST_FIELDS, canonical_json, digest_bytes, fsync_dir, write_atomic
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
@@ -98,8 +97,29 @@ class Manifest:
     doc: dict[str, Any]
 
     @property
+    def digest_algorithm(self) -> str:
+        """What the manifest is digested with, and its files: ``digest`` in it (SM3 in the 国密
+        profile), SHA-256 when absent (the standard profile, and manifests from before)."""
+        name = self.doc.get("digest", "SHA-256")
+        if name not in DIGEST_FIELDS:
+            raise IntegrityError(f"{self.doc.get('dataset')} version {self.version}: the manifest names digest "
+                                 f"{name!r}, which is none of {', '.join(DIGEST_FIELDS)}")
+        return name
+
+    @property
     def digest(self) -> str:
-        return hashlib.sha256(self.raw).hexdigest()
+        """The manifest's digest (hex) by its digest algorithm: what the next version links to."""
+        return digest_bytes(self.raw, self.digest_algorithm)
+
+    @property
+    def digest_field(self) -> str:
+        """The name a file's digest is listed under in this manifest: ``sha256`` or ``sm3``."""
+        return DIGEST_FIELDS[self.digest_algorithm]
+
+    @property
+    def link_field(self) -> str:
+        """The name of the predecessor's digest in ``previous``: ``manifest_sha256`` or ``manifest_sm3``."""
+        return "manifest_" + self.digest_field
 
     @property
     def kind(self) -> str:

@@ -29,12 +29,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from common.errors import IntegrityError
-from common.files import sha256_file
+from common.files import digest_file
 from keys.keystore import Keystore
+from keys.profile import GM, STANDARD
 from sharing.index import StateIndex
 from sharing.state import SyncState, read_state, state_exists, state_path
 from sharing.store import MANIFEST, SIGNATURE, Manifest, SharingStore
 
+# each crypto profile's signature algorithm -> its digest (Ed25519: SHA-256, SM2: SM3)
+SIGNATURE_DIGEST = {p.signing: p.digest for p in (STANDARD, GM)}
 
 @dataclass(frozen=True)
 class VerifiedChain:
@@ -72,10 +75,17 @@ def verify_chain(store: SharingStore, keystore: SignatureVerifier, upto: int) ->
     previous: Manifest | None = None
     for version in expected:
         manifest = store.read_manifest(version)
+        signature = store.read_signature(version)
         try:
-            keystore.verify(manifest.raw, store.read_signature(version))
+            keystore.verify(manifest.raw, signature)
         except IntegrityError as exc:
             raise IntegrityError(f"{store.dataset_id} version {version}: manifest signature does not verify ({exc.message})") from None
+        # the digest goes with the signature's profile (Ed25519: SHA-256, SM2: SM3), never weaker
+        wanted = SIGNATURE_DIGEST.get(str(signature.get("algorithm")))
+        if manifest.digest_algorithm != wanted:
+            raise IntegrityError(f"{store.dataset_id} version {version}: the manifest is digested with "
+                                 f"{manifest.digest_algorithm} but signed with {signature.get('algorithm')}, whose profile "
+                                 f"digests with {wanted}: a manifest re-digested under another algorithm is refused")
         doc = manifest.doc
         if doc.get("dataset") != store.dataset_id or doc.get("version") != version:
             raise IntegrityError(f"{store.dataset_id} version {version}: manifest names dataset {doc.get('dataset')!r} version {doc.get('version')!r}")
@@ -83,7 +93,7 @@ def verify_chain(store: SharingStore, keystore: SignatureVerifier, upto: int) ->
         if previous is None:
             if link is not None:
                 raise IntegrityError(f"{store.dataset_id} version 1: manifest links to a predecessor; the chain was rewritten")
-        elif not isinstance(link, dict) or link.get("version") != version - 1 or link.get("manifest_sha256") != previous.digest:
+        elif not isinstance(link, dict) or link.get("version") != version - 1 or link.get(manifest.link_field) != previous.digest:
             raise IntegrityError(
                 f"{store.dataset_id} version {version}: the digest of manifest {version - 1} does not match its back-link; "
                 "a manifest was altered or replaced"
@@ -94,7 +104,8 @@ def verify_chain(store: SharingStore, keystore: SignatureVerifier, upto: int) ->
 
 
 def verify_files(store: SharingStore, manifest: Manifest, roles: Iterable[str] | None = None) -> int:
-    """Check the SHA-256 and size of the manifest's files, and that nothing else lies beside them."""
+    """Check the digest (SHA-256, or SM3 in the gm profile) and size of the manifest's files, and
+    that nothing else lies beside them."""
     folder = store.version_dir(manifest.version)
     wanted = set(roles) if roles is not None else None
     listed = {f["path"] for f in manifest.files()}
@@ -109,9 +120,10 @@ def verify_files(store: SharingStore, manifest: Manifest, roles: Iterable[str] |
         path = _inside(folder, entry["path"], store.dataset_id, manifest.version)
         if not path.is_file():
             raise IntegrityError(f"{store.dataset_id} version {manifest.version}: file {entry['path']} is missing")
-        if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+        if path.stat().st_size != entry["bytes"] or digest_file(path, manifest.digest_algorithm) != entry.get(manifest.digest_field):
             raise IntegrityError(
-                f"{store.dataset_id} version {manifest.version}: file {entry['path']} does not match its SHA-256 in the manifest"
+                f"{store.dataset_id} version {manifest.version}: file {entry['path']} does not match its "
+                f"{manifest.digest_algorithm} in the manifest"
             )
         checked += 1
     return checked

@@ -186,8 +186,9 @@ def _rule_entry(dataset: Dataset, rule_id: str, rule: RuleSummary | None, keys: 
 
 def _batches(files: list[Path], keystore: Keystore, columns: list[str]) -> Iterator[pa.RecordBatch]:
     from keys.protection import encrypted_batches
+    from validation.quarantine import SEALED_AS
 
-    return encrypted_batches(files, keystore, columns, _BATCH_ROWS)
+    return encrypted_batches(files, keystore, columns, _BATCH_ROWS, name=SEALED_AS)
 
 
 # -- files ------------------------------------------------------------------------------------------

@@ -27,11 +27,12 @@ from common.run import QuarantineUpdate
 from common.times import utc_now
 from keys.keystore import Keystore
 from keys.masking import mask_keys
-from keys.protection import decryption_properties
+from keys.protection import Decryption, as_decryption, keystore_decryption
 from keys.pseudonyms import KEY_REF, last_per_ref
 
 RULES = "_rules"
 REJECTED = "rejected-{part}.parquet"  # a run's rejected rows per part, in its work folder, until kept here
+SEALED_AS = "rejected.parquet"  # the name a sealed (gm) rejected-rows file is bound to: they are renamed when kept
 CASES_SCHEMA = pa.schema([
     (KEY_REF, pa.binary(16)), ("masked_key", pa.string()), ("rules", pa.string()), ("status", pa.string()),
     ("first_run", pa.string()), ("last_run", pa.string()), ("first_seen", pa.string()), ("last_seen", pa.string()),
@@ -40,9 +41,9 @@ CASES_SCHEMA = pa.schema([
 
 
 class Quarantine:
-    def __init__(self, folder: Path, decryption: pq.FileDecryptionProperties) -> None:
+    def __init__(self, folder: Path, decryption: Decryption | pq.FileDecryptionProperties) -> None:
         self.folder = folder
-        self.decryption = decryption  # the run files are encrypted with the quarantine key
+        self.decryption = as_decryption(decryption)  # the run files are encrypted with the quarantine key
         self.cases_path = folder / "cases.parquet"
         self.events_path = folder / "events.jsonl"
         self._cases: pa.Table | None = None
@@ -113,7 +114,7 @@ class Quarantine:
         open_refs = self.open_cases().column(KEY_REF).combine_chunks()
         removed = []
         for path in sorted(self.folder.glob("*-*.parquet")):
-            refs = pq.ParquetFile(path, decryption_properties=self.decryption).read(columns=[KEY_REF]).column(KEY_REF)
+            refs = self.decryption.read_table(path, [KEY_REF], name=SEALED_AS).column(KEY_REF)
             if not pc.any(pc.is_in(refs, value_set=open_refs)).as_py():
                 path.unlink()
                 removed.append(path.name)
@@ -173,8 +174,8 @@ def update_cases(folder: Path, key_field: str, keystore: Keystore, run_id: str, 
     """Open or refresh a case per key the run rejected (its ``moved`` files); close the open cases
     whose key arrived good (the ``_key_ref`` column of the ``good`` files: the run's markers when it
     published, none when the gate blocked it)."""
-    decrypt = decryption_properties(keystore)
-    rejected = [pq.read_table(folder / f, columns=[key_field, KEY_REF, RULES], decryption_properties=decrypt) for f in moved]
+    decrypt = keystore_decryption(keystore)
+    rejected = [decrypt.read_table(folder / f, [key_field, KEY_REF, RULES], name=SEALED_AS) for f in moved]
     cases = pa.table({KEY_REF: pa.array([], pa.binary(16)), "masked_key": pa.array([], pa.string()),
                       "rules": pa.array([], pa.string())})
     if rejected:

@@ -58,6 +58,13 @@ class Parties:
         self.ok("subscriber", "enroll", subscriber, "--out", str(file), "--server", self.served.url, "--hours", str(hours))
         return file
 
+    def same_view(self, subscriber: str, agent: str, dataset: str, folder: Path, *extra: str) -> None:
+        """The agent's pull and ``govshare pull`` for the subscriber give the same table."""
+        mine, theirs = folder / f"agent-{agent}-{dataset}{''.join(extra)}.parquet", folder / f"pull{''.join(extra)}.parquet"
+        self.ok("agent", "pull", dataset, "--purpose", "办件核验", "--case", "BJ-1", "--out", str(mine), *extra, agent=agent)
+        self.ok("pull", dataset, "--subscriber", subscriber, "--purpose", "核对", "--out", str(theirs), *extra)
+        _same(mine, theirs)
+
     def change_population(self, rows: int = 5) -> None:
         """Change some published rows and delete one at the source, then sync a new version."""
         source = self.world.env["AIRFLOW_CONN_POPULATION_DB"].removeprefix("sqlite:///")
@@ -70,16 +77,20 @@ class Parties:
         self.ok("sync", "population")
 
 
-@pytest.fixture(scope="module")
-def parties(tmp_path_factory: pytest.TempPathFactory, demo_sources):  # noqa: ANN001, ANN201
-    root = tmp_path_factory.mktemp("two-parties")
-    world = build_cli_world(root, demo_sources)
+def two_parties(root: Path, demo_sources, extra_env: dict[str, str] | None = None):  # noqa: ANN001, ANN201
+    """A published home, its service and three enrolled agents; yields Parties, stops the service."""
+    world = build_cli_world(root, demo_sources, extra_env)
     served = start_service(world.env)
     p = Parties(world, served, root)
     for subscriber, agent in ((HOUSEHOLD, "household"), (GENERAL, "general"), (MASKED, "masked")):
         p.ok("agent", "init", "--enrollment", str(p.enrol(subscriber, agent)), agent=agent)
     yield p
     assert served.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def parties(tmp_path_factory: pytest.TempPathFactory, demo_sources):  # noqa: ANN001, ANN201
+    yield from two_parties(tmp_path_factory.mktemp("two-parties"), demo_sources)
 
 
 def _same(a: Path, b: Path) -> None:
@@ -100,11 +111,7 @@ def test_datasets_lists_the_grant_and_its_fields(parties: Parties) -> None:
 
 def test_the_agents_view_equals_govshare_pull_full_version_and_since(parties: Parties, tmp_path: Path) -> None:
     def both(subscriber: str, agent: str, dataset: str, *extra: str) -> None:
-        mine, theirs = tmp_path / f"agent-{agent}-{dataset}{''.join(extra)}.parquet", tmp_path / f"pull{''.join(extra)}.parquet"
-        parties.ok("agent", "pull", dataset, "--purpose", "办件核验", "--case", "BJ-1", "--out", str(mine), *extra,
-                   agent=agent)
-        parties.ok("pull", dataset, "--subscriber", subscriber, "--purpose", "核对", "--out", str(theirs), *extra)
-        _same(mine, theirs)
+        parties.same_view(subscriber, agent, dataset, tmp_path, *extra)
 
     both(HOUSEHOLD, "household", "population")
     both(GENERAL, "general", "legal_entity")

@@ -152,7 +152,8 @@ class CliWorld:
         assert not ID_NUMBER.search(result.stderr), result.stderr
 
 
-def build_cli_world(root: Path, demo_sources) -> CliWorld:  # noqa: ANN001 - govshare.demo.DemoSources
+def build_cli_world(root: Path, demo_sources, extra_env: dict[str, str] | None = None) -> CliWorld:  # noqa: ANN001
+    """``demo_sources``: govshare.demo.DemoSources; ``extra_env`` (e.g. GOVSHARE_CRYPTO_PROFILE) for every command."""
     import pyarrow.parquet as pq
 
     catalog = root / "catalogs"
@@ -162,6 +163,7 @@ def build_cli_world(root: Path, demo_sources) -> CliWorld:  # noqa: ANN001 - gov
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "GOVSHARE_")) or k == "GOVSHARE_ROOT_KEY"}
     env.update({"GOVSHARE_HOME": str(root / "home"), "GOVSHARE_CATALOG": str(catalog), "GOVSHARE_GX": "inline",
                 "PYTHONPATH": str(PROJECT)})
+    env.update(extra_env or {})
     for conn_id, uri in demo_sources.connection_uris().items():
         copy = root / "sources" / Path(uri.removeprefix("sqlite:///")).name
         copy.parent.mkdir(parents=True, exist_ok=True)

@@ -21,3 +21,12 @@ def test_the_benchmark_runs_to_its_result_line(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     assert re.search(r"^RESULT rows=3000 full_vs_raw=\S+ incr1pct_vs_full=\S+ pull_vs_plain=\S+", done.stdout, re.M), \
         done.stdout[-2000:]
+
+
+def test_the_gm_benchmark_reports_its_ratio_to_the_standard_profile(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--rows", "3000", "--rss-rows", "0", "--repeat", "1",
+                           "--profile-crypto", "gm", "--keep", str(tmp_path / "bench")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert re.search(r"^RESULT rows=3000 .*gm_full_vs_standard=\d+\.\d+ crypto=gm$", done.stdout, re.M), done.stdout[-2000:]

@@ -130,7 +130,9 @@ def test_gm_signatures_are_sm2_and_verify_only_unaltered(gm_keystore) -> None:
 def test_gm_data_keys_wrap_under_sm4_master_keys(gm_keystore) -> None:
     master = gm_keystore.active_key_id("population.conditional")
     key_id = create_data_key(gm_keystore, "population", "conditional", master)
-    assert len(data_key(gm_keystore, key_id)) == 32
+    assert len(data_key(gm_keystore, key_id)) == 16  # an SM4 key: the column key of sealed files (keys.chunkseal)
+    doc = json.loads((gm_keystore.path / "datakeys" / f"{key_id}.json").read_text(encoding="utf-8"))
+    assert doc["master_key_id"] == master and gm_keystore.algorithm(master) == "SM4-GCM"
 
 
 def test_a_home_never_changes_profile_in_place(gm_keystore) -> None:
@@ -227,8 +229,8 @@ def test_an_agent_follows_an_announced_change_to_sm2_and_refuses_an_unannounced_
 
 # -- govshare init ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("value", "says"), [("gm", "not complete yet"), ("GM", "one of standard, gm"),
-                                             ("standrd", "one of standard, gm")])
+@pytest.mark.parametrize(("value", "says"), [("GM", "one of standard, gm"), ("standrd", "one of standard, gm"),
+                                             ("sm", "one of standard, gm")])
 def test_init_refuses_a_profile_it_cannot_honour_and_makes_nothing(tmp_path, monkeypatch, capsys, value, says) -> None:
     from govshare.cli import main
 
@@ -238,6 +240,21 @@ def test_init_refuses_a_profile_it_cannot_honour_and_makes_nothing(tmp_path, mon
     assert main(["init"]) == 2
     assert says in capsys.readouterr().err
     assert not (tmp_path / "home").exists() and not (tmp_path / "root.key").exists()
+
+
+def test_init_makes_a_gm_home(tmp_path, monkeypatch, capsys) -> None:
+    from govshare.cli import main
+
+    monkeypatch.setenv("GOVSHARE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("GOVSHARE_ROOT_KEY", f"file:{tmp_path / 'root.key'}")
+    monkeypatch.setenv("GOVSHARE_CRYPTO_PROFILE", "gm")
+    assert main(["init"]) == 0
+    ks = Keystore(tmp_path / "home" / "keystore")
+    assert ks.profile.name == "gm"
+    assert {e.algorithm for e in ks.entries().values()} <= {"SM2", "SM4-GCM", "HMAC-SM3"}
+    monkeypatch.setenv("GOVSHARE_CRYPTO_PROFILE", "standard")
+    assert main(["init"]) == 2  # never changes profile in place
+    assert "never changes profile" in capsys.readouterr().err
 
 
 # -- agents of a gm publisher: SM2 request signatures and SM2 envelopes ---------------------------
