@@ -36,7 +36,7 @@ from common.errors import ConfigError
 
 DIGEST_BYTES = 32
 BLOCK_BYTES = 64
-CHUNK_ROWS = 32768  # rows per chunk: the fastest of 8K-64K here (benchmarks/sm3vec_bench.py)
+CHUNK_ROWS = 65536  # rows per chunk: the fastest of 8K-64K on an idle machine, 2 threads (benchmarks/sm3vec_bench.py)
 THREADS = max(1, min(4, os.cpu_count() or 1))
 
 _U32 = np.uint32
@@ -291,8 +291,10 @@ def _digests(values: pa.Array | pa.ChunkedArray, size: int, words: _Words, threa
     at = 0
     for array in arrays:
         data, starts, lengths = _parts(array)
-        for first in range(0, len(array), chunk_rows):
-            last = min(first + chunk_rows, len(array))
+        # equal chunks of at most chunk_rows (a 100K batch: two of 50K, one per thread, not 64K + 36K)
+        pieces = -(-len(array) // chunk_rows) if len(array) else 0
+        bounds = [len(array) * i // pieces for i in range(pieces + 1)] if pieces else []
+        for first, last in zip(bounds, bounds[1:]):
             jobs.append((at + first, at + last, data, starts[first:last], lengths[first:last]))
         at += len(array)
 
