@@ -230,7 +230,8 @@ def _init(args: argparse.Namespace) -> int:
                             profile=wanted)
     if not h.marker.exists():
         h.marker.write_text(json.dumps({"format": "govshare-home/1"}) + "\n", encoding="utf-8")
-    print(f"GOVSHARE_HOME {h.root}: " + (f"created keys {', '.join(created)}" if created else "already initialised; no key replaced"))
+    print(f"GOVSHARE_HOME {h.root}: " + (f"created keys {', '.join(created)}" if created else "already initialised; no key replaced")
+          + f" (crypto profile {keystore.profile.name})")
     if keystore.migrated:
         print(f"wrapped {len(keystore.migrated)} key file(s) of a home made before root keys under the root key "
               f"{keystore.root().root_id}")
