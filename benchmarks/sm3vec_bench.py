@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
-from collections.abc import Callable
 from datetime import date
 
 import numpy as np
 import pyarrow as pa
 
+from benchmarks.chunkseal_bench import best
 from common.catalog import load_catalog
 from common.schema import source_schema
 from keys import sm3vec
@@ -68,15 +67,6 @@ def population(rows: int, seed: int = 20261207) -> pa.RecordBatch:
         else:
             arrays.append(pa.nulls(rows, field.type))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
-
-
-def best(repeat: int, run: Callable[[], object]) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:

@@ -41,25 +41,10 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 DIGEST_FIELDS = {"SHA-256": "sha256", "SM3": "sm3"}
 
 
-def _hasher(algorithm: str):  # noqa: ANN202 - hashlib or cryptography hash object, both update()
-    if algorithm == "SHA-256":
-        return hashlib.sha256()
-    if algorithm == "SM3":
-        from cryptography.hazmat.primitives import hashes
-
-        return _CryptographyHash(hashes.Hash(hashes.SM3()))
-    raise ValueError(f"{algorithm!r} is not a digest govshare knows ({', '.join(DIGEST_FIELDS)})")
-
-
-class _CryptographyHash:
-    def __init__(self, context) -> None:  # noqa: ANN001
-        self._context = context
-
-    def update(self, data: bytes) -> None:
-        self._context.update(data)
-
-    def hexdigest(self) -> str:
-        return self._context.finalize().hex()
+def _hasher(algorithm: str):  # noqa: ANN202 - a hashlib object (SM3 is OpenSSL's, as keys.merkle's)
+    if algorithm not in DIGEST_FIELDS:
+        raise ValueError(f"{algorithm!r} is not a digest govshare knows ({', '.join(DIGEST_FIELDS)})")
+    return hashlib.new(DIGEST_FIELDS[algorithm])
 
 
 def digest_bytes(data: bytes, algorithm: str = "SHA-256") -> str:

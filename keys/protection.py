@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pyarrow.parquet.encryption as pe
 
-from common.errors import ConfigError, IntegrityError
+from common.errors import ConfigError
 from keys import chunkseal
 from keys.datakeys import data_key, is_data_key_id
 from keys.keystore import QUARANTINE, STAGING, Keystore
@@ -191,8 +191,6 @@ class Decryption:
         """``pq.ParquetFile`` of a protected file (``name``: the name a sealed file was bound to)."""
         if self.keys is not None and (self.properties is None or chunkseal.is_sealed(path)):
             return chunkseal.SealedParquetFile(path, self.keys, name=name, **options)
-        if self.keys is not None and self.properties is None:
-            raise IntegrityError(f"{Path(path).name} is not a sealed file")
         return pq.ParquetFile(path, decryption_properties=self.properties, **options)
 
     def read_table(self, path: str | os.PathLike[str], columns: Sequence[str] | None = None, *,
