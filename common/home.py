@@ -23,8 +23,19 @@ class Home:
 
     @property
     def store(self) -> Path:
-        """The sharing store: published, immutable versions per dataset."""
-        return self.root / "store"
+        """The sharing store: published, immutable versions per dataset. GOVSHARE_STORE may name
+        another local folder, or ``s3://bucket/prefix``: then this is the home's local cache of
+        that object store (store-cache/<bucket>/<prefix>, tagged with the store it mirrors), and
+        sharing.store reads and publishes through the object store (common.objstore)."""
+        from common.objstore import STORE_ENV, attach, parse_store
+
+        raw = os.environ.get(STORE_ENV, "").strip()
+        if not raw:
+            return self.root / "store"
+        where = parse_store(raw)
+        if isinstance(where, Path):
+            return where
+        return attach(self.root / "store-cache" / where.bucket / (where.prefix or "_"), where)
 
     @property
     def state(self) -> Path:

@@ -58,7 +58,7 @@ from keys.keystore import Keystore
 from keys.merkle import SHA256, SIGNED_WITH, Frontier, TreeHash, consistency_proof, inclusion_proof
 from keys.proofcheck import HASH_FIELD, recorded_hash
 from lineage.logtree import LogTree, entry_leaf, publisher_keys, tagged
-from sharing.store import SharingStore
+from sharing.store import SharingStore, dataset_ids
 
 log = logging.getLogger(__name__)
 
@@ -555,11 +555,9 @@ def _outcome(entry: dict[str, Any], outcomes: dict[int, str]) -> Outcome:
 
 def manifest_heads(store_root: Path, keystore: Keystore) -> list[tuple[str, LogHead]]:
     """The access-log head of every published manifest that records one (signatures checked)."""
-    if not store_root.is_dir():
-        return []
     found = []
-    for folder in sorted(p for p in store_root.iterdir() if p.is_dir()):
-        store = SharingStore(store_root, folder.name)
+    for name in dataset_ids(store_root):
+        store = SharingStore(store_root, name)
         for version in store.versions():
             manifest = store.read_manifest(version)
             head = manifest.doc.get("access_log")
@@ -568,9 +566,9 @@ def manifest_heads(store_root: Path, keystore: Keystore) -> list[tuple[str, LogH
             try:
                 keystore.verify(manifest.raw, store.read_signature(version))
             except IntegrityError:
-                raise IntegrityError(f"{folder.name} version {version}: the manifest's signature does not verify, "
+                raise IntegrityError(f"{name} version {version}: the manifest's signature does not verify, "
                                      "so its access-log head cannot be trusted") from None
-            found.append((f"{folder.name} version {version} manifest", LogHead.from_json(head)))
+            found.append((f"{name} version {version} manifest", LogHead.from_json(head)))
     return found
 
 

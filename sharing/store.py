@@ -12,6 +12,17 @@ Layout under GOVSHARE_HOME/store/<dataset>/:
 A version becomes visible by one rename of its complete folder, so a reader sees version N
 whole or not at all. Version numbers are 1, 2, 3, ... and never reused.
 
+On object storage (GOVSHARE_STORE=s3://bucket/prefix, common.objstore) there is no rename. A
+publisher uploads the version's files under a prefix of its own
+(``<dataset>/objects/<version>-<run>-<random>/``), then makes the version visible by one
+conditional write, ``If-None-Match: *``, of its head marker ``<dataset>/heads/<version>.json``
+(the prefix, the file names and sizes). Readers know versions only from head markers, never by
+listing a version's files, so a writer killed before its marker leaves nothing visible, and two
+publishers of the same version number cannot both win: the loser gets PublishConflict. The
+home's store folder is then a local cache: a version is downloaded into it whole (temporary
+folder, one rename) the first time it is read, and verified like any other by its manifest's
+digests and signature.
+
 The sync lease (``SyncLease``: GOVSHARE_HOME/work/<dataset>.lease, the run that may sync the
 dataset now; an fcntl lock on the work folder is taken to read and change it): one run per
 dataset between plan and publish, so that two runs never decide
@@ -51,10 +62,12 @@ from typing import Any, Literal
 from common.errors import ConfigError, IntegrityError, PublishConflict, TemporaryFailure
 from common.faults import checkpoint
 from common.files import DIGEST_FIELDS, canonical_json, digest_bytes, fsync_dir, write_atomic
+from common.objstore import ObjectStore, attached, object_store
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 MANIFEST_FORMAT = "govshare-manifest/1"
+HEAD_FORMAT = "govshare-head/1"
 _VERSION_DIGITS = 8
 LEASE_TTL_ENV = "GOVSHARE_SYNC_LEASE_TTL"
 WAIT_ENV = "GOVSHARE_SYNC_WAIT"
@@ -135,11 +148,17 @@ class SharingStore:
         self.root = root / dataset_id
         self.versions_dir = self.root / "versions"
         self.staging_dir = self.root / ".staging"
+        url = attached(root)
+        self.remote: ObjectStore | None = object_store(url) if url else None
+        self.remote_root = url.key(dataset_id) if url else ""
 
     # -- reading -------------------------------------------------------------------------
 
     def versions(self) -> list[int]:
         """Published version numbers, ascending (gaps are the verifier's business)."""
+        if self.remote is not None:
+            return sorted(int(n[:-5]) for n in self.remote.names(self.remote_root + "/heads")
+                          if n.endswith(".json") and len(n) == _VERSION_DIGITS + 5 and n[:-5].isdigit())
         if not self.versions_dir.is_dir():
             return []
         found = []
@@ -153,7 +172,66 @@ class SharingStore:
         return versions[-1] if versions else None
 
     def version_dir(self, version: int) -> Path:
-        return self.versions_dir / f"{version:0{_VERSION_DIGITS}d}"
+        """The version's folder; on object storage, the local cache's copy, downloaded whole the
+        first time (a version that has no head marker stays absent)."""
+        path = self.versions_dir / f"{version:0{_VERSION_DIGITS}d}"
+        if self.remote is not None and not path.is_dir():
+            self._materialise(version, path)
+        return path
+
+    def _head_key(self, version: int) -> str:
+        return f"{self.remote_root}/heads/{version:0{_VERSION_DIGITS}d}.json"
+
+    def head(self, version: int) -> dict[str, Any] | None:
+        """The head marker of a version on object storage (None: not visible)."""
+        assert self.remote is not None
+        raw = self.remote.get(self._head_key(version))
+        if raw is None:
+            return None
+        try:
+            doc = json.loads(raw)
+            if doc.get("format") != HEAD_FORMAT or doc.get("version") != version:
+                raise ValueError("format")
+            prefix, files = doc["objects"], doc["files"]
+            if not (isinstance(prefix, str) and prefix.startswith(self.remote_root + "/objects/")
+                    and isinstance(files, dict) and MANIFEST in files and SIGNATURE in files
+                    and all(isinstance(n, str) and "/" not in n and n not in (".", "..") for n in files)):
+                raise ValueError("fields")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise IntegrityError(f"{self.dataset_id} version {version}: the head marker {self._head_key(version)} "
+                                 "on the object store is malformed") from None
+        return doc
+
+    def remote_key(self, version: int, name: str) -> str | None:
+        """The object key of one file of a version on object storage (None: no such file)."""
+        doc = self.head(version) if self.remote is not None else None
+        if doc is None or name not in doc["files"]:
+            return None
+        return f"{doc['objects']}/{name}"
+
+    def _materialise(self, version: int, path: Path) -> None:
+        doc = self.head(version)
+        if doc is None:
+            return
+        tmp = self.versions_dir / f".{path.name}.{os.getpid()}.download"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            for name, size in doc["files"].items():
+                target = tmp / name
+                if not self.remote.download(f"{doc['objects']}/{name}", target):
+                    raise IntegrityError(f"{self.dataset_id} version {version}: {name} is missing from the object "
+                                         f"store ({doc['objects']}/{name}) though its head marker lists it")
+                if target.stat().st_size != size:
+                    raise IntegrityError(f"{self.dataset_id} version {version}: {name} on the object store has "
+                                         f"{target.stat().st_size} bytes, its head marker says {size}")
+            try:
+                os.rename(tmp, path)
+            except OSError:
+                if not path.is_dir():  # another reader's download won the rename: same files, keep it
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def require_version(self, version: int | None) -> int:
         latest = self.latest()
@@ -220,6 +298,8 @@ class SharingStore:
         Call under publish_lock(), with version == latest() + 1.
         """
         checkpoint("files")
+        if self.remote is not None:
+            return self._commit_remote(staged, version, manifest, signature)
         target = self.version_dir(version)
         if target.exists():
             raise PublishConflict(f"{self.dataset_id} version {version} already exists: another publisher was first; retry the run")
@@ -236,6 +316,39 @@ class SharingStore:
         checkpoint("visible")
         return target
 
+    def _commit_remote(self, staged: Path, version: int, manifest: bytes, signature: dict[str, Any]) -> Path:
+        """Upload the version's files under a prefix of this attempt's own, then write its head
+        marker if no other publisher has written one for this version (the one step that makes it
+        visible); then move the staged folder into the local cache as that version."""
+        assert self.remote is not None
+        latest = self.latest() or 0
+        if version <= latest:
+            raise PublishConflict(f"{self.dataset_id} version {version} already exists: another publisher was first; "
+                                  "retry the run")
+        if version != latest + 1:
+            raise IntegrityError(f"{self.dataset_id}: refusing to publish version {version} after version {latest}: "
+                                 "version numbers run 1, 2, 3 without gaps")
+        (staged / MANIFEST).write_bytes(manifest)
+        (staged / SIGNATURE).write_bytes(canonical_json(signature))
+        _fsync_tree(staged)
+        prefix = f"{self.remote_root}/objects/{version:0{_VERSION_DIGITS}d}-{staged.name}-{os.urandom(6).hex()}"
+        files = {}
+        for path in sorted(p for p in staged.iterdir() if p.is_file()):
+            self.remote.upload(f"{prefix}/{path.name}", path)
+            files[path.name] = path.stat().st_size
+        checkpoint("manifest")
+        head = {"format": HEAD_FORMAT, "version": version, "objects": prefix, "files": files}
+        if not self.remote.put(self._head_key(version), canonical_json(head), if_absent=True):
+            raise PublishConflict(f"{self.dataset_id} version {version} already exists on the object store: another "
+                                  "publisher was first; retry the run")
+        target = self.versions_dir / f"{version:0{_VERSION_DIGITS}d}"
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        if target.exists():  # a stale cache entry cannot be: versions are immutable and this one was new
+            shutil.rmtree(target)
+        os.rename(staged, target)
+        checkpoint("visible")
+        return target
+
     def discard_others(self, run_id: str) -> list[Path]:
         """Remove what runs other than ``run_id`` left half-made (their .staging folders, temporary
         files): call while holding the sync lease, when no other run can be assembling a version."""
@@ -246,21 +359,67 @@ class SharingStore:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
+        if self.remote is not None:
+            self._discard_remote_others(run_id)
         return gone
 
+    def _discard_remote_others(self, run_id: str) -> None:
+        """On object storage: delete what killed writers uploaded for a version after the latest
+        (never made visible, referenced by no head marker) once nothing was written there for the
+        lease's TTL (a writer on a machine that does not share this lease may still be at work);
+        prefixes of ``run_id`` stay."""
+        latest, ttl = self.latest() or 0, _seconds(LEASE_TTL_ENV, DEFAULT_LEASE_TTL)
+        for name in self.remote.names(self.remote_root + "/objects"):
+            number, _, rest = name.partition("-")
+            if number.isdigit() and int(number) > latest and not rest.startswith(run_id + "-"):
+                self.remote.delete_under(f"{self.remote_root}/objects/{name}", older_than=ttl)
+
+
+
+def dataset_ids(root: Path) -> list[str]:
+    """The datasets a store holds: the folders of a local store, the top-level prefixes of an
+    object store (whatever the local cache has seen so far)."""
+    url = attached(root)
+    if url is not None:
+        return [n for n in object_store(url).names(url.prefix) if not n.startswith(".")]
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+COORDINATION_ENV = "GOVSHARE_COORDINATION"
+_LEASE_TABLE = "govshare_sync_lease"
 
 
 class SyncLease:
-    """The dataset's sync lease, in the home's work folder (see the module's docstring)."""
+    """The dataset's sync lease (see the module's docstring): a file in the home's work folder,
+    or, when GOVSHARE_COORDINATION names a PostgreSQL database (``postgresql://...``), a row of
+    the table govshare_sync_lease read and changed under a transaction-scoped advisory lock, so
+    that workers on different machines see one lease per dataset."""
 
     def __init__(self, work: Path, dataset_id: str) -> None:
         self.dataset_id = dataset_id
         self.folder = work
         self.path = work / f"{dataset_id}.lease"
+        raw = os.environ.get(COORDINATION_ENV, "").strip()
+        if raw and not raw.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(f"{COORDINATION_ENV}={raw.split('@')[-1]!r}: expected postgresql://user:password@host/db "
+                              "(or unset, for the home's own work folder)")
+        self._dsn = raw or None
+        self._db = None  # the open transaction while _lease_lock holds the lock
 
     @contextmanager
     def _lease_lock(self) -> Iterator[None]:
-        """An fcntl lock on the work folder itself: no lock file is left behind."""
+        """An fcntl lock on the work folder itself (no lock file is left behind), or a
+        transaction holding PostgreSQL's advisory lock for the dataset."""
+        if self._dsn is not None:
+            with self._database() as db:
+                self._db = db
+                try:
+                    yield
+                finally:
+                    self._db = None
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.folder, os.O_RDONLY)
         try:
@@ -269,18 +428,62 @@ class SyncLease:
         finally:
             os.close(fd)  # closing releases the lock
 
+    @contextmanager
+    def _database(self) -> Iterator[Any]:
+        import psycopg
+
+        where = self._dsn.split("@")[-1]
+        try:
+            with psycopg.connect(self._dsn, connect_timeout=10, autocommit=False) as db:
+                db.execute(f"CREATE TABLE IF NOT EXISTS {_LEASE_TABLE} (dataset text PRIMARY KEY, lease text NOT NULL)")
+                db.commit()
+                db.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"govshare-lease:{self.dataset_id}",))
+                yield db
+                db.commit()
+        except psycopg.OperationalError as exc:
+            raise TemporaryFailure(f"{self.dataset_id}: the coordination database {where} is unreachable "
+                                   f"({str(exc).splitlines()[0][:160]}); retry later") from None
+        except psycopg.Error as exc:
+            raise ConfigError(f"{self.dataset_id}: the coordination database {where} refused the sync lease "
+                              f"({exc.__class__.__name__}); check {COORDINATION_ENV} and the user's rights") from None
+
     def lease(self) -> Lease | None:
         """The lease as written (stale or not); None when no run holds it."""
-        path = self.path
+        if self._dsn is not None and self._db is None:
+            with self._lease_lock():
+                return self.lease()
+        where = f"the sync lease {self.path}" if self._dsn is None else f"the sync lease in {_LEASE_TABLE}"
         try:
-            lease = Lease(**json.loads(path.read_bytes()))
+            if self._db is not None:
+                row = self._db.execute(f"SELECT lease FROM {_LEASE_TABLE} WHERE dataset = %s",
+                                       (self.dataset_id,)).fetchone()
+                if row is None:
+                    return None
+                raw = row[0].encode()
+            else:
+                raw = self.path.read_bytes()
+            lease = Lease(**json.loads(raw))
             datetime.fromisoformat(lease.renewed_at)
             return lease
         except FileNotFoundError:
             return None
         except (UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError):
-            raise IntegrityError(f"{self.dataset_id}: the sync lease {path} is unreadable; make sure no sync of "
+            raise IntegrityError(f"{self.dataset_id}: {where} is unreadable; make sure no sync of "
                                  f"{self.dataset_id} runs, then remove it") from None
+
+    def _write(self, lease: Lease) -> None:
+        if self._db is not None:
+            self._db.execute(f"INSERT INTO {_LEASE_TABLE} (dataset, lease) VALUES (%s, %s) "
+                             "ON CONFLICT (dataset) DO UPDATE SET lease = EXCLUDED.lease",
+                             (self.dataset_id, json.dumps(asdict(lease))))
+        else:
+            write_atomic(self.path, json.dumps(asdict(lease)))
+
+    def _remove(self) -> None:
+        if self._db is not None:
+            self._db.execute(f"DELETE FROM {_LEASE_TABLE} WHERE dataset = %s", (self.dataset_id,))
+        else:
+            self.path.unlink(missing_ok=True)
 
     def hold(self, run_id: str, scope: LeaseScope, wait: float | None = None) -> Lease:
         """Take or renew the sync lease for ``run_id``; wait up to ``wait`` seconds (default
@@ -296,7 +499,7 @@ class SyncLease:
                     if current is not None and current.run_id != run_id:
                         _log.warning("%s: taking over the stale sync lease of %s", self.dataset_id, current.describe())
                     lease = _lease(run_id, scope, now, current if current and current.run_id == run_id else None)
-                    write_atomic(self.path, json.dumps(asdict(lease)))
+                    self._write(lease)
                     return lease
             if time.monotonic() >= deadline:
                 raise TemporaryFailure(
@@ -314,7 +517,7 @@ class SyncLease:
         with self._lease_lock():
             current = self.lease()
             if current is not None and current.run_id == run_id:
-                self.path.unlink(missing_ok=True)
+                self._remove()
 
 
 def _lease(run_id: str, scope: LeaseScope, now: datetime, renewed: Lease | None) -> Lease:
