@@ -197,3 +197,24 @@ def test_a_local_store_folder_is_honoured(demo_sources, tmp_path: Path) -> None:
     assert (tmp_path / "elsewhere" / "population" / "versions" / "00000001" / "manifest.json").is_file()
     assert not (world.home / "store").exists()
     assert os.listdir(tmp_path / "elsewhere")
+
+
+@pytest.fixture(scope="module")
+def s3_parties(tmp_path_factory: pytest.TempPathFactory, demo_sources, s3_env):  # noqa: ANN001, ANN201
+    from tests.agent.test_agent import two_parties
+
+    yield from two_parties(tmp_path_factory.mktemp("s3-parties"), demo_sources,
+                           {**s3_env, "GOVSHARE_STORE": f"s3://{BUCKET}/bureau-b"})
+
+
+def test_an_agent_pulls_the_same_view_from_a_service_on_the_object_store(s3_parties, s3_env, tmp_path: Path) -> None:
+    from tests.agent.test_agent import HOUSEHOLD
+
+    s3_parties.same_view(HOUSEHOLD, "household", "population", tmp_path)
+    s3_parties.change_population()
+    assert _keys(s3_env, "bureau-b/population/heads/")[-1].endswith("/00000002.json")
+    # the service's cache loses everything: version 2 and its predecessor come from the object store
+    shutil.rmtree(s3_parties.world.home / "store-cache")
+    s3_parties.same_view(HOUSEHOLD, "household", "population", tmp_path, "--since", "1")
+    s3_parties.same_view(HOUSEHOLD, "household", "population", tmp_path / "full")
+    assert (s3_parties.world.home / "store-cache" / BUCKET / "bureau-b" / "population" / "versions" / "00000002").is_dir()
