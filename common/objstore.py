@@ -3,9 +3,10 @@ GOVSHARE_HOME/store) or ``s3://bucket/prefix`` on S3-compatible object storage.
 
 For an object store, the endpoint and credentials come from the environment as boto3 reads them
 (``AWS_ENDPOINT_URL`` or ``AWS_ENDPOINT_URL_S3``, ``AWS_ACCESS_KEY_ID``,
-``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``). boto3 is the optional extra ``govshare[s3]``;
-it is used for what pyarrow.fs cannot do: a conditional write (``If-None-Match: *``, the
-operation that makes a version visible without a rename) and pre-signed URLs.
+``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``). boto3 is the optional extra ``govshare[s3]``:
+one client for every call, because pyarrow.fs and fsspec's S3 file systems cannot make the
+conditional write (``If-None-Match: *``) that makes a version visible without a rename. Files
+go up through boto3's managed transfer (multipart for large files) and come down streamed.
 
 ``ObjectStore`` is the handful of operations the sharing store needs, each mapped to one S3 call;
 a missing object is ``None``, a lost conditional write is ``False``, and an unreachable or
@@ -124,7 +125,17 @@ class ObjectStore:
 
     def get(self, key: str) -> bytes | None:
         answer = self._call("reading", key, self._client.get_object)
-        return None if answer is None else answer["Body"].read()
+        return None if answer is None else self._read(key, lambda: answer["Body"].read())
+
+    def _read(self, key: str, fn: Any) -> Any:
+        """A response body's transfer, with its failures mapped as _call's are."""
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            return fn()
+        except (BotoCoreError, OSError) as exc:
+            raise TemporaryFailure(f"object store {self.url.url}: reading {key} broke off "
+                                   f"({exc.__class__.__name__}); retry later") from None
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
         """Write an object; with ``if_absent`` only if no object has that key (False if one had)."""
@@ -132,16 +143,26 @@ class ObjectStore:
         return self._call("writing", key, self._client.put_object, Body=data, **extra) is not False
 
     def upload(self, key: str, path: Path) -> None:
-        with open(path, "rb") as fh:
-            self._call("writing", key, self._client.put_object, Body=fh)
+        from boto3.exceptions import S3UploadFailedError
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._client.upload_file(str(path), self.url.bucket, key)
+        except (S3UploadFailedError, BotoCoreError, ClientError) as exc:
+            raise TemporaryFailure(f"object store {self.url.url}: writing {key} failed "
+                                   f"({exc.__class__.__name__}); retry later") from None
 
     def download(self, key: str, path: Path) -> bool:
         answer = self._call("reading", key, self._client.get_object)
         if answer is None:
             return False
-        with open(path, "wb") as fh:
-            for chunk in answer["Body"].iter_chunks(8 << 20):
-                fh.write(chunk)
+
+        def copy() -> None:
+            with open(path, "wb") as fh:
+                for chunk in answer["Body"].iter_chunks(8 << 20):
+                    fh.write(chunk)
+
+        self._read(key, copy)
         return True
 
     def names(self, prefix: str) -> list[str]:
@@ -181,10 +202,6 @@ class ObjectStore:
             raise TemporaryFailure(f"object store {self.url.url}: deleting under {start} failed "
                                    f"({exc.__class__.__name__}); retry later") from None
         return len(objects)
-
-    def presign(self, key: str, seconds: int) -> str:
-        return self._client.generate_presigned_url("get_object", Params={"Bucket": self.url.bucket, "Key": key},
-                                                   ExpiresIn=seconds)
 
 
 _stores: dict[StoreUrl, ObjectStore] = {}

@@ -202,13 +202,6 @@ class SharingStore:
                                  "on the object store is malformed") from None
         return doc
 
-    def remote_key(self, version: int, name: str) -> str | None:
-        """The object key of one file of a version on object storage (None: no such file)."""
-        doc = self.head(version) if self.remote is not None else None
-        if doc is None or name not in doc["files"]:
-            return None
-        return f"{doc['objects']}/{name}"
-
     def _materialise(self, version: int, path: Path) -> None:
         doc = self.head(version)
         if doc is None:
@@ -298,39 +291,34 @@ class SharingStore:
         Call under publish_lock(), with version == latest() + 1.
         """
         checkpoint("files")
-        if self.remote is not None:
-            return self._commit_remote(staged, version, manifest, signature)
-        target = self.version_dir(version)
-        if target.exists():
+        versions = self.versions()
+        latest = versions[-1] if versions else None
+        target = self.versions_dir / f"{version:0{_VERSION_DIGITS}d}"
+        taken = version in versions if self.remote is not None else target.exists()
+        if taken:
             raise PublishConflict(f"{self.dataset_id} version {version} already exists: another publisher was first; retry the run")
-        if version != (self.latest() or 0) + 1:
-            raise IntegrityError(f"{self.dataset_id}: refusing to publish version {version} after version {self.latest()}: "
-                                 "version numbers run 1, 2, 3 without gaps")
-        (staged / MANIFEST).write_bytes(manifest)
-        (staged / SIGNATURE).write_bytes(canonical_json(signature))
-        _fsync_tree(staged)
-        checkpoint("manifest")
-        self.versions_dir.mkdir(parents=True, exist_ok=True)
-        os.rename(staged, target)  # atomic on one filesystem: the version appears whole
-        fsync_dir(self.versions_dir)
-        checkpoint("visible")
-        return target
-
-    def _commit_remote(self, staged: Path, version: int, manifest: bytes, signature: dict[str, Any]) -> Path:
-        """Upload the version's files under a prefix of this attempt's own, then write its head
-        marker if no other publisher has written one for this version (the one step that makes it
-        visible); then move the staged folder into the local cache as that version."""
-        assert self.remote is not None
-        latest = self.latest() or 0
-        if version <= latest:
-            raise PublishConflict(f"{self.dataset_id} version {version} already exists: another publisher was first; "
-                                  "retry the run")
-        if version != latest + 1:
+        if version != (latest or 0) + 1:
             raise IntegrityError(f"{self.dataset_id}: refusing to publish version {version} after version {latest}: "
                                  "version numbers run 1, 2, 3 without gaps")
         (staged / MANIFEST).write_bytes(manifest)
         (staged / SIGNATURE).write_bytes(canonical_json(signature))
         _fsync_tree(staged)
+        if self.remote is not None:
+            self._make_visible_remote(staged, version)
+        else:
+            checkpoint("manifest")
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        if self.remote is not None and target.exists():  # a cache left from a store emptied since: the store wins
+            shutil.rmtree(target)
+        os.rename(staged, target)  # atomic on one filesystem: the version appears whole (locally; remotely it is already)
+        fsync_dir(self.versions_dir)
+        checkpoint("visible")
+        return target
+
+    def _make_visible_remote(self, staged: Path, version: int) -> None:
+        """Upload the version's files under a prefix of this attempt's own, then write its head
+        marker if no other publisher has written one for this version: the one step that makes it
+        visible on the object store."""
         prefix = f"{self.remote_root}/objects/{version:0{_VERSION_DIGITS}d}-{staged.name}-{os.urandom(6).hex()}"
         files = {}
         for path in sorted(p for p in staged.iterdir() if p.is_file()):
@@ -341,13 +329,6 @@ class SharingStore:
         if not self.remote.put(self._head_key(version), canonical_json(head), if_absent=True):
             raise PublishConflict(f"{self.dataset_id} version {version} already exists on the object store: another "
                                   "publisher was first; retry the run")
-        target = self.versions_dir / f"{version:0{_VERSION_DIGITS}d}"
-        self.versions_dir.mkdir(parents=True, exist_ok=True)
-        if target.exists():  # a stale cache entry cannot be: versions are immutable and this one was new
-            shutil.rmtree(target)
-        os.rename(staged, target)
-        checkpoint("visible")
-        return target
 
     def discard_others(self, run_id: str) -> list[Path]:
         """Remove what runs other than ``run_id`` left half-made (their .staging folders, temporary
@@ -375,10 +356,9 @@ class SharingStore:
                 self.remote.delete_under(f"{self.remote_root}/objects/{name}", older_than=ttl)
 
 
-
 def dataset_ids(root: Path) -> list[str]:
     """The datasets a store holds: the folders of a local store, the top-level prefixes of an
-    object store (whatever the local cache has seen so far)."""
+    object store (read from the store, not from the local cache)."""
     url = attached(root)
     if url is not None:
         return [n for n in object_store(url).names(url.prefix) if not n.startswith(".")]
@@ -389,6 +369,7 @@ def dataset_ids(root: Path) -> list[str]:
 
 COORDINATION_ENV = "GOVSHARE_COORDINATION"
 _LEASE_TABLE = "govshare_sync_lease"
+_LEASE_TABLE_MADE: set[str] = set()  # the databases this process has made sure hold the table
 
 
 class SyncLease:
@@ -435,8 +416,11 @@ class SyncLease:
         where = self._dsn.split("@")[-1]
         try:
             with psycopg.connect(self._dsn, connect_timeout=10, autocommit=False) as db:
-                db.execute(f"CREATE TABLE IF NOT EXISTS {_LEASE_TABLE} (dataset text PRIMARY KEY, lease text NOT NULL)")
-                db.commit()
+                if self._dsn not in _LEASE_TABLE_MADE:  # concurrent CREATE ... IF NOT EXISTS can collide: serialise it
+                    db.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_LEASE_TABLE,))
+                    db.execute(f"CREATE TABLE IF NOT EXISTS {_LEASE_TABLE} (dataset text PRIMARY KEY, lease text NOT NULL)")
+                    db.commit()
+                    _LEASE_TABLE_MADE.add(self._dsn)
                 db.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"govshare-lease:{self.dataset_id}",))
                 yield db
                 db.commit()

@@ -17,18 +17,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from tests.dags.test_airflow_stack import _free_port
 from tests.integration.conftest import CliWorld, build_cli_world
 
 pytestmark = pytest.mark.integration
 BUCKET = "govshare-test"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "govshare-test", "AWS_SECRET_ACCESS_KEY": "govshare-test-secret",
                "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
