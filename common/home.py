@@ -12,6 +12,8 @@ from pathlib import Path
 from common.catalog import PROJECT_ROOT
 from common.errors import ConfigError
 
+WORK_ENV = "GOVSHARE_WORK"
+
 
 @dataclass(frozen=True)
 class Home:
@@ -35,7 +37,10 @@ class Home:
         where = parse_store(raw)
         if isinstance(where, Path):
             return where
-        return attach(self.root / "store-cache" / where.bucket / (where.prefix or "_"), where)
+        # A worker with a work folder of its own (GOVSHARE_WORK) keeps its own cache there, as a
+        # worker on another machine would: what it stages reaches the others through the store.
+        cache = (self.work if os.environ.get(WORK_ENV, "").strip() else self.root) / "store-cache"
+        return attach(cache / where.bucket / (where.prefix or "_"), where)
 
     @property
     def state(self) -> Path:
@@ -44,7 +49,25 @@ class Home:
 
     @property
     def work(self) -> Path:
-        """Staging of runs in progress (encrypted at rest), removed after publish."""
+        """Staging of runs in progress (encrypted at rest), removed after publish: GOVSHARE_WORK,
+        a folder of this worker's own, or GOVSHARE_HOME/work. With a sharing store on object
+        storage, the stages of one Airflow run hand their files over through the store
+        (sharing.handover), so each worker may have its own."""
+        raw = os.environ.get(WORK_ENV, "").strip()
+        if not raw:
+            return self.root / "work"
+        work = Path(raw).expanduser()
+        if not work.is_absolute():
+            raise ConfigError(f"{WORK_ENV}={raw!r}: expected an absolute path (the worker's own work folder)")
+        if work.exists() and not work.is_dir():
+            raise ConfigError(f"{WORK_ENV}={raw!r} is not a folder")
+        return work.resolve()
+
+    @property
+    def leases(self) -> Path:
+        """Where the per-dataset sync lease files live (sharing.store.SyncLease): always the
+        home's own work folder, shared by every worker of the home, whatever GOVSHARE_WORK says
+        (across machines, GOVSHARE_COORDINATION moves the lease into PostgreSQL)."""
         return self.root / "work"
 
     @property

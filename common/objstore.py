@@ -181,6 +181,31 @@ class ObjectStore:
                                    f"({exc.__class__.__name__}); retry later") from None
         return sorted(n for n in found if n)
 
+    def listing(self, prefix: str) -> dict[str, tuple[int, str]]:
+        """Every object under ``prefix/``, at any depth: its name below the prefix -> (size, ETag)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        start = prefix.rstrip("/") + "/"
+        try:
+            return {o["Key"][len(start):]: (int(o["Size"]), o["ETag"])
+                    for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.url.bucket,
+                                                                                       Prefix=start)
+                    for o in page.get("Contents", []) if len(o["Key"]) > len(start)}
+        except (BotoCoreError, ClientError) as exc:
+            raise TemporaryFailure(f"object store {self.url.url}: listing {start} failed "
+                                   f"({exc.__class__.__name__}); retry later") from None
+
+    def delete(self, keys: list[str]) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            for i in range(0, len(keys), 1000):
+                self._client.delete_objects(Bucket=self.url.bucket, Delete={
+                    "Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
+        except (BotoCoreError, ClientError) as exc:
+            raise TemporaryFailure(f"object store {self.url.url}: deleting {len(keys)} object(s) failed "
+                                   f"({exc.__class__.__name__}); retry later") from None
+
     def delete_under(self, prefix: str, older_than: float = 0.0) -> int:
         """Delete every object under ``prefix/`` if none of them was written in the last
         ``older_than`` seconds (a writer may still be at work there); the number deleted."""

@@ -38,7 +38,7 @@ def _release(dataset_id: str, airflow_run_id: str) -> None:
     from sharing.store import SyncLease
 
     try:
-        SyncLease(home().work, dataset_id).release(new_run_id(airflow_run_id))
+        SyncLease(home().leases, dataset_id).release(new_run_id(airflow_run_id))
     except (OSError, GovshareError):
         pass  # the original failure is what the task reports; a lease that cannot be released expires
 
@@ -53,7 +53,9 @@ def _run(stage: str, dataset_id: str, airflow_run_id: str, part: int | None, ful
     try:
         run = pipeline.start(dataset_id, airflow_run_id, full=full)
         function = getattr(pipeline, stage)
-        return function(run) if part is None else function(run, part)
+        result = function(run) if part is None else function(run, part)
+        pipeline.handover(run).push(part)  # for the next stage, on whichever worker it runs
+        return result
     except OSError as exc:
         error = storage_error(exc, home().root)
         if error is None:
@@ -61,3 +63,15 @@ def _run(stage: str, dataset_id: str, airflow_run_id: str, part: int | None, ful
         if stage == "protect":  # the retry stages the version afresh; the half-written one only fills the disk
             SharingStore(home().store, dataset_id).discard(new_run_id(airflow_run_id))
         raise error from exc
+
+
+def worker_hostname() -> str:
+    """The host name a task instance records (Airflow's ``[core] hostname_callable``): the
+    machine's, or GOVSHARE_WORKER_NAME where several workers share one machine (scripts/
+    scaleout-stack names each worker so the UI and the API show which one ran a task)."""
+    import os
+
+    from airflow.utils.net import getfqdn
+
+    name = os.environ.get("GOVSHARE_WORKER_NAME", "").strip()
+    return f"{name}@{getfqdn()}" if name else getfqdn()

@@ -50,7 +50,7 @@ from validation.gx_mode import gx_mode, gx_setting, warm_up
 BATCH_ROWS = 100_000
 T = TypeVar("T")
 
-__all__ = ["SyncResult", "ingest", "new_run_id", "plan", "protect", "publish", "start", "sync", "warm_up"]
+__all__ = ["SyncResult", "handover", "ingest", "new_run_id", "plan", "protect", "publish", "start", "sync", "warm_up"]
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,11 @@ def start(dataset_id: str, run_id: str | None = None, full: bool = False,
     home = (home or default_home()).require_initialised()
     gx_setting()  # a wrong GOVSHARE_GX fails here, before anything is planned
     run = Run(catalog.dataset(dataset_id), home, new_run_id(run_id), full)
-    lease = SyncLease(home.work, run.dataset.id)
+    lease = SyncLease(home.leases, run.dataset.id)
     lease.hold(run.run_id, hold)  # exit 75 naming the holder when another run syncs the dataset
     try:
+        if hold == "run":  # the run's earlier stages may have run on another worker
+            handover(run).fetch()
         planned = run.plan
         run = Run(run.dataset, home, run.run_id, planned.full) if planned else run
         _recover(run)
@@ -102,6 +104,7 @@ def _recover(run: Run) -> None:
     interrupted = found.pending_run
     if interrupted is not None and interrupted != run.run_id:
         dead = Run(ds, run.home, interrupted)
+        handover(dead).fetch()  # its work folder may be on another worker
         if dead.plan is not None and dead.load(Protected) is not None:
             publish(Run(ds, run.home, interrupted, dead.plan.full))  # records the version; publishes nothing
         elif not run.full:
@@ -109,6 +112,7 @@ def _recover(run: Run) -> None:
                                  f"publish was interrupted before the state recorded it, and the run's work folder "
                                  f"{dead.folder} is gone; run 'govshare sync {ds.id} --full' to rebuild the state")
     store.discard_others(run.run_id)
+    handover(run).drop_others()
     discard_temporary(run.home.state, ds.id)
     for folder in (run.home.work / ds.id).glob("*"):
         if folder.name != run.run_id:
@@ -154,6 +158,11 @@ def plan(run: Run) -> list[int]:
                   watermark_from=after, watermark_to=high, nothing_new=nothing_new,
                   parts=() if nothing_new else tuple(parts), rows_estimate=rows))
     if not nothing_new:
+        # The run's data keys are made here, once, before the parts fan out: mapped parts on
+        # workers with work folders of their own would otherwise each make a set.
+        from sharing.publish import run_keys
+
+        run_keys(run.folder, Keystore(run.home.keystore), ds)
         openlineage.emit_start(run.home.lineage, ds, run.record())
     return run.parts
 
@@ -328,7 +337,7 @@ def sync(dataset_id: str, full: bool = False, catalog: Catalog | None = None, ho
         raise
     finally:
         progress.done()
-        SyncLease(run.home.work, run.dataset.id).release(run.run_id)
+        SyncLease(run.home.leases, run.dataset.id).release(run.run_id)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -504,12 +513,20 @@ def _visible_unrecorded(run: Run) -> bool:
         return True
 
 
+def handover(run: Run):  # noqa: ANN201 - a sharing.handover.Handover
+    """The run's stage hand-over through an object store (inert for a local store)."""
+    from sharing.handover import Handover
+
+    return Handover(run.home.store, run.home.work, run.dataset.id, run.run_id)
+
+
 def _finish(run: Run) -> None:
     from sharing.store import SharingStore, SyncLease
 
     SharingStore(run.home.store, run.dataset.id).discard(run.run_id)
     shutil.rmtree(run.folder, ignore_errors=True)
-    SyncLease(run.home.work, run.dataset.id).release(run.run_id)
+    handover(run).drop()
+    SyncLease(run.home.leases, run.dataset.id).release(run.run_id)
 
 
 def _with_last(items: Iterator[T]) -> Iterator[tuple[T, bool]]:

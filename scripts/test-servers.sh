@@ -7,12 +7,15 @@
 #
 # Idempotent: `start` on running servers only prints the variables again. Installs Debian's
 # `postgresql` and `mariadb-server` with apt-get when their binaries are missing (as root), and
-# `chromium` with a Chinese font (`fonts-wqy-microhei`) for the lineage page's browser test.
+# `chromium` with a Chinese font (`fonts-wqy-microhei`) for the lineage page's browser test, and
+# `redis-server` for the scale-out stack (scripts/scaleout-stack).
 # Each server keeps its data, socket and log in $GOVSHARE_TEST_SERVERS_DIR (default
 # ${TMPDIR:-/tmp}/govshare-test-servers: PostgreSQL runs as the `postgres` user when started by
 # root, and that user must be able to reach the folder). Ports: GOVSHARE_TEST_PG_PORT (55432) and
 # GOVSHARE_TEST_MARIADB_PORT (53306). Everything but the variables goes to stderr.
 set -euo pipefail
+# mariadbd, runuser and friends live in the sbin folders, which a user's (or a test's) PATH may lack
+PATH="$PATH:/usr/sbin:/sbin"
 
 DIR="${GOVSHARE_TEST_SERVERS_DIR:-${TMPDIR:-/tmp}/govshare-test-servers}"
 PG_PORT="${GOVSHARE_TEST_PG_PORT:-55432}"
@@ -49,6 +52,7 @@ install_missing() {
     local wanted=()
     command -v chromium >/dev/null || wanted+=(chromium)
     fc-list 2>/dev/null | grep -qi -e 'wqy' -e 'cjk' || wanted+=(fonts-wqy-microhei)
+    command -v redis-server >/dev/null || wanted+=(redis-server)  # the broker of make scaleout / test-scaleout
     if ((${#wanted[@]})) && [[ "$(id -u)" != 0 ]]; then
         say "not installing ${wanted[*]} (not root): sudo apt-get install --no-install-recommends ${wanted[*]}"
     else

@@ -65,3 +65,7 @@ def sources(demo_sources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", f"sqlite:///{copy}")
         copies[conn_id] = copy
     return copies
+
+
+# The scale-out stack's tests start a whole distributed Airflow: `make test-scaleout` runs them.
+collect_ignore = [] if os.environ.get("GOVSHARE_TEST_SCALEOUT") == "1" else ["scaleout"]

@@ -69,10 +69,14 @@ class Api:
 class Stack:
     """scripts/airflow-stack in its own session, stopped (and if need be killed) exactly once."""
 
+    script = STACK
+    ready = "Airflow is running"  # what the script prints once every component is up
+    start_timeout = START_TIMEOUT
+
     def __init__(self, home: Path, env: dict[str, str], output: Path) -> None:
-        self.home, self.port, self.output = home, int(env["GOVSHARE_AIRFLOW_PORT"]), output
+        self.home, self.port, self.output, self.env = home, int(env["GOVSHARE_AIRFLOW_PORT"]), output, env
         with output.open("w") as out:
-            self.process = subprocess.Popen([str(STACK)], env=env, stdout=out, stderr=subprocess.STDOUT,
+            self.process = subprocess.Popen([str(self.script)], env=env, stdout=out, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
         self.groups: set[int] = {self.process.pid}
 
@@ -81,18 +85,18 @@ class Stack:
         return f"http://127.0.0.1:{self.port}"
 
     def wait_until_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
+        deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.output.read_text()[-3000:]
             try:
                 urllib.request.urlopen(self.base + "/api/v2/monitor/health", timeout=5).close()
-                if "Airflow is running" in self.output.read_text():
+                if self.ready in self.output.read_text():
                     self.groups |= self._component_groups()
                     return
             except (urllib.error.URLError, ConnectionError):
                 pass
             time.sleep(1)
-        pytest.fail(f"airflow-stack not ready within {START_TIMEOUT}s: {self.output.read_text()[-3000:]}")
+        pytest.fail(f"{self.script.name} not ready within {self.start_timeout}s: {self.report()}")
 
     def _component_groups(self) -> set[int]:
         lines = (self.home / "airflow" / "airflow-stack.pids").read_text().split("\n")

@@ -39,7 +39,7 @@ def test_a_run_that_failed_for_good_gives_the_dataset_back(home, sources, monkey
     from govshare.airflow_tasks import run_stage
     from sharing.store import SyncLease
 
-    lease = SyncLease(home.work, "population")
+    lease = SyncLease(home.leases, "population")
     real = dict(os.environ)["AIRFLOW_CONN_POPULATION_DB"]
     monkeypatch.setenv("AIRFLOW_CONN_POPULATION_DB", "nosuchdriver://x/y")  # refused in plan, after the run started
     with pytest.raises(AirflowFailException, match="population_db"):
