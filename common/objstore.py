@@ -1,9 +1,13 @@
 """Where the sharing store lives: GOVSHARE_STORE names a local folder (the default,
 GOVSHARE_HOME/store) or ``s3://bucket/prefix`` on S3-compatible object storage.
 
-For an object store, the endpoint and credentials come from the environment as boto3 reads them
-(``AWS_ENDPOINT_URL`` or ``AWS_ENDPOINT_URL_S3``, ``AWS_ACCESS_KEY_ID``,
-``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``). boto3 is the optional extra ``govshare[s3]``:
+For an object store, the endpoint and credentials come from an Airflow connection when
+``GOVSHARE_STORE_CONNECTION`` names one (common.connections: ``AIRFLOW_CONN_<ID>``, Airflow's
+secrets backends or metadata database, the Task SDK inside a task), in the Amazon provider's
+form: conn_type ``aws``, login the access key id, password the secret key, extra
+``endpoint_url`` (or ``service_config.s3.endpoint_url``) and ``region_name``. Without it they
+come from the environment as boto3 reads them (``AWS_ENDPOINT_URL`` or ``AWS_ENDPOINT_URL_S3``,
+``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``). boto3 is the optional extra ``govshare[s3]``:
 one client for every call, because pyarrow.fs and fsspec's S3 file systems cannot make the
 conditional write (``If-None-Match: *``) that makes a version visible without a rename. Files
 go up through boto3's managed transfer (multipart for large files) and come down streamed.
@@ -26,6 +30,8 @@ from typing import Any
 from common.errors import ConfigError, TemporaryFailure
 
 STORE_ENV = "GOVSHARE_STORE"
+CONNECTION_ENV = "GOVSHARE_STORE_CONNECTION"  # an Airflow connection id (conn_type aws) for the object store
+_CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 REMOTE_FILE = ".remote.json"  # in a local cache folder: the object store it mirrors
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PREFIX_PART = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -100,7 +106,8 @@ class ObjectStore:
             raise ConfigError(f"{STORE_ENV}={url.url}: object storage needs boto3: pip install 'govshare[s3]'") from None
         self.url = url
         self._client = boto3.client("s3", config=Config(retries={"max_attempts": 5, "mode": "standard"},
-                                                        connect_timeout=10, read_timeout=60))
+                                                        connect_timeout=10, read_timeout=60),
+                                    **client_settings(url))
 
     def _call(self, what: str, key: str, fn: Any, **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -227,6 +234,42 @@ class ObjectStore:
             raise TemporaryFailure(f"object store {self.url.url}: deleting under {start} failed "
                                    f"({exc.__class__.__name__}); retry later") from None
         return len(objects)
+
+
+def client_settings(url: StoreUrl) -> dict[str, str]:
+    """boto3 client arguments from the Airflow connection GOVSHARE_STORE_CONNECTION names; none
+    (the environment's) when it is unset. ConfigError naming the connection (never its secret)
+    when it cannot be used."""
+    conn_id = os.environ.get(CONNECTION_ENV, "").strip()
+    if not conn_id:
+        return {}
+    if not _CONN_ID.match(conn_id):
+        raise ConfigError(f"{CONNECTION_ENV}={conn_id!r}: expected an Airflow connection id (letters, digits, _ . -)")
+    from common.connections import connection_fields
+
+    conn = connection_fields(conn_id)
+    where = f"{STORE_ENV}={url.url}: connection {conn_id} ({CONNECTION_ENV})"
+    if conn.conn_type.strip().lower() not in ("aws", "s3"):
+        raise ConfigError(f"{where} has conn_type {conn.conn_type!r}; expected aws (the Amazon provider's)")
+    extra = dict(conn.extra)
+    service = extra.get("service_config")
+    s3 = service.get("s3") if isinstance(service, dict) else None
+    endpoint = extra.get("endpoint_url") or (s3.get("endpoint_url") if isinstance(s3, dict) else None) or conn.host
+    settings: dict[str, str] = {}
+    if endpoint:
+        if not isinstance(endpoint, str) or not re.match(r"^https?://[^\s/]+", endpoint):
+            raise ConfigError(f"{where}: endpoint_url must be an http(s) URL")
+        settings["endpoint_url"] = endpoint
+    if bool(conn.login) != bool(conn.password):
+        raise ConfigError(f"{where}: give both the access key id (login) and the secret key (password), or neither")
+    if conn.login and conn.password:
+        settings.update(aws_access_key_id=conn.login, aws_secret_access_key=conn.password)
+    region = extra.get("region_name")
+    if region:
+        if not isinstance(region, str):
+            raise ConfigError(f"{where}: region_name must be text")
+        settings["region_name"] = region
+    return settings
 
 
 _stores: dict[StoreUrl, ObjectStore] = {}

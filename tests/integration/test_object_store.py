@@ -187,6 +187,38 @@ def test_an_unreachable_object_store_is_a_temporary_failure(worlds) -> None:
     assert "object store" in done.stderr and "Traceback" not in done.stderr
 
 
+def _store_connection(s3_env: dict[str, str], endpoint: str) -> str:
+    return json.dumps({"conn_type": "aws", "login": s3_env["AWS_ACCESS_KEY_ID"], "password": s3_env["AWS_SECRET_ACCESS_KEY"],
+                       "extra": {"endpoint_url": endpoint, "region_name": s3_env["AWS_DEFAULT_REGION"]}})
+
+
+def test_the_stores_endpoint_and_keys_come_from_an_airflow_connection(worlds, s3_env, tmp_path: Path) -> None:
+    local, remote = worlds
+    # the environment points elsewhere, with other keys: the connection alone reaches the store
+    wrong = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{_free_port()}", "AWS_ACCESS_KEY_ID": "nobody",
+             "AWS_SECRET_ACCESS_KEY": "nothing", "AWS_MAX_ATTEMPTS": "1",
+             "GOVSHARE_STORE_CONNECTION": "bureau_store",
+             "AIRFLOW_CONN_BUREAU_STORE": _store_connection(s3_env, s3_env["AWS_ENDPOINT_URL"])}
+    shutil.rmtree(remote.home / "store-cache", ignore_errors=True)  # every version from the store itself
+    done = remote.run("pull", "population", "--subscriber", "approval-household", "--purpose", "户籍迁移审批",
+                      "--out", str(tmp_path / "via-connection.parquet"), env=wrong)
+    assert done.returncode == 0, done.stderr
+    table = pq.read_table(tmp_path / "via-connection.parquet")
+    assert table.num_rows > 0
+    # a connection to an endpoint where nothing listens is a temporary failure that names the store
+    dead = {**wrong, "AIRFLOW_CONN_BUREAU_STORE": _store_connection(s3_env, f"http://127.0.0.1:{_free_port()}")}
+    shutil.rmtree(remote.home / "store-cache", ignore_errors=True)
+    failed = remote.run("versions", "population", env=dead)
+    assert failed.returncode == 75, failed.stderr
+    assert "object store" in failed.stderr and "Traceback" not in failed.stderr
+    # a connection of the wrong type is a usage error naming it, never showing its secret
+    other = {**wrong, "AIRFLOW_CONN_BUREAU_STORE": json.dumps({"conn_type": "postgres", "login": "u",
+                                                               "password": s3_env["AWS_SECRET_ACCESS_KEY"]})}
+    refused = remote.run("versions", "population", env=other)
+    assert refused.returncode == 2, refused.stderr
+    assert "bureau_store" in refused.stderr and s3_env["AWS_SECRET_ACCESS_KEY"] not in refused.stderr
+
+
 def test_a_local_store_folder_is_honoured(demo_sources, tmp_path: Path) -> None:  # noqa: ANN001
     world = build_cli_world(tmp_path, demo_sources, {"GOVSHARE_STORE": str(tmp_path / "elsewhere")})
     assert (tmp_path / "elsewhere" / "population" / "versions" / "00000001" / "manifest.json").is_file()

@@ -1,7 +1,7 @@
 """The scale-out stack (scripts/scaleout-stack, ``make scaleout``) publishes what the embedded default
 publishes: the three syncs and an incremental one, triggered through Airflow's REST API and run by
 CeleryExecutor on two Celery workers with work folders of their own, the sharing store on moto's S3
-server, the sync lease in PostgreSQL. Every version's manifest equals the embedded run's on the
+server, the sync lease in PostgreSQL, the store's endpoint and keys from an Airflow connection. Every version's manifest equals the embedded run's on the
 same sources (except what is random or local by design: times, run ids, data key ids, digests of
 encrypted files, signatures, the home's own access log), the pulled views are equal row for row,
 both workers ran tasks, and an enrolled agent pulls the same view from the stack's ``govshare
@@ -38,6 +38,7 @@ DATASETS = {"population": "population_person", "legal_entity": "legal_entity", "
 PULLS = {"population": "approval-household", "legal_entity": "approval-general", "e_license": "approval-general"}
 KEYS = {"population": "id_number", "legal_entity": "uscc", "e_license": "license_id"}
 RUN_TIMEOUT = 600
+POPULATION_ROWS, PART_ROWS = 3000, 1000  # the catalog's smallest part size: three parts or so
 pytestmark = pytest.mark.scaleout
 
 # Manifest fields that differ between two publications of the same rows by design.
@@ -85,6 +86,17 @@ class World:
     sources: dict[str, Path]
     root: Path
 
+    def s3(self) -> tuple[Any, str, str]:
+        """A boto3 client of the stack's object store (from its Airflow connection), the bucket, the prefix."""
+        import boto3
+
+        assert not any(k.startswith("AWS_") for k in self.env), "the stack's store is reached by its connection alone"
+        conn = json.loads(self.env["AIRFLOW_CONN_GOVSHARE_STORE"])
+        client = boto3.client("s3", endpoint_url=conn["extra"]["endpoint_url"], region_name=conn["extra"]["region_name"],
+                              aws_access_key_id=conn["login"], aws_secret_access_key=conn["password"])
+        bucket, _, prefix = self.env["GOVSHARE_STORE"].removeprefix("s3://").partition("/")
+        return client, bucket, prefix
+
     def govshare(self, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         done = subprocess.run([str(GOVSHARE), *args], env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, (args, done.stderr[-3000:])
@@ -93,17 +105,24 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, demo_sources) -> Iterator[World]:  # noqa: ANN001
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    from govshare.demo import write_demo_sources
+
     root = tmp_path_factory.mktemp("scaleout")
     base = {k: v for k, v in os.environ.items()
             if not k.startswith(("AIRFLOW", "GOVSHARE_", "AWS_")) or k == "GOVSHARE_ROOT_KEY"}
-    sources = {}
-    for conn_id, uri in demo_sources.connection_uris().items():
-        copy = root / "sources" / Path(uri.removeprefix("sqlite:///")).name
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(uri.removeprefix("sqlite:///"), copy)
-        base[f"AIRFLOW_CONN_{conn_id.upper()}"] = f"sqlite:///{copy}"
-        sources[conn_id] = copy
+    demo = write_demo_sources(root / "sources", rows=POPULATION_ROWS, seed=11)
+    sources = {conn_id: Path(uri.removeprefix("sqlite:///")) for conn_id, uri in demo.connection_uris().items()}
+    base.update(demo.environment())
+    # population's full read in key-range parts: mapped ingest tasks, on either worker
+    catalog = root / "catalogs"
+    shutil.copytree(ROOT / "catalogs", catalog)
+    population = catalog / "population.yaml"
+    text = population.read_text(encoding="utf-8")
+    assert "  table: population_person\n" in text
+    population.write_text(text.replace("  table: population_person\n",
+                                       f"  table: population_person\n  part_rows: {PART_ROWS}\n"), encoding="utf-8")
+    base["GOVSHARE_CATALOG"] = str(catalog)
     home = root / "stack-home"
     database = f"scaleout_{os.getpid()}_{int(time.time())}"
     stack_env = {**base, "GOVSHARE_HOME": str(home), "PATH": "/usr/bin:/bin", "GOVSHARE_SCALEOUT_DB": database,
@@ -186,12 +205,7 @@ def _change_sources(sources: dict[str, Path]) -> None:
 
 def _stack_manifest(world: World, ds: str, version: int) -> dict[str, Any]:
     """The version's manifest as the object store holds it (its head marker names its objects)."""
-    import boto3
-
-    env = world.env
-    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"])
-    bucket, _, prefix = env["GOVSHARE_STORE"].removeprefix("s3://").partition("/")
+    s3, bucket, prefix = world.s3()
     head = json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}/{ds}/heads/{version:08d}.json")["Body"].read())
     return json.loads(s3.get_object(Bucket=bucket, Key=f"{head['objects']}/manifest.json")["Body"].read())
 
@@ -249,6 +263,9 @@ def test_the_stack_publishes_what_the_embedded_default_publishes(world: World, t
 
     # the work was spread: tasks ran on both Celery workers (each names itself, one machine here)
     ran = [ti for ti in first + second if ti["state"] == "success"]
+    parts = [ti for ti in ran if ti["dag_id"] == "sync_population" and ti["task_id"] == "ingest"]
+    assert len(parts) >= 2 and all(ti["map_index"] >= 0 for ti in parts), "population's first read ran in parts"
+    assert len(_stack_manifest(world, "population", 1)["data_keys"]) == len(_embedded_manifest(world, "population", 1)["data_keys"])
     hosts = {ti["hostname"].split("@", 1)[0] for ti in ran}
     assert hosts == {"worker-1", "worker-2"}, sorted({ti["hostname"] for ti in ran})
     # each worker kept its own store cache; no run's hand-over is left in the store once it finished
@@ -256,12 +273,7 @@ def test_the_stack_publishes_what_the_embedded_default_publishes(world: World, t
         assert (stack.home / "workers" / name / "store-cache").is_dir(), name
     assert not (stack.home / "store-cache" / "govshare" / "store" / "population" / ".staging").is_dir() or \
         not any((stack.home / "store-cache" / "govshare" / "store" / "population" / ".staging").iterdir())
-    import boto3
-
-    env = world.env
-    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"])
-    bucket, _, prefix = env["GOVSHARE_STORE"].removeprefix("s3://").partition("/")
+    s3, bucket, prefix = world.s3()
     left = s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/.runs/").get("Contents", [])
     assert left == [], [o["Key"] for o in left]
 
@@ -296,4 +308,4 @@ def test_the_stack_stops_cleanly(world: World) -> None:
     secrets = stack.home / "airflow" / "scaleout-secrets.env"
     assert secrets.stat().st_mode & 0o777 == 0o600
     names = {line.split("=")[0].removeprefix("export ") for line in secrets.read_text().splitlines()}
-    assert names == {"GOVSHARE_REDIS_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert names == {"GOVSHARE_REDIS_PASSWORD", "GOVSHARE_S3_ACCESS_KEY_ID", "GOVSHARE_S3_SECRET_ACCESS_KEY"}
