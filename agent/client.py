@@ -10,6 +10,7 @@ CA is an IntegrityError (3: not the enrolled publisher's service); 401 and 403 a
 from __future__ import annotations
 
 import json
+import os
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +34,25 @@ def tls_context(ca_pem: bytes | str) -> ssl.SSLContext:
         return ssl.create_default_context(cadata=text)
     except ssl.SSLError:
         raise ConfigError("the pinned CA certificate is unreadable") from None
+
+
+STORE_CA_ENV = "GOVSHARE_AGENT_STORE_CA"
+
+
+def store_verify() -> ssl.SSLContext | bool:
+    """How an object store's certificate is checked when the service hands out pre-signed URLs:
+    against GOVSHARE_AGENT_STORE_CA (a PEM file) when set, else the system's CAs."""
+    raw = os.environ.get(STORE_CA_ENV, "").strip()
+    if not raw:
+        return True
+    try:
+        pem = Path(raw).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{STORE_CA_ENV}={raw!r}: cannot read it ({exc.strerror or exc.__class__.__name__})") from None
+    try:
+        return tls_context(pem)
+    except (ConfigError, ValueError):
+        raise ConfigError(f"{STORE_CA_ENV}={raw!r} is not a PEM certificate") from None
 
 
 def _transport_error(exc: httpx.HTTPError, url: str) -> GovshareError:
@@ -141,9 +161,37 @@ class ServiceClient:
     def _stream(self, target: str) -> Iterator[httpx.Response]:
         try:
             with self._client.stream("GET", target, headers=self._headers("GET", target, b"")) as response:
+                if response.status_code == 307 and response.headers.get("location"):
+                    with self._from_store(response.headers["location"], target) as stored:
+                        yield stored
+                    return
                 if response.status_code != 200:
                     response.read()
                     raise refusal(response.status_code, response.content, self.url)
                 yield response
         except httpx.HTTPError as exc:
             raise _transport_error(exc, self.url) from None
+
+    @contextmanager
+    def _from_store(self, location: str, target: str) -> Iterator[httpx.Response]:
+        """A file the service handed out as a pre-signed object-store URL: fetched without the
+        agent's signature or any credential (the URL is the credential), trusting the system's CAs
+        or GOVSHARE_AGENT_STORE_CA for the store's certificate. What it yields is checked against
+        the signed manifest like a file the service sent."""
+        url = httpx.URL(location)
+        if url.scheme not in ("https", "http") or not url.host:
+            raise IntegrityError(f"the service at {self.url} redirected {target} to something that is not an "
+                                 "http(s) URL")
+        where = f"the object store at {url.scheme}://{url.host}"
+        try:
+            with httpx.Client(verify=store_verify(), timeout=TIMEOUT, follow_redirects=False) as client, \
+                    client.stream("GET", url) as response:
+                if response.status_code != 200:
+                    response.read()
+                    # an expired or refused URL: the next pull asks the service for a fresh one
+                    raise TemporaryFailure(f"{where} refused the pre-signed URL of {target} "
+                                           f"({response.status_code}); retry the pull")
+                yield response
+        except httpx.HTTPError as exc:
+            raise TemporaryFailure(f"{where} is unreachable for {target} ({exc.__class__.__name__}); "
+                                   "retry later") from None

@@ -188,6 +188,18 @@ class ObjectStore:
                                    f"({exc.__class__.__name__}); retry later") from None
         return sorted(n for n in found if n)
 
+    def presign(self, key: str, seconds: int) -> str:
+        """A URL that GETs ``key`` without credentials for ``seconds`` (SigV4 query signing, made
+        locally: no request to the store)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return self._client.generate_presigned_url("get_object", Params={"Bucket": self.url.bucket, "Key": key},
+                                                       ExpiresIn=seconds)
+        except (BotoCoreError, ClientError) as exc:
+            raise ConfigError(f"object store {self.url.url}: cannot sign a URL for {key} "
+                              f"({exc.__class__.__name__}): check the credentials") from None
+
     def listing(self, prefix: str) -> dict[str, tuple[int, str]]:
         """Every object under ``prefix/``, at any depth: its name below the prefix -> (size, ETag)."""
         from botocore.exceptions import BotoCoreError, ClientError

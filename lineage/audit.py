@@ -49,6 +49,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+from common.coordination import held
 from common.errors import ConfigError, GovshareError, IntegrityError
 from common.faults import FAULT_ENV
 from common.files import PRIVATE_FILE, canonical_json, fsync_dir, private_dir, replacing, write_private
@@ -64,6 +65,7 @@ log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 HEAD_FILE = "access-log-head.json"
+ACCESS_LOG_LOCK = "govshare-access-log"  # the advisory lock of appends under GOVSHARE_COORDINATION
 HEAD_FORMAT = "govshare-access-log-head/1"
 PROOF_FORMAT = "govshare-inclusion-proof/1"
 ANCHOR_FORMAT = "govshare-access-log-anchor/1"
@@ -123,8 +125,16 @@ class AccessLog:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[TextIO]:
-        """The log file, opened for appending and locked (exclusively, across processes). A purge
-        renames a new file over the log, so the lock taken is checked to be the current file's."""
+        """The log file, opened for appending and locked (exclusively, across processes; across
+        machines too under GOVSHARE_COORDINATION, whose advisory lock is taken first, so the
+        head holds when services and CLIs on several machines share the home). A purge renames
+        a new file over the log, so the lock taken is checked to be the current file's."""
+        with held(ACCESS_LOG_LOCK, "the access log"):
+            with self._file_locked() as fh:
+                yield fh
+
+    @contextlib.contextmanager
+    def _file_locked(self) -> Iterator[TextIO]:
         private_dir(self.folder)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)  # purposes are free text

@@ -30,7 +30,7 @@ REQUEST = "request"
 FILE_URL_PREFIX = "/delta-sharing/files/"
 _NOTE = "govshare_access"
 NOTED = ("subscriber", "channel", "purpose", "case", "dataset", "version", "versions", "fields", "rows", "reason",
-         "delivery", "checkpoint")
+         "delivery", "checkpoint", "presigned")
 
 
 def note(request: Request, **fields: Any) -> None:  # noqa: ANN401 - JSON values

@@ -9,7 +9,9 @@ log with the subscriber *as authenticated* (the agent's enrolment), never as cla
     GET  /datasets                                  the subscriber's grants: fields, in force or why not
     GET  /datasets/{ds}/versions                    published versions (number, digest, kind, time)
     GET  /datasets/{ds}/versions/{v}/manifest       the manifest's exact bytes (base64) and signature
-    GET  /datasets/{ds}/versions/{v}/files/{name}   a file the manifest lists (encrypted as published)
+    GET  /datasets/{ds}/versions/{v}/files/{name}   a file the manifest lists (encrypted as published);
+                                                    with GOVSHARE_PRESIGN_SECONDS on an object store,
+                                                    307 to a pre-signed URL of it instead
     POST /datasets/{ds}/envelopes                   {"version": N, "since": S} (each optional; version
                                                     defaults to the latest): the data keys the grant
                                                     covers of a full view of N, or of the changes
@@ -42,7 +44,7 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from common.catalog import Dataset, Grant, Subscriber
 from common.errors import AccessDenied, GovshareError, IntegrityError
@@ -276,6 +278,12 @@ def file(request: Request, dataset: str, version: int, name: str) -> Response:
     listed = {f["path"] for f in store.read_manifest(v).files()}
     if name not in listed:
         raise AgentError(404, f"{dataset} version {v} lists no file {shown_subscriber(name)!r}")
+    seconds = context(request).presign_seconds
+    if seconds and (url := store.presigned(v, name, seconds)) is not None:
+        # the file as published (encrypted: without envelopes it opens nothing), fetched from the
+        # object store; the agent checks it against the signed manifest's digest as ever
+        note(request, presigned=seconds)
+        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
     path = store.version_dir(v) / name
     if not path.is_file():
         raise IntegrityError(f"{dataset} version {v}: file {name} is missing from the store")

@@ -7,15 +7,33 @@ request.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from starlette.requests import Request
 
 from common.catalog import Catalog
+from common.errors import ConfigError
 from common.home import Home
 from keys.keystore import Keystore
 from lineage.audit import AccessLog
 from sharing.revocations import effective_catalog
+
+PRESIGN_ENV = "GOVSHARE_PRESIGN_SECONDS"
+MAX_PRESIGN_SECONDS = 900
+
+
+def presign_seconds() -> int:
+    """GOVSHARE_PRESIGN_SECONDS: unset or 0, the service streams every file itself; 1..900, an
+    agent's file request on an object store is answered with a redirect to a pre-signed URL
+    valid that long. Anything else is refused at start (exit 2)."""
+    raw = os.environ.get(PRESIGN_ENV, "").strip()
+    if not raw:
+        return 0
+    if not raw.isdigit() or not 0 <= int(raw) <= MAX_PRESIGN_SECONDS:
+        raise ConfigError(f"{PRESIGN_ENV}={raw!r}: give 0 (the service sends the files) or a number of seconds "
+                          f"from 1 to {MAX_PRESIGN_SECONDS} (pre-signed object-store URLs)")
+    return int(raw)
 
 
 @dataclass(frozen=True)
@@ -24,6 +42,7 @@ class ServiceContext:
     home: Home
     keystore: Keystore
     access_log: AccessLog
+    presign_seconds: int = 0  # agents' version files as pre-signed object-store URLs (0: streamed)
 
     @property
     def catalog(self) -> Catalog:
@@ -35,7 +54,7 @@ class ServiceContext:
     def open(cls, catalog: Catalog, home: Home) -> ServiceContext:
         home.require_initialised()
         keystore = Keystore(home.keystore)
-        return cls(catalog, home, keystore, AccessLog.of(home, keystore))
+        return cls(catalog, home, keystore, AccessLog.of(home, keystore), presign_seconds())
 
 
 def context(request: Request) -> ServiceContext:

@@ -59,6 +59,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from common.coordination import coordination_dsn, transaction
 from common.errors import ConfigError, IntegrityError, PublishConflict, TemporaryFailure
 from common.faults import checkpoint
 from common.files import DIGEST_FIELDS, canonical_json, digest_bytes, fsync_dir, write_atomic
@@ -201,6 +202,16 @@ class SharingStore:
             raise IntegrityError(f"{self.dataset_id} version {version}: the head marker {self._head_key(version)} "
                                  "on the object store is malformed") from None
         return doc
+
+    def presigned(self, version: int, name: str, seconds: int) -> str | None:
+        """A pre-signed URL of a visible version's file on object storage, valid ``seconds``;
+        None for a local store (or a file the head marker does not list)."""
+        if self.remote is None:
+            return None
+        doc = self.head(version)
+        if doc is None or name not in doc["files"]:
+            return None
+        return self.remote.presign(f"{doc['objects']}/{name}", seconds)
 
     def _materialise(self, version: int, path: Path) -> None:
         doc = self.head(version)
@@ -367,7 +378,6 @@ def dataset_ids(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-COORDINATION_ENV = "GOVSHARE_COORDINATION"
 _LEASE_TABLE = "govshare_sync_lease"
 _LEASE_TABLE_MADE: set[str] = set()  # the databases this process has made sure hold the table
 
@@ -382,11 +392,7 @@ class SyncLease:
         self.dataset_id = dataset_id
         self.folder = work
         self.path = work / f"{dataset_id}.lease"
-        raw = os.environ.get(COORDINATION_ENV, "").strip()
-        if raw and not raw.startswith(("postgresql://", "postgres://")):
-            raise ConfigError(f"{COORDINATION_ENV}={raw.split('@')[-1]!r}: expected postgresql://user:password@host/db "
-                              "(or unset, for the home's own work folder)")
-        self._dsn = raw or None
+        self._dsn = coordination_dsn()
         self._db = None  # the open transaction while _lease_lock holds the lock
 
     @contextmanager
@@ -411,25 +417,14 @@ class SyncLease:
 
     @contextmanager
     def _database(self) -> Iterator[Any]:
-        import psycopg
-
-        where = self._dsn.split("@")[-1]
-        try:
-            with psycopg.connect(self._dsn, connect_timeout=10, autocommit=False) as db:
-                if self._dsn not in _LEASE_TABLE_MADE:  # concurrent CREATE ... IF NOT EXISTS can collide: serialise it
-                    db.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_LEASE_TABLE,))
-                    db.execute(f"CREATE TABLE IF NOT EXISTS {_LEASE_TABLE} (dataset text PRIMARY KEY, lease text NOT NULL)")
-                    db.commit()
-                    _LEASE_TABLE_MADE.add(self._dsn)
-                db.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"govshare-lease:{self.dataset_id}",))
-                yield db
+        with transaction(self._dsn, f"{self.dataset_id}: the sync lease") as db:
+            if self._dsn not in _LEASE_TABLE_MADE:  # concurrent CREATE ... IF NOT EXISTS can collide: serialise it
+                db.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_LEASE_TABLE,))
+                db.execute(f"CREATE TABLE IF NOT EXISTS {_LEASE_TABLE} (dataset text PRIMARY KEY, lease text NOT NULL)")
                 db.commit()
-        except psycopg.OperationalError as exc:
-            raise TemporaryFailure(f"{self.dataset_id}: the coordination database {where} is unreachable "
-                                   f"({str(exc).splitlines()[0][:160]}); retry later") from None
-        except psycopg.Error as exc:
-            raise ConfigError(f"{self.dataset_id}: the coordination database {where} refused the sync lease "
-                              f"({exc.__class__.__name__}); check {COORDINATION_ENV} and the user's rights") from None
+                _LEASE_TABLE_MADE.add(self._dsn)
+            db.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"govshare-lease:{self.dataset_id}",))
+            yield db
 
     def lease(self) -> Lease | None:
         """The lease as written (stale or not); None when no run holds it."""

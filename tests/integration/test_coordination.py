@@ -11,8 +11,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from common.coordination import COORDINATION_ENV
 from common.errors import ConfigError, TemporaryFailure
-from sharing.store import COORDINATION_ENV, SyncLease
+from sharing.store import SyncLease
 
 pytestmark = pytest.mark.integration
 
@@ -62,3 +63,28 @@ def test_a_bad_coordination_setting_fails_closed(monkeypatch: pytest.MonkeyPatch
         SyncLease(tmp_path, "population").hold("run-a", "run")
     assert "secret" not in str(down.value)
 
+
+
+def test_appends_to_the_access_log_wait_for_the_coordination_lock(coordination: str, home) -> None:  # noqa: ANN001
+    """Services and CLIs on several machines append to one access log: under
+    GOVSHARE_COORDINATION an append first takes the database's advisory lock, so while another
+    machine holds it, the append waits, and the chain it extends is the one left behind."""
+    import threading
+    import time
+
+    from keys.keystore import Keystore
+    from lineage.audit import ACCESS_LOG_LOCK, AccessLog
+
+    log = AccessLog.of(home, Keystore(home.keystore))
+    first = log.append({"event": "request", "path": "/probe/1"})
+    done: list[dict] = []
+    with psycopg.connect(coordination, autocommit=False) as other_machine:
+        other_machine.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (ACCESS_LOG_LOCK,))
+        writer = threading.Thread(target=lambda: done.append(log.append({"event": "request", "path": "/probe/2"})))
+        writer.start()
+        time.sleep(1.0)
+        assert done == [], "the append went ahead while another machine held the lock"
+        other_machine.commit()  # releases it
+    writer.join(timeout=30)
+    assert done and done[0]["seq"] == first["seq"] + 1
+    assert log.head().count == first["seq"] + 1

@@ -245,3 +245,31 @@ def test_an_agent_pulls_the_same_view_from_a_service_on_the_object_store(s3_part
     s3_parties.same_view(HOUSEHOLD, "household", "population", tmp_path, "--since", "1")
     s3_parties.same_view(HOUSEHOLD, "household", "population", tmp_path / "full")
     assert (s3_parties.world.home / "store-cache" / BUCKET / "bureau-b" / "population" / "versions" / "00000002").is_dir()
+
+
+def test_with_presigned_urls_the_agent_fetches_files_from_the_object_store(s3_parties, s3_env, tmp_path: Path) -> None:
+    from tests.agent.test_agent import HOUSEHOLD, Parties
+    from tests.service.conftest import start_service
+
+    world = s3_parties.world
+    served = start_service({**world.env, "GOVSHARE_PRESIGN_SECONDS": "60"})
+    try:
+        p = Parties(world, served, tmp_path)
+        p.ok("agent", "init", "--enrollment", str(p.enrol(HOUSEHOLD, "presigned")), agent="presigned")
+        before = len(world.access_log())
+        p.same_view(HOUSEHOLD, "presigned", "population", tmp_path)
+        p.same_view(HOUSEHOLD, "presigned", "population", tmp_path, "--since", "1")
+    finally:
+        assert served.stop() == 0
+    records = world.access_log()[before:]
+    files = [r for r in records if "/files/" in str(r.get("path", ""))]
+    assert files and all(r.get("presigned") == 60 and r.get("status") == 307 for r in files), files
+    assert any(r.get("event") == "delivery" for r in records), "the release is recorded as ever"
+
+
+@pytest.mark.parametrize("value", ["60s", "-1", "901", "yes"])
+def test_a_bad_presign_setting_stops_the_service_at_start(worlds, value: str) -> None:
+    _, remote = worlds
+    done = remote.run("serve", "--port", "0", env={"GOVSHARE_PRESIGN_SECONDS": value})
+    assert done.returncode == 2, done.stderr
+    assert "GOVSHARE_PRESIGN_SECONDS" in done.stderr and "Traceback" not in done.stderr

@@ -5,7 +5,7 @@ server, the sync lease in PostgreSQL, the store's endpoint and keys from an Airf
 same sources (except what is random or local by design: times, run ids, data key ids, digests of
 encrypted files, signatures, the home's own access log), the pulled views are equal row for row,
 both workers ran tasks, and an enrolled agent pulls the same view from the stack's ``govshare
-serve``, which reads the object store.
+serve``, which reads the object store and hands the agent pre-signed URLs of its files.
 
 Run by ``make test-scaleout`` (GOVSHARE_TEST_SCALEOUT=1); ``make test`` does not collect it.
 """
@@ -296,7 +296,12 @@ def test_an_agent_pulls_the_same_view_from_the_stacks_service(world: World, tmp_
         left, right = pq.read_table(mine), pq.read_table(theirs)
         assert left.num_rows > 0 and left.schema == right.schema
         assert left.equals(right), f"the agent's view differs from govshare pull's {extra}"
-    # the service wrote each delivery to the access log, which verifies
+    # the agent fetched the version files from the object store by pre-signed URLs; the service
+    # wrote each request and delivery to the access log, which verifies
+    log = world.stack.home / "audit" / "access-log.jsonl"
+    records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    files = [r for r in records if "/agent/v1/" in str(r.get("path")) and "/files/" in str(r.get("path"))]
+    assert files and all(r.get("status") == 307 and r.get("presigned") for r in files), files
     world.govshare(world.env, "audit", "verify")
 
 
