@@ -460,7 +460,8 @@ def _audit(args: argparse.Namespace) -> int:
     purged = f" (the first {summary.purged} archived and purged)" if summary.purged else ""
     print(f"access log: {summary.records} record(s){purged}, chain and signatures verified, "
           f"against {len(summary.heads)} signed head(s) (head file and manifests) and the Merkle tree against "
-          f"{summary.checkpoints} signed checkpoint(s)")
+          f"{summary.checkpoints} signed checkpoint(s)"
+          + (f", {summary.mirrored} of them the copies on the object store" if summary.mirrored else ""))
     for seq in summary.unconfirmed:
         print(f"access log: delivery record {seq} started, not confirmed (nothing confirmed as delivered)")
     if args.archive is not None:

@@ -54,6 +54,7 @@ from common.errors import ConfigError, GovshareError, IntegrityError
 from common.faults import FAULT_ENV
 from common.files import PRIVATE_FILE, canonical_json, fsync_dir, private_dir, replacing, write_private
 from common.home import Home
+from common.objstore import StoreUrl, attached, object_store
 from common.oserrors import storage_error
 from keys.keystore import Keystore
 from keys.merkle import SHA256, SIGNED_WITH, Frontier, TreeHash, consistency_proof, inclusion_proof
@@ -96,6 +97,55 @@ class AuditSummary:
     unconfirmed: tuple[int, ...]  # seqs of deliveries started, not confirmed
     checkpoints: int = 0  # signed checkpoints checked against the recomputed tree
     purged: int = 0  # records 1..purged were archived and purged (the retention anchor)
+    mirrored: int = 0  # of them, copies on the object store (CheckpointMirror), checked as well
+
+
+CHECKPOINTS_PREFIX = (".log", "checkpoints")
+
+
+class CheckpointMirror:
+    """The access log's signed checkpoints, copied to the object store of an s3 sharing store
+    (``<prefix>/.log/checkpoints/<size>-<digest>.json``, written once each, never overwritten),
+    where auditors and witnesses read them without the publisher's machines, and where a bucket
+    under object lock (WORM) keeps them out of the publisher's reach. ``verify`` checks the
+    records against every copy there too: a log rewritten together with the local checkpoints
+    file still disagrees with the trees the store holds.
+
+    A copy that cannot be written is logged and left: the checkpoint is kept locally, the
+    operation that made it (a publish, an agent's pull) goes on, and the next checkpoint
+    covers the records since."""
+
+    def __init__(self, url: StoreUrl) -> None:
+        self.url = url
+        self.prefix = url.key(*CHECKPOINTS_PREFIX)
+
+    def put(self, record: dict[str, Any]) -> bool:
+        from hashlib import sha256
+
+        name = f"{int(record['size']):012d}-{sha256(record['note'].encode('utf-8')).hexdigest()[:16]}.json"
+        try:
+            object_store(self.url).put(f"{self.prefix}/{name}", canonical_json(record), if_absent=True)
+            return True
+        except GovshareError as exc:
+            log.warning("access log checkpoint of %s record(s) not copied to the object store: %s",
+                        record.get("size"), exc.message)
+            return False
+
+    def records(self) -> list[tuple[str, dict[str, Any]]]:
+        """(object key, record) of every copy, oldest first; IntegrityError for one that is not a record."""
+        store = object_store(self.url)
+        found = []
+        for name in sorted(store.listing(self.prefix)):
+            key = f"{self.prefix}/{name}"
+            raw = store.get(key)
+            try:
+                record = json.loads(raw) if raw is not None else None
+                if not isinstance(record, dict) or not isinstance(record.get("note"), str):
+                    raise ValueError
+            except ValueError:
+                raise IntegrityError(f"{self.url.url}: {key} is not an access-log checkpoint; it was altered") from None
+            found.append((key, record))
+        return found
 
 
 def _utc_now() -> datetime:
@@ -104,17 +154,25 @@ def _utc_now() -> datetime:
 
 class AccessLog:
     def __init__(self, folder: Path, keystore: Keystore, head_path: Path | None = None,
-                 clock: Callable[[], datetime] = _utc_now) -> None:
+                 clock: Callable[[], datetime] = _utc_now, mirror: CheckpointMirror | None = None) -> None:
         self.folder = folder
         self.path = folder / "access-log.jsonl"
         self.keystore = keystore
         self.head_path = head_path or folder.parent / "state" / HEAD_FILE  # GOVSHARE_HOME/state
         self.tree = LogTree(folder, keystore)
         self.clock = clock  # the time stamped on records (tests inject an older one)
+        self.mirror = mirror  # checkpoints copied to the object store, when the sharing store is one
 
     @classmethod
     def of(cls, home: Home, keystore: Keystore, clock: Callable[[], datetime] = _utc_now) -> AccessLog:
-        return cls(home.audit, keystore, home.state / HEAD_FILE, clock)
+        url = attached(home.store)
+        return cls(home.audit, keystore, home.state / HEAD_FILE, clock, CheckpointMirror(url) if url else None)
+
+    def _mirrored(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A checkpoint just kept, copied to the object store when there is one."""
+        if self.mirror is not None:
+            self.mirror.put(record)
+        return record
 
     @property
     def hasher(self) -> TreeHash:
@@ -268,9 +326,10 @@ class AccessLog:
         agent); returns the kept record, its signed note under ``note``."""
         try:
             with self._locked():
-                return self.tree.checkpoint(self._synced(), reason)
+                record = self.tree.checkpoint(self._synced(), reason)
         except OSError as exc:
             raise self._unwritable(exc) from None
+        return self._mirrored(record)
 
     def checkpoint_if_grown(self, reason: str) -> dict[str, Any] | None:
         """A checkpoint when the log has grown since the last one (the service's hourly one)."""
@@ -296,6 +355,7 @@ class AccessLog:
                 path = inclusion_proof(seq - 1, levels.size, levels)
         except OSError as exc:
             raise self._unwritable(exc) from None
+        self._mirrored(checkpoint)
         return {"format": PROOF_FORMAT, "record": entry, "leaf_index": seq - 1, "tree_size": checkpoint["size"],
                 "leaf_hash": entry_leaf(entry, self.hasher).hex(), "inclusion": [h.hex() for h in path],
                 "checkpoint": checkpoint["note"], "publisher_key": self.tree.verifier_key(checkpoint["key_id"]),
@@ -313,6 +373,7 @@ class AccessLog:
                 proof = consistency_proof(old_size, levels.size, levels)
         except OSError as exc:
             raise self._unwritable(exc) from None
+        self._mirrored(checkpoint)
         return {"checkpoint": checkpoint["note"], "size": checkpoint["size"], "from": old_size,
                 "consistency": [h.hex() for h in proof]}
 
@@ -422,6 +483,8 @@ class AccessLog:
         checks = [*([(str(self.head_path), own)] if own else []), *heads]
         wanted = {head.count for _, head in checks}
         checkpoints = self._signed_checkpoints()
+        mirrored = self._mirrored_checkpoints()
+        checkpoints += mirrored
         hashes: dict[int, str] = {0: GENESIS}
         prev_hash = GENESIS
         pending: set[int] = set()
@@ -475,7 +538,7 @@ class AccessLog:
             raise IntegrityError(f"the access log's tree cache {self.tree.tree_dir} does not match its records; "
                                  "it was altered (remove the folder: it is rebuilt from the log)")
         return AuditSummary(count, tuple(where for where, _ in checks), tuple(sorted(pending)), len(checkpoints),
-                            purged)
+                            purged, len(mirrored))
 
     def _check_anchor(self, anchor: dict[str, Any] | None, purge: dict[str, Any] | None,
                       kept: dict[int, bytes]) -> None:
@@ -497,6 +560,18 @@ class AccessLog:
             raise IntegrityError(f"access log {self.path}: purge record {purge['seq']} is anchored to a checkpoint of "
                                  f"{checkpoint.get('size')} record(s) that no kept checkpoint signs; the checkpoints "
                                  "were altered")
+
+    def _mirrored_checkpoints(self) -> list[tuple[int, tuple[str, bytes]]]:
+        """(size, (where, root)) of every checkpoint copy on the object store, each signature checked."""
+        if self.mirror is None:
+            return []
+        keys = publisher_keys(self.keystore)
+        found = []
+        for key, record in self.mirror.records():
+            where = f"the checkpoint copy {self.mirror.url.url}:{key}"
+            checkpoint = self.tree.check(record, where, keys)
+            found.append((checkpoint.size, (f"{where} ({record.get('time')})", checkpoint.root)))
+        return found
 
     def _signed_checkpoints(self) -> list[tuple[int, tuple[str, bytes]]]:
         """(size, (where, root)) of every kept checkpoint, each signature checked."""

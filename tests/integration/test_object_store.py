@@ -273,3 +273,24 @@ def test_a_bad_presign_setting_stops_the_service_at_start(worlds, value: str) ->
     done = remote.run("serve", "--port", "0", env={"GOVSHARE_PRESIGN_SECONDS": value})
     assert done.returncode == 2, done.stderr
     assert "GOVSHARE_PRESIGN_SECONDS" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_access_logs_checkpoints_are_copied_to_the_object_store_and_verified(worlds, s3_env) -> None:
+    _, remote = worlds
+    copies = _keys(s3_env, "bureau-a/.log/checkpoints/")
+    assert copies, "publishing signs a checkpoint, and its copy goes to the store"
+    first = json.loads(_s3(s3_env).get_object(Bucket=BUCKET, Key=copies[0])["Body"].read())
+    assert {"size", "root", "note", "key_id", "time"} <= set(first) and first["note"].count("\n") >= 3
+    verified = remote.run("audit", "verify")
+    assert verified.returncode == 0, verified.stderr
+    assert f"{len(copies)} of them the copies on the object store" in verified.stdout
+    # a copy altered on the store no longer verifies: exit 3, naming it
+    altered = dict(first, size=first["size"] + 1)
+    key = copies[0].rsplit("/", 1)[0] + "/999999999999-altered.json"
+    _s3(s3_env).put_object(Bucket=BUCKET, Key=key, Body=json.dumps(altered).encode())
+    try:
+        failed = remote.run("audit", "verify")
+        assert failed.returncode == 3, failed.stderr
+        assert "999999999999-altered.json" in failed.stderr and "Traceback" not in failed.stderr
+    finally:
+        _s3(s3_env).delete_object(Bucket=BUCKET, Key=key)
