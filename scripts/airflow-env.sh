@@ -19,29 +19,9 @@ export GOVSHARE_AIRFLOW_PORT="${GOVSHARE_AIRFLOW_PORT:-8080}"
 export PATH="$_govshare_root/.venv/bin:$PATH"
 export TQDM_DISABLE=1 GX_ANALYTICS_ENABLED=false
 mkdir -p "$AIRFLOW_HOME/logs" "$AIRFLOW_HOME/plugins" "$GOVSHARE_HOME/lineage"
-# Written to a private temporary file and linked into place, so concurrent first runs agree on one
-# set and an existing set is never replaced (the Fernet key must outlive every stored secret).
-"$_govshare_root/.venv/bin/python" - "$AIRFLOW_HOME/shared-secrets.env" <<'PY'
-import os, secrets, sys, tempfile
-from cryptography.fernet import Fernet
-
-path = sys.argv[1]
-if not os.path.exists(path):
-    values = {
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
-        "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
-        "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
-    }
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".shared-secrets.")  # mode 0600
-    with os.fdopen(fd, "w") as out:
-        out.write("".join(f"export {name}={value}\n" for name, value in values.items()))
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        os.unlink(tmp)
-PY
+# Written once (scripts/secrets-once.py): concurrent first runs agree on one set, none is replaced.
+"$_govshare_root/.venv/bin/python" "$_govshare_root/scripts/secrets-once.py" "$AIRFLOW_HOME/shared-secrets.env" \
+  AIRFLOW__API_AUTH__JWT_SECRET=urlsafe:64 AIRFLOW__API__SECRET_KEY=urlsafe:32 AIRFLOW__CORE__FERNET_KEY=fernet
 # shellcheck disable=SC1091
 source "$AIRFLOW_HOME/shared-secrets.env"
 unset _govshare_root
